@@ -1,0 +1,1 @@
+"""LadderLens desktop application (PySide6). A thin layer over ``core`` and ``trainer``."""

@@ -1,0 +1,4 @@
+"""LadderLens trainer: the ladder-loss family, relevance, metrics, the scene world and training loops.
+
+Imports ``core``; never imports Qt or the app.
+"""
