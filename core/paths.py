@@ -1,0 +1,35 @@
+"""Where things live on disk: the library folder and the cache folder.
+
+Resolution order for the library: an explicit argument, then ``$LADDERLENS_HOME``, then the
+platform's per-user data folder (``platformdirs``). The cache (thumbnails, rendered training
+data) follows ``$LADDERLENS_CACHE``, then the platform's per-user cache folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "LadderLens"
+
+
+def library_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The library folder to use (not created here)."""
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    env = os.environ.get("LADDERLENS_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+def cache_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The cache folder to use (not created here)."""
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    env = os.environ.get("LADDERLENS_CACHE")
+    if env:
+        return Path(env).expanduser().resolve()
+    return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
