@@ -1,0 +1,346 @@
+"""Grade one query's candidates into relevance tiers, best first (numpy only, pure functions).
+
+Scores of one query are only comparable with each other, so the grading is per query and
+adaptive, like the adaptive ladder loss:
+
+1. **Calibrate.** ``z = (score - mean_bg) / std_bg`` where the background is the query's scores
+   over the library (or a random sample of it). A z of 4 means "far above what this query
+   scores on an arbitrary photo", whatever the model's raw cosine range.
+2. **Cluster.** The top candidates (those with ``z >= z_floor``, at least ``min_tiered`` and at
+   most ``max_tiered`` of them) are clustered in 1-D for k = 2..4 and the k with the best
+   silhouette is kept. The clustering is *exact* (globally optimal sum of squares) by dynamic
+   programming over the sorted scores, as in Ckmeans.1d.dp (Wang & Song, R Journal 2011): for
+   at most a few hundred values this costs well under a millisecond and, unlike Lloyd's
+   algorithm, it is deterministic and never stuck in a poor local optimum. Candidates below
+   the top-N join the last tier, so every candidate has a tier and tiers stay contiguous.
+3. **Gate.** An absolute test (:class:`MatchGate`) decides whether the top tier is a *match* at
+   all: its median z must clear ``min_top_z``, and it must stand apart from the next tier by
+   ``min_gap_z`` (the empty space between them, in background standard deviations). When it
+   fails the query is *long tail*: nothing matches; the tiers are still shown, as alternatives.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+MATCH_LABELS = ("Best matches", "Related", "Loosely related", "Distant")
+LONG_TAIL_LABELS = (
+    "Nearest alternatives",
+    "Further alternatives",
+    "Distant alternatives",
+    "Remote alternatives",
+)
+K_RANGE = (2, 4)
+_STD_FLOOR = 1e-6
+_EQUAL = 1e-9
+
+
+@dataclass(frozen=True)
+class MatchGate:
+    """When the top tier counts as a match. The thresholds depend on the model: calibrate them.
+
+    Attributes:
+        min_top_z: The top tier's median z must be at least this (3.0: about one photo in 700
+            of a normal background scores that high by chance).
+        min_gap_z: Empty space between the top tier's lowest score and the next tier's highest,
+            in background standard deviations (a continuous slope of scores has no gap).
+        min_top_score: Optional raw-score floor for the best candidate (cosine, model-specific).
+    """
+
+    min_top_z: float = 3.0
+    min_gap_z: float = 0.25
+    min_top_score: float | None = None
+
+    def passes(self, top_z: float, gap_z: float, top_score: float) -> bool:
+        if not (math.isfinite(top_z) and top_z >= self.min_top_z):
+            return False
+        if not gap_z >= self.min_gap_z:  # NaN fails too
+            return False
+        return self.min_top_score is None or top_score >= self.min_top_score
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One rung of the ladder. ``rank`` 1 is the best tier."""
+
+    rank: int
+    label: str
+    count: int
+    min_score: float
+    max_score: float
+    min_z: float = math.nan
+    max_z: float = math.nan
+
+    def to_dict(self) -> dict:
+        """The JSON shape: rank, label, count, min_score, max_score."""
+        return {
+            "rank": self.rank,
+            "label": self.label,
+            "count": self.count,
+            "min_score": self.min_score,
+            "max_score": self.max_score,
+        }
+
+
+@dataclass(frozen=True)
+class Grading:
+    """The result of :func:`grade`.
+
+    Attributes:
+        tiers: Best first; counts sum to the number of finite candidates.
+        tier_of: Per candidate (input order), the ``rank`` of its tier; 0 for a non-finite score.
+        z: Per candidate, its calibrated score (NaN for a non-finite score).
+        long_tail: True when the gate says the top tier is not a match.
+        background_mean: Mean of the background scores (the calibration).
+        background_std: Their standard deviation (floored to stay positive).
+        boundaries: Score thresholds between consecutive tiers, descending (``len(tiers) - 1``).
+        top_z: Median z of the top tier (what the gate tested).
+        gap_z: Separation of the top tier from the next, in background standard deviations.
+        k: Number of clusters chosen; ``silhouette`` its score (NaN when not clustered).
+        histogram_counts: Background score histogram, for drawing the distribution.
+        histogram_edges: Its bin edges (``len(counts) + 1``), spanning background and candidates.
+    """
+
+    tiers: list[Tier]
+    tier_of: np.ndarray
+    z: np.ndarray
+    long_tail: bool
+    background_mean: float
+    background_std: float
+    boundaries: list[float] = field(default_factory=list)
+    top_z: float = math.nan
+    gap_z: float = math.nan
+    k: int = 0
+    silhouette: float = math.nan
+    histogram_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    histogram_edges: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+# ---------------------------------------------------------------------- 1-D k-means
+
+
+def kmeans_1d(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Optimal 1-D k-means (minimum within-cluster sum of squares) by dynamic programming.
+
+    Args:
+        values: 1-D finite values, any order.
+        k: Number of clusters, ``1 <= k``; more clusters than distinct values leaves some empty
+            in effect, so ``k`` is reduced to the number of distinct values.
+
+    Returns:
+        ``(labels, centres)``: per value (input order) its cluster, numbered by ascending centre,
+        and the cluster means. Clusters are contiguous ranges of the sorted values.
+    """
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0)
+    if not np.isfinite(x).all():
+        raise ValueError("kmeans_1d needs finite values")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    k = min(k, int(np.unique(xs).size))
+    starts = _optimal_partitions(xs, k)[k]
+    sorted_labels = np.zeros(xs.size, np.int64)
+    for c, s in enumerate(starts):
+        sorted_labels[s:] = c
+    labels = np.empty_like(sorted_labels)
+    labels[order] = sorted_labels
+    centres = np.array([xs[sorted_labels == c].mean() for c in range(k)])
+    return labels, centres
+
+
+def _optimal_partitions(xs: np.ndarray, kmax: int) -> dict[int, list[int]]:
+    """For each k in 1..kmax, the start index of each cluster in the optimal partition of sorted ``xs``."""
+    n = xs.size
+    # Centre the data: the sum-of-squares formula below loses precision on large offsets.
+    c = xs - xs.mean()
+    s1 = np.concatenate([[0.0], np.cumsum(c)])
+    s2 = np.concatenate([[0.0], np.cumsum(c * c)])
+
+    idx = np.arange(n + 1)
+    cost = np.full((kmax + 1, n + 1), np.inf)
+    arg = np.zeros((kmax + 1, n + 1), np.int64)
+    cost[1, 1:] = np.maximum(s2[1:] - s1[1:] ** 2 / idx[1:], 0.0)
+    # cost[m, j]: best sum of squares of xs[:j] in m clusters; the last cluster is [i, j).
+    # The (starts x ends) table of cluster costs is built once, in column blocks for large n.
+    block = max(1, (1 << 22) // (n + 1))
+    i = idx[:, None]
+
+    def cluster_cost(j: np.ndarray) -> np.ndarray:
+        width = np.where(i < j, j - i, 1)
+        sse = (s2[j] - s2[i]) - (s1[j] - s1[i]) ** 2 / width
+        return np.where(i < j, sse, np.inf)
+
+    whole = cluster_cost(idx) if block > n else None
+    for m in range(2, kmax + 1):
+        prev = cost[m - 1][:, None]
+        for j0 in range(0, n + 1, block):
+            j = idx[j0 : j0 + block]
+            total = prev + (whole[:, j] if whole is not None else cluster_cost(j))
+            best = np.argmin(total, axis=0)
+            cost[m, j] = total[best, np.arange(j.size)]
+            arg[m, j] = best
+    out: dict[int, list[int]] = {}
+    for k in range(1, kmax + 1):
+        bounds, j = [], n
+        for m in range(k, 1, -1):
+            j = int(arg[m, j])
+            bounds.append(j)
+        out[k] = [0, *reversed(bounds)]
+    return out
+
+
+def silhouette_1d(values: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette of a 1-D clustering (absolute distance), in O(n log n).
+
+    Same definition as scikit-learn's ``silhouette_score``: a point alone in its cluster scores 0.
+
+    Raises:
+        ValueError: fewer than 2 or more than ``n - 1`` clusters.
+    """
+    x = np.asarray(values, dtype=np.float64).ravel()
+    lab = np.asarray(labels).ravel()
+    if x.size != lab.size:
+        raise ValueError("values and labels differ in length")
+    names, lab = np.unique(lab, return_inverse=True)
+    if not 2 <= names.size <= x.size - 1:
+        raise ValueError(f"silhouette needs 2..n-1 clusters, got {names.size} for {x.size} values")
+    # mean |x_i - y| over a cluster's sorted members y via prefix sums: O(log n) per point.
+    dist_sum = np.empty((names.size, x.size))
+    sizes = np.empty(names.size, np.int64)
+    for c in range(names.size):
+        ys = np.sort(x[lab == c])
+        sizes[c] = ys.size
+        pre = np.concatenate([[0.0], np.cumsum(ys)])
+        below = np.searchsorted(ys, x, side="right")
+        dist_sum[c] = (below * x - pre[below]) + ((pre[-1] - pre[below]) - (ys.size - below) * x)
+    own = dist_sum[lab, np.arange(x.size)]
+    own_size = sizes[lab]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a = own / (own_size - 1)
+        others = dist_sum / sizes[:, None]
+    others[lab, np.arange(x.size)] = np.inf
+    b = others.min(axis=0)
+    denom = np.maximum(a, b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s = np.where(denom > 0, (b - a) / denom, 0.0)
+    s[own_size == 1] = 0.0
+    return float(s.mean())
+
+
+# ---------------------------------------------------------------------- grading
+
+
+def grade(
+    scores_desc: np.ndarray,
+    background: np.ndarray,
+    *,
+    gate: MatchGate | None = None,
+    z_floor: float = 1.5,
+    min_tiered: int = 12,
+    max_tiered: int = 200,
+    histogram_bins: int = 40,
+) -> Grading:
+    """Grade a query's candidate scores into tiers.
+
+    Args:
+        scores_desc: The candidates' scores (any order is accepted; best first is usual).
+        background: The same query's scores over the library or a random sample of it. When it
+            has fewer than two finite values the candidates calibrate themselves.
+        gate: The match test; :class:`MatchGate` defaults when None.
+        z_floor: Candidates above this z are clustered (subject to the two bounds below).
+        min_tiered: Cluster at least this many of the top candidates (when there are that many).
+        max_tiered: Cluster at most this many; the rest join the last tier.
+        histogram_bins: Bins of the background histogram in the result.
+
+    Never raises on degenerate input (no candidates, one, all equal, NaN).
+    """
+    gate = gate or MatchGate()
+    s = np.asarray(scores_desc, dtype=np.float64).ravel()
+    bg = np.asarray(background, dtype=np.float64).ravel()
+    bg = bg[np.isfinite(bg)]
+    finite = np.isfinite(s)
+    calib = bg if bg.size >= 2 else s[finite]
+    mean = float(calib.mean()) if calib.size else 0.0
+    std = max(float(calib.std()), _STD_FLOOR) if calib.size >= 2 else 1.0
+    z = np.full(s.size, np.nan)
+    z[finite] = (s[finite] - mean) / std
+    tier_of = np.zeros(s.size, np.int64)
+    counts, edges = _histogram(bg, s[finite], histogram_bins)
+
+    pos = np.flatnonzero(finite)
+    order = pos[np.argsort(-s[pos], kind="stable")]  # candidate positions, best first
+    v = s[order]
+    n_total = v.size
+    if n_total == 0:
+        return Grading([], tier_of, z, True, mean, std, histogram_counts=counts, histogram_edges=edges)
+
+    n_above = int(np.count_nonzero(z[order] >= z_floor))
+    n = min(n_total, max(n_above, min_tiered), max_tiered)
+    head = v[:n]
+    best_k, best_sil, labels = 1, math.nan, np.zeros(n, np.int64)
+    distinct = int(np.unique(head).size)
+    if n >= 3 and head[0] - head[-1] > _EQUAL * max(1.0, abs(head[0])) and distinct >= 2:
+        kmax = min(K_RANGE[1], n - 1, distinct)
+        partitions = _optimal_partitions(head[::-1].copy(), kmax)  # ascending for the DP
+        for k in range(K_RANGE[0], kmax + 1):
+            asc = np.zeros(n, np.int64)
+            for c, start in enumerate(partitions[k]):
+                asc[start:] = c
+            lab = (k - 1 - asc)[::-1]  # back to descending order, 0 = best
+            sil = silhouette_1d(head, lab)
+            if math.isnan(best_sil) or sil > best_sil + 1e-12:
+                best_k, best_sil, labels = k, sil, lab
+    # The tail (beyond the clustered head) joins the last tier.
+    ranks = np.concatenate([labels, np.full(n_total - n, best_k - 1, np.int64)]) + 1
+    tier_of[order] = ranks
+
+    tiers_raw = []
+    for r in range(1, best_k + 1):
+        members = v[ranks == r]
+        zs = (members - mean) / std
+        tiers_raw.append((r, members.size, float(members.min()), float(members.max()), zs))
+    top_zs = tiers_raw[0][4]
+    top_z = float(np.median(top_zs))
+    gap_z = (tiers_raw[0][2] - tiers_raw[1][3]) / std if best_k >= 2 else math.inf
+    matched = gate.passes(top_z, gap_z, float(v[0]))
+    labels_text = MATCH_LABELS if matched else LONG_TAIL_LABELS
+    tiers = [
+        Tier(r, labels_text[r - 1], int(cnt), lo, hi, float(zs.min()), float(zs.max()))
+        for r, cnt, lo, hi, zs in tiers_raw
+    ]
+    boundaries = [(tiers[i].min_score + tiers[i + 1].max_score) / 2 for i in range(len(tiers) - 1)]
+    return Grading(
+        tiers=tiers,
+        tier_of=tier_of,
+        z=z,
+        long_tail=not matched,
+        background_mean=mean,
+        background_std=std,
+        boundaries=boundaries,
+        top_z=top_z,
+        gap_z=float(gap_z),
+        k=best_k,
+        silhouette=best_sil,
+        histogram_counts=counts,
+        histogram_edges=edges,
+    )
+
+
+def _histogram(bg: np.ndarray, cand: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    both = np.concatenate([bg, cand])
+    if both.size == 0 or bins < 1:
+        return np.zeros(0, np.int64), np.zeros(0)
+    lo, hi = float(both.min()), float(both.max())
+    if hi - lo < _EQUAL:
+        lo, hi = lo - 0.5, hi + 0.5
+    counts, edges = np.histogram(bg, bins=bins, range=(lo, hi))
+    return counts.astype(np.int64), edges

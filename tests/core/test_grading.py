@@ -1,0 +1,212 @@
+"""Grading: optimal 1-D k-means, silhouette, tiers and the match gate on hand-made score sets."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from core.grading import (
+    LONG_TAIL_LABELS,
+    MATCH_LABELS,
+    MatchGate,
+    grade,
+    kmeans_1d,
+    silhouette_1d,
+)
+
+
+def brute_silhouette(x: np.ndarray, labels: np.ndarray) -> float:
+    values = []
+    for i in range(x.size):
+        same = [abs(x[i] - x[j]) for j in range(x.size) if labels[j] == labels[i] and j != i]
+        if not same:
+            values.append(0.0)
+            continue
+        a = sum(same) / len(same)
+        b = min(
+            np.mean([abs(x[i] - x[j]) for j in range(x.size) if labels[j] == c])
+            for c in set(labels.tolist())
+            if c != labels[i]
+        )
+        values.append((b - a) / max(a, b) if max(a, b) > 0 else 0.0)
+    return float(np.mean(values))
+
+
+def sse(x: np.ndarray, labels: np.ndarray) -> float:
+    return float(sum(((x[labels == c] - x[labels == c].mean()) ** 2).sum() for c in np.unique(labels)))
+
+
+def three_tiers(rng: np.random.Generator) -> np.ndarray:
+    return np.sort(
+        np.concatenate([rng.normal(0.40, 0.004, 6), rng.normal(0.33, 0.004, 25), rng.normal(0.26, 0.004, 70)])
+    )[::-1]
+
+
+@pytest.fixture
+def background() -> np.ndarray:
+    return np.random.default_rng(0).normal(0.18, 0.03, 4000)
+
+
+# ---------------------------------------------------------------------- k-means and silhouette
+
+
+def test_kmeans_1d_is_optimal_against_every_contiguous_partition():
+    rng = np.random.default_rng(1)
+    for _ in range(60):
+        n = int(rng.integers(2, 11))
+        x = np.round(rng.normal(size=n), 1)  # rounding makes ties
+        for k in range(1, 5):
+            labels, centres = kmeans_1d(x, k)
+            xs = np.sort(x)
+            kk = min(k, np.unique(x).size)
+            best = min(
+                sse(xs, np.repeat(np.arange(kk), np.diff([0, *cuts, n])))
+                for cuts in itertools.combinations(range(1, n), kk - 1)
+            )
+            assert sse(x, labels) == pytest.approx(best, abs=1e-9)
+            assert np.all(np.diff(centres) > 0), "clusters numbered by ascending centre"
+            for c in range(labels.max()):  # contiguous: every member of c is below every member of c+1
+                assert x[labels == c].max() <= x[labels == c + 1].min()
+
+
+def test_kmeans_1d_input_order_and_edge_cases():
+    labels, centres = kmeans_1d(np.array([11.0, 1, 12, 2, 10, 3]), 2)
+    np.testing.assert_array_equal(labels, [1, 0, 1, 0, 1, 0])
+    np.testing.assert_allclose(centres, [2, 11])
+    labels, centres = kmeans_1d([5.0, 5.0, 5.0], 3)  # fewer distinct values than k
+    np.testing.assert_array_equal(labels, [0, 0, 0])
+    assert kmeans_1d([], 2)[0].size == 0
+    with pytest.raises(ValueError):
+        kmeans_1d([1.0, np.nan], 2)
+
+
+def test_silhouette_matches_brute_force():
+    rng = np.random.default_rng(2)
+    for _ in range(40):
+        n = int(rng.integers(3, 25))
+        x = np.round(rng.normal(size=n), 2)
+        labels = rng.integers(0, int(rng.integers(2, min(5, n))), n)
+        if not 2 <= np.unique(labels).size <= n - 1:
+            continue
+        assert silhouette_1d(x, labels) == pytest.approx(brute_silhouette(x, labels), abs=1e-9)
+
+
+def test_silhouette_refuses_one_cluster():
+    with pytest.raises(ValueError):
+        silhouette_1d([1.0, 2.0, 3.0], [0, 0, 0])
+
+
+# ---------------------------------------------------------------------- grade
+
+
+def check_tiers(g, scores: np.ndarray) -> None:
+    finite = np.isfinite(scores)
+    assert sum(t.count for t in g.tiers) == int(finite.sum())
+    assert [t.rank for t in g.tiers] == list(range(1, len(g.tiers) + 1))
+    for upper, lower in itertools.pairwise(g.tiers):
+        assert upper.min_score >= lower.max_score, "tiers are ordered and do not overlap"
+    for t in g.tiers:
+        members = scores[g.tier_of == t.rank]
+        assert members.size == t.count
+        assert members.min() == pytest.approx(t.min_score) and members.max() == pytest.approx(t.max_score)
+    # Every candidate between two tiers' bounds belongs to one of them (contiguous in score).
+    ranks_by_score = g.tier_of[finite][np.argsort(-scores[finite], kind="stable")]
+    assert np.all(np.diff(ranks_by_score) >= 0)
+    assert len(g.boundaries) == len(g.tiers) - 1
+
+
+def test_clear_three_tier_data_gives_three_matching_tiers(background):
+    scores = three_tiers(np.random.default_rng(3))
+    g = grade(scores, background)
+    assert g.k == 3 and [t.count for t in g.tiers] == [6, 25, 70]
+    assert not g.long_tail
+    assert [t.label for t in g.tiers] == list(MATCH_LABELS[:3])
+    check_tiers(g, scores)
+    np.testing.assert_allclose(g.z, (scores - background.mean()) / background.std())
+    assert g.background_mean == pytest.approx(background.mean())
+    assert g.tiers[1].max_score < g.boundaries[0] < g.tiers[0].min_score
+    assert g.top_z > 6 and g.gap_z > 1
+    assert g.histogram_counts.sum() == background.size
+    assert g.histogram_edges[0] <= background.min() and g.histogram_edges[-1] >= scores.max()
+
+
+def test_chosen_k_has_the_best_silhouette(background):
+    rng = np.random.default_rng(4)
+    for _ in range(10):
+        scores = np.sort(rng.normal(0.3, 0.03, 40))[::-1]
+        g = grade(scores, background, z_floor=-10)  # cluster all 40
+        best = max(silhouette_1d(scores, kmeans_1d(scores, k)[0]) for k in (2, 3, 4))
+        assert g.silhouette == pytest.approx(best)
+        assert g.silhouette == pytest.approx(silhouette_1d(scores, g.tier_of))
+        check_tiers(g, scores)
+
+
+def test_flat_distribution_is_long_tail(background):
+    scores = np.linspace(0.31, 0.28, 120)  # high z, but a smooth slope: no tier stands apart
+    g = grade(scores, background)
+    assert g.long_tail
+    assert g.top_z > 3, "it is the gap, not the level, that fails"
+    assert g.tiers[0].label == LONG_TAIL_LABELS[0]
+    assert all(t.label in LONG_TAIL_LABELS for t in g.tiers)
+    check_tiers(g, scores)
+
+
+def test_low_top_tier_is_long_tail(background):
+    scores = np.concatenate([[0.22, 0.219, 0.218], np.linspace(0.17, 0.15, 40)])  # z about 1.3
+    g = grade(scores, background)
+    assert g.long_tail and g.gap_z > 1 and g.top_z < 3
+    assert grade(scores, background, gate=MatchGate(min_top_z=1.0)).long_tail is False
+
+
+def test_gate_raw_score_floor(background):
+    scores = three_tiers(np.random.default_rng(5))
+    assert not grade(scores, background, gate=MatchGate(min_top_score=0.3)).long_tail
+    assert grade(scores, background, gate=MatchGate(min_top_score=0.5)).long_tail
+
+
+def test_only_the_head_is_clustered_and_the_tail_joins_the_last_tier(background):
+    rng = np.random.default_rng(6)
+    scores = np.concatenate([three_tiers(rng), np.linspace(0.2, 0.1, 300)])
+    g = grade(scores, background, max_tiered=101)
+    assert [t.count for t in g.tiers][:2] == [6, 25]
+    assert g.tiers[-1].count == 70 + 300 and g.tiers[-1].min_score == pytest.approx(0.1)
+    check_tiers(g, scores)
+
+
+def test_candidates_in_any_order(background):
+    scores = three_tiers(np.random.default_rng(7))
+    shuffled = np.random.default_rng(8).permutation(scores)
+    g = grade(shuffled, background)
+    assert [t.count for t in g.tiers] == [6, 25, 70]
+    check_tiers(g, shuffled)
+
+
+@pytest.mark.parametrize(
+    "scores",
+    [[], [0.5], [0.5, 0.2], [0.3] * 10, [np.nan, 0.31, 0.3, np.nan, 0.1], [np.nan, np.nan], [0.3, 0.3, 0.1]],
+)
+def test_degenerate_input_never_raises(scores, background):
+    s = np.asarray(scores, dtype=np.float64)
+    g = grade(s, background)
+    assert g.tier_of.shape == g.z.shape == s.shape
+    assert np.all(g.tier_of[~np.isfinite(s)] == 0) and np.all(np.isnan(g.z[~np.isfinite(s)]))
+    if np.isfinite(s).sum() == 0:
+        assert g.tiers == [] and g.long_tail
+    else:
+        check_tiers(g, s)
+        assert 1 <= len(g.tiers) <= 4
+    if s.size and np.isfinite(s).all() and np.unique(s).size == 1:
+        assert len(g.tiers) == 1 and math.isinf(g.gap_z)
+
+
+def test_without_background_the_candidates_calibrate_themselves():
+    scores = np.array([0.5, 0.4, 0.1])
+    for bg in ([], [0.2], [np.nan, np.nan, 0.2]):
+        g = grade(scores, np.asarray(bg, dtype=np.float64))
+        np.testing.assert_allclose(g.z, (scores - scores.mean()) / scores.std())
+        check_tiers(g, scores)
+    g = grade(scores, np.full(50, 0.2))  # zero spread: the std is floored, z stays finite
+    assert np.isfinite(g.z).all()
