@@ -1,0 +1,277 @@
+"""Search: from a query to graded hits (encode, retrieve, calibrate, tier).
+
+:class:`Searcher` ties a text encoder, a :class:`~core.index.VectorIndex` and a background
+sample of the library's vectors together. It knows nothing of files or models: the caller maps
+photo ids to paths (see :meth:`SearchResult.to_dict`) and supplies the encoders, so this module
+never imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import QueryError
+from core.grading import Grading, MatchGate, Tier, grade
+from core.index import VectorIndex
+from core.query import Query, combine
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_K = 100
+
+TextEncoder = Callable[[list[str]], np.ndarray]
+ImageEncoder = Callable[[Path], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One result: the photo, its raw score, its calibrated score and its tier's rank."""
+
+    photo_id: int
+    score: float
+    z: float
+    tier: int
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Hits sorted by score, best first, graded into tiers.
+
+    Attributes:
+        query: The query as the user typed it (or a canonical description of it).
+        long_tail: Nothing matched: the tiers hold the nearest alternatives.
+        tiers: Best first; ``Hit.tier`` is a tier's ``rank``.
+        hits: Best first.
+        grading: The full grading (background statistics, histogram, gate values) for drawing.
+    """
+
+    query: str
+    long_tail: bool
+    tiers: list[Tier]
+    hits: list[Hit]
+    grading: Grading | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self, path_of: Callable[[int], str | os.PathLike[str]], model: str = "") -> dict:
+        """The result as plain JSON-ready data::
+
+            {"query", "model", "long_tail",
+             "tiers": [{"rank", "label", "count", "min_score", "max_score"}],
+             "results": [{"path", "score", "z", "tier"}]}
+
+        Args:
+            path_of: Maps a photo id to its file path.
+            model: The model's display name.
+        """
+        return {
+            "query": self.query,
+            "model": model,
+            "long_tail": bool(self.long_tail),
+            "tiers": [t.to_dict() for t in self.tiers],
+            "results": [
+                {"path": os.fspath(path_of(h.photo_id)), "score": h.score, "z": h.z, "tier": h.tier}
+                for h in self.hits
+            ],
+        }
+
+
+class _LRU:
+    """A small thread-safe least-recently-used map."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable) -> np.ndarray | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self._data.move_to_end(key)
+            self.hits += 1
+            return value
+
+    def put(self, key: Hashable, value: np.ndarray) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class Searcher:
+    """Runs queries against one model's index.
+
+    Args:
+        encode_texts: Maps phrases to ``(T, D)`` vectors (e.g. ``Embedder.encode_texts``).
+        index: The library's vectors for the same model.
+        background: ``(B, D)`` library vectors sampled at random (``index.sample``): the query's
+            scores over them calibrate its candidates' scores. May be empty (then the candidates
+            calibrate themselves).
+        encode_image: Maps an image file to its ``(D,)`` vector, for "more like this picture".
+        gate: The match test of the grading (model-specific thresholds).
+        cache_size: Phrase and image vectors kept (least recently used are dropped); 0 disables.
+        grading_options: Extra keyword arguments for :func:`core.grading.grade`.
+    """
+
+    def __init__(
+        self,
+        encode_texts: TextEncoder,
+        index: VectorIndex,
+        background: np.ndarray,
+        *,
+        encode_image: ImageEncoder | None = None,
+        gate: MatchGate | None = None,
+        cache_size: int = 512,
+        grading_options: dict | None = None,
+    ) -> None:
+        self._encode_texts = encode_texts
+        self._encode_image = encode_image
+        self.index = index
+        self.gate = gate or MatchGate()
+        self.grading_options = dict(grading_options or {})
+        self._cache = _LRU(cache_size)
+        self.set_background(background)
+
+    # ------------------------------------------------------------------ configuration
+
+    def set_background(self, background: np.ndarray) -> None:
+        """Replace the background sample (after the library changed a lot)."""
+        bg = np.asarray(background, dtype=np.float32)
+        if bg.size == 0:
+            bg = np.empty((0, self.index.dim), np.float32)
+        if bg.ndim != 2 or bg.shape[1] != self.index.dim:
+            raise ValueError(f"background must be (B, {self.index.dim}), got {bg.shape}")
+        self._background = np.ascontiguousarray(bg)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    @property
+    def cache_info(self) -> dict[str, int]:
+        return {"hits": self._cache.hits, "misses": self._cache.misses, "size": len(self._cache)}
+
+    # ------------------------------------------------------------------ searching
+
+    def search(self, query: str | Query, k: int = DEFAULT_K) -> SearchResult:
+        """Search by text (``'beach -people'``...) or by a :class:`~core.query.Query`.
+
+        Raises:
+            QueryError: the query is empty or malformed, or its example photo is not indexed.
+        """
+        q = Query.parse(query) if isinstance(query, str) else query
+        exclude = (q.photo_id,) if q.photo_id is not None else ()
+        return self.search_vector(self.query_vector(q), k, label=q.text or q.describe(), exclude=exclude)
+
+    def more_like_photo(self, photo_id: int, k: int = DEFAULT_K) -> SearchResult:
+        """Photos like a photo of the library (the photo itself is left out)."""
+        return self.search(Query(photo_id=int(photo_id)), k)
+
+    def more_like_image(self, image: str | os.PathLike[str] | np.ndarray, k: int = DEFAULT_K) -> SearchResult:
+        """Photos like an image file, or like an image vector."""
+        if isinstance(image, np.ndarray):
+            return self.search_vector(combine([], np.empty((0, self.index.dim)), image), k, label="image")
+        return self.search(Query(image_path=os.fspath(image)), k)
+
+    def query_vector(self, query: Query) -> np.ndarray:
+        """The unit ``(D,)`` vector of a query (phrase and image vectors come from the cache)."""
+        if not query.terms and not query.has_example:
+            raise QueryError("Type something to search for.")
+        texts = [t.text for t in query.terms]
+        vecs = self._text_vectors(texts) if texts else np.empty((0, self.index.dim), np.float32)
+        example = None
+        if query.photo_id is not None:
+            try:
+                example = self.index.get_vectors([query.photo_id])[0]
+            except KeyError:
+                raise QueryError(
+                    f"Photo {query.photo_id} is not indexed for this model yet; index the library first."
+                ) from None
+        elif query.image_path is not None:
+            example = self._image_vector(Path(query.image_path))
+        return combine([t.weight for t in query.terms], vecs, example, query.image_weight)
+
+    def search_vector(
+        self, vector: np.ndarray, k: int = DEFAULT_K, *, label: str = "", exclude: Sequence[int] = ()
+    ) -> SearchResult:
+        """Retrieve and grade the ``k`` best photos for a query vector, leaving out ``exclude``."""
+        q = np.asarray(vector, dtype=np.float32).ravel()
+        skip = {int(i) for i in exclude}
+        ids, scores = self.index.search(q, k + len(skip))
+        ids, scores = ids[0], scores[0]
+        if skip:
+            keep = np.fromiter((i not in skip for i in ids.tolist()), dtype=bool, count=ids.size)
+            ids, scores = ids[keep], scores[keep]
+        ids, scores = ids[:k], scores[:k]
+        bg_scores = self._background @ q
+        g = grade(scores, bg_scores, gate=self.gate, **self.grading_options)
+        hits = [
+            Hit(int(pid), float(s), float(z), int(t))
+            for pid, s, z, t in zip(
+                ids.tolist(), scores.tolist(), g.z.tolist(), g.tier_of.tolist(), strict=True
+            )
+            if t > 0
+        ]
+        return SearchResult(query=label, long_tail=g.long_tail, tiers=g.tiers, hits=hits, grading=g)
+
+    # ------------------------------------------------------------------ encoders + cache
+
+    def _text_vectors(self, texts: list[str]) -> np.ndarray:
+        found: dict[str, np.ndarray] = {}
+        missing: list[str] = []
+        for t in texts:
+            v = self._cache.get(("text", t))
+            if v is None:
+                if t not in missing:
+                    missing.append(t)
+            else:
+                found[t] = v
+        if missing:
+            encoded = np.asarray(self._encode_texts(missing), dtype=np.float32).reshape(len(missing), -1)
+            if encoded.shape[1] != self.index.dim:
+                raise QueryError(
+                    f"The text encoder makes {encoded.shape[1]}-d vectors but the index holds "
+                    f"{self.index.dim}-d ones: the library was indexed with another model."
+                )
+            for t, v in zip(missing, encoded, strict=True):
+                found[t] = v
+                self._cache.put(("text", t), v)
+        return np.stack([found[t] for t in texts])
+
+    def _image_vector(self, path: Path) -> np.ndarray:
+        if self._encode_image is None:
+            raise QueryError("Searching by example image needs an image encoder, and none is loaded.")
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise QueryError(f"Cannot read the example image {path}: {exc.strerror}.") from exc
+        key = ("image", str(path.resolve()), st.st_mtime_ns, st.st_size)
+        v = self._cache.get(key)
+        if v is None:
+            v = np.asarray(self._encode_image(path), dtype=np.float32).ravel()
+            if v.size != self.index.dim:
+                raise QueryError(
+                    f"The image encoder makes {v.size}-d vectors, the index holds {self.index.dim}-d."
+                )
+            self._cache.put(key, v)
+        return v
