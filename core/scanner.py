@@ -1,0 +1,248 @@
+"""Walk a library folder and list its image files, reporting what could not be read.
+
+The walk is iterative (an explicit stack, so a deep tree never hits Python's recursion limit), uses
+``os.scandir`` (one system call per directory on most platforms) and goes on past every problem: an
+unreadable sub-folder, a folder deleted while the walk runs or a broken link is reported as a
+:class:`ScanProblem` and the walk continues with the next entry.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import importlib.util
+import logging
+import os
+import stat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from core.errors import FolderError
+
+logger = logging.getLogger(__name__)
+
+HEIF_EXTENSIONS: frozenset[str] = frozenset({".heic", ".heif"})
+
+BASE_IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+)
+
+
+def heif_supported() -> bool:
+    """Whether HEIC/HEIF files can be decoded here (the optional ``pillow_heif`` package is installed)."""
+    return importlib.util.find_spec("pillow_heif") is not None
+
+
+IMAGE_EXTENSIONS: frozenset[str] = BASE_IMAGE_EXTENSIONS | (
+    HEIF_EXTENSIONS if heif_supported() else frozenset()
+)
+"""Lower-case file extensions (with the dot) of the images the library indexes."""
+
+DEFAULT_EXCLUDES: tuple[str, ...] = (
+    ".git",
+    ".svn",
+    ".hg",
+    "node_modules",
+    "@eaDir",  # Synology thumbnails
+    "#recycle",  # Synology recycle bin
+    "#snapshot",
+    ".thumbnails",
+    ".Trash*",
+    "$RECYCLE.BIN",
+    "System Volume Information",
+    "__MACOSX",
+    "lost+found",
+)
+"""Folder (or file) name globs skipped by default: thumbnail caches, recycle bins, tool folders.
+
+Hidden entries (names starting with a dot, and entries marked hidden on Windows) are always skipped.
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ScannedFile:
+    """An image file found by the walk."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScanProblem:
+    """Something under the root that could not be read; the walk went on without it.
+
+    A problem on a folder means the photos below it were not listed: they must not be swept from the
+    catalog as if deleted (see ``Catalog.sweep(keep_prefixes=...)``).
+    """
+
+    path: str
+    reason: str
+    is_folder: bool = True
+
+
+class _Excludes:
+    """Case-insensitive globs: a pattern without '/' matches an entry's name, one with '/' its
+    path relative to the root (written with '/')."""
+
+    def __init__(self, patterns: Iterable[str]):
+        self.name_patterns: list[str] = []
+        self.path_patterns: list[str] = []
+        for raw in patterns:
+            pattern = raw.strip().replace("\\", "/").strip("/").lower()
+            if not pattern:
+                continue
+            (self.path_patterns if "/" in pattern else self.name_patterns).append(pattern)
+
+    def match(self, name: str, rel_path: str) -> bool:
+        lname = name.lower()
+        if any(fnmatch.fnmatchcase(lname, p) for p in self.name_patterns):
+            return True
+        if self.path_patterns:
+            lrel = rel_path.lower()
+            return any(fnmatch.fnmatchcase(lrel, p) for p in self.path_patterns)
+        return False
+
+
+def _is_hidden(entry: os.DirEntry[str]) -> bool:
+    if entry.name.startswith("."):
+        return True
+    if os.name == "nt":  # pragma: no cover - Windows only
+        try:
+            attributes = entry.stat(follow_symlinks=False).st_file_attributes
+        except OSError:
+            return False
+        return bool(attributes & stat.FILE_ATTRIBUTE_HIDDEN)
+    return False
+
+
+def _reason(error: OSError, *, folder: bool) -> str:
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    if isinstance(error, FileNotFoundError):
+        return "folder disappeared during the scan" if folder else "file disappeared during the scan"
+    if isinstance(error, NotADirectoryError):
+        return "no longer a folder"
+    if error.errno == errno.ELOOP:
+        return "link loop"
+    return (error.strerror or str(error)).lower()
+
+
+def scan_folder(
+    root: str | os.PathLike[str],
+    excludes: Iterable[str] = DEFAULT_EXCLUDES,
+    extensions: Iterable[str] = IMAGE_EXTENSIONS,
+    follow_symlinks: bool = True,
+) -> Iterator[ScannedFile | ScanProblem]:
+    """Yield every image file under ``root``, and a :class:`ScanProblem` for each part that could not be read.
+
+    Entries of a folder come in name order; a folder's files come before its sub-folders.
+
+    Args:
+        root: the library folder to walk.
+        excludes: name globs (``"raw*"``) or relative path globs (``"2019/tmp*"``) of folders and files
+            to skip, matched case-insensitively. Hidden entries are always skipped.
+        extensions: file extensions to list, with or without the dot, matched case-insensitively.
+        follow_symlinks: follow links to folders and files. Each folder is walked once even if several
+            links lead to it, so link loops end.
+
+    Raises:
+        FolderError: ``root`` does not exist, is not a folder or cannot be read. Check
+            :func:`root_is_online` first to tell an unplugged drive from an error.
+    """
+    root_path = os.path.abspath(os.fspath(root))
+    try:
+        root_stat = os.stat(root_path)
+    except FileNotFoundError as e:
+        raise FolderError(f"Folder not found: {root_path}. If it is on a removable drive, plug it in.") from e
+    except OSError as e:
+        raise FolderError(f"Cannot read folder {root_path}: {_reason(e, folder=True)}.") from e
+    if not stat.S_ISDIR(root_stat.st_mode):
+        raise FolderError(f"Not a folder: {root_path}.")
+
+    wanted = frozenset(ext.lower() if ext.startswith(".") else "." + ext.lower() for ext in extensions)
+    skip = _Excludes(excludes)
+    visited: set[tuple[int, int]] = {(root_stat.st_dev, root_stat.st_ino)}
+    stack: list[tuple[str, str]] = [(root_path, "")]  # (absolute path, path relative to root with '/')
+
+    while stack:
+        folder, rel_folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            if folder == root_path:
+                raise FolderError(f"Cannot read folder {root_path}: {_reason(e, folder=True)}.") from e
+            logger.info("cannot read folder %s: %s", folder, e)
+            yield ScanProblem(folder, _reason(e, folder=True))
+            continue
+
+        subfolders: list[tuple[str, str]] = []
+        for entry in entries:
+            if _is_hidden(entry):
+                continue
+            rel = f"{rel_folder}/{entry.name}" if rel_folder else entry.name
+            if skip.match(entry.name, rel):
+                continue
+            try:
+                is_link = entry.is_symlink()
+                if is_link and not follow_symlinks:
+                    continue
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError as e:  # a link loop (ELOOP); a missing target reads as not-a-folder
+                if os.path.splitext(entry.name)[1].lower() in wanted:
+                    yield ScanProblem(entry.path, _reason(e, folder=False), is_folder=False)
+                continue
+
+            if is_dir:
+                try:
+                    st = entry.stat(follow_symlinks=True)
+                except OSError as e:
+                    if not isinstance(e, FileNotFoundError):
+                        yield ScanProblem(entry.path, _reason(e, folder=True))
+                    continue
+                key = (st.st_dev, st.st_ino)
+                if key in visited:
+                    logger.debug(
+                        "skipping %s: this folder was already walked (a link loop or a second link)", rel
+                    )
+                    continue
+                visited.add(key)
+                subfolders.append((entry.path, rel))
+                continue
+
+            if os.path.splitext(entry.name)[1].lower() not in wanted:
+                continue
+            try:
+                st = entry.stat(follow_symlinks=True)
+            except FileNotFoundError:
+                if is_link:
+                    yield ScanProblem(entry.path, "broken link", is_folder=False)
+                else:  # deleted since the folder was listed: it is simply gone
+                    logger.debug("file disappeared during the scan: %s", entry.path)
+                continue
+            except OSError as e:
+                yield ScanProblem(entry.path, _reason(e, folder=False), is_folder=False)
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            yield ScannedFile(entry.path, st.st_size, st.st_mtime_ns)
+
+        # Pushed in reverse so that sub-folders are walked in name order.
+        stack.extend(reversed(subfolders))
+
+
+def root_is_online(root: str | os.PathLike[str], had_photos: bool = False) -> bool:
+    """Whether a library folder can be scanned now.
+
+    A missing root is *offline* (an unplugged drive, an unmounted share), not empty: its photos stay
+    in the catalog. So is a root that cannot be read, and an empty root that held photos before
+    (``had_photos``), which is what a mount point looks like when its drive is unplugged.
+    """
+    path = os.fspath(root)
+    try:
+        with os.scandir(path) as it:
+            has_entries = next(it, None) is not None
+    except OSError:
+        return False
+    return has_entries or not had_photos
