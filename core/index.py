@@ -8,14 +8,19 @@ Two regimes, chosen by the number of live vectors:
   matrix product (fast enough for small libraries, always exact, cheap to update);
 * above it an hnswlib graph (``space='ip'``) is built from that matrix and the matrix is
   dropped, so a million photos cost one copy of their vectors, not two. The graph goes back to
-  an exact matrix only when a rebuild (after many removals) finds the library below half the
-  threshold, so a library hovering around the threshold does not flip back and forth.
+  an exact matrix only when a rebuild finds the library below half the threshold, so a library
+  hovering around the threshold does not flip back and forth.
+
+Building a graph takes a while (about a minute for 50,000 photos on two cores, half an hour for
+a million), so it never happens under the lock: the thread whose ``add`` or ``remove`` calls for
+it builds from a snapshot while searches go on against the current structure; changes made
+meanwhile are logged and replayed onto the new graph before it is swapped in.
 
 hnswlib's sharp edges are handled here: ``k`` is clamped to the live count, ``set_ef(max(ef,
 k))`` runs before every query (ef is not saved with the graph), capacity grows with
-``resize_index`` before adding, removals only mark (the graph is rebuilt once more than
-``rebuild_fraction`` of its slots are dead), and one lock serialises every operation because
-adding and querying at once is not safe in hnswlib.
+``resize_index`` before adding, removals only mark (new photos then reuse the removed slots;
+the graph is rebuilt once more than ``rebuild_fraction`` of its slots are dead), and one lock
+serialises every operation on it because adding and querying at once is not safe in hnswlib.
 
 On disk an index is a small JSON header at ``path`` that names a payload file beside it
 (``<name>.<token>.data``: the hnswlib graph, or ids + matrix in the exact regime) and records
@@ -36,7 +41,8 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -58,8 +64,10 @@ FORMAT_NAME = "ladderlens-vector-index"
 FORMAT_VERSION = 1
 _MAX_HEADER_BYTES = 64 * 1024 * 1024
 _HASH_CHUNK = 8 * 1024 * 1024
+_BUILD_CHUNK = 20_000
 
 Mode = Literal["exact", "hnsw"]
+Progress = Callable[[int, int], None]
 
 
 def id_set_checksum(ids: Iterable[int] | np.ndarray) -> str:
@@ -68,8 +76,14 @@ def id_set_checksum(ids: Iterable[int] | np.ndarray) -> str:
     The catalog side can compute it from its own id list and compare it with the one in an
     index header without loading the index.
     """
-    arr = np.unique(np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64))
-    return hashlib.sha256(arr.astype("<i8").tobytes()).hexdigest()
+    return hashlib.sha256(np.unique(_as_ids(ids)).astype("<i8").tobytes()).hexdigest()
+
+
+def _as_ids(ids: Iterable[int] | np.ndarray) -> np.ndarray:
+    arr = ids if isinstance(ids, np.ndarray) else np.asarray(list(ids))
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"ids must be integers, got {arr.dtype}")
+    return arr.astype(np.int64).reshape(-1)
 
 
 def _file_sha256(path: Path) -> str:
@@ -90,6 +104,234 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Columns and values of the k largest scores of each row, best first."""
+    if k < scores.shape[1]:
+        cols = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        top = np.take_along_axis(scores, cols, axis=1)
+    else:
+        cols = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+        top = scores
+    order = np.argsort(-top, axis=1, kind="stable")
+    return np.take_along_axis(cols, order, axis=1), np.take_along_axis(top, order, axis=1)
+
+
+@dataclass(frozen=True)
+class _GraphParams:
+    dim: int
+    M: int
+    ef_construction: int
+    seed: int
+    num_threads: int
+
+
+class _Matrix:
+    """The exact regime: rows ``[0, n)`` of ``ids``/``vecs`` are live; ``row`` maps id to row."""
+
+    mode: Mode = "exact"
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.ids = np.empty(0, dtype=np.int64)
+        self.vecs = np.empty((0, dim), dtype=np.float32)
+        self.n = 0
+        self.row: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __contains__(self, pid: int) -> bool:
+        return pid in self.row
+
+    def live_ids(self) -> np.ndarray:
+        return self.ids[: self.n]
+
+    def add(self, ids: np.ndarray, vecs: np.ndarray) -> None:
+        rows = np.fromiter((self.row.get(i, -1) for i in ids.tolist()), dtype=np.int64, count=ids.size)
+        known = rows >= 0
+        if known.any():
+            self.vecs[rows[known]] = vecs[known]
+        new_ids, new_vecs = ids[~known], vecs[~known]
+        if new_ids.size == 0:
+            return
+        need = self.n + new_ids.size
+        if need > self.ids.size:
+            cap = max(need, 2 * self.ids.size, 64)
+            grown_ids = np.empty(cap, np.int64)
+            grown_vecs = np.empty((cap, self.dim), np.float32)
+            grown_ids[: self.n] = self.ids[: self.n]
+            grown_vecs[: self.n] = self.vecs[: self.n]
+            self.ids, self.vecs = grown_ids, grown_vecs
+        self.ids[self.n : need] = new_ids
+        self.vecs[self.n : need] = new_vecs
+        for offset, pid in enumerate(new_ids.tolist()):
+            self.row[pid] = self.n + offset
+        self.n = need
+
+    def remove(self, ids: np.ndarray) -> int:
+        removed = 0
+        for pid in ids.tolist():
+            row = self.row.pop(pid, None)
+            if row is None:
+                continue
+            last = self.n - 1
+            if row != last:  # move the last row into the hole
+                moved = int(self.ids[last])
+                self.ids[row] = moved
+                self.vecs[row] = self.vecs[last]
+                self.row[moved] = row
+            self.n -= 1
+            removed += 1
+        return removed
+
+    def get(self, ids: list[int]) -> np.ndarray:
+        try:
+            rows = [self.row[i] for i in ids]
+        except KeyError as exc:
+            raise KeyError(f"photo id {exc.args[0]} is not in the index") from None
+        return self.vecs[rows].copy()
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.ids[: self.n].copy(), self.vecs[: self.n].copy()
+
+    def search(self, q: np.ndarray, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
+        cols, top = _top_k(q @ self.vecs[: self.n].T, k)
+        return self.ids[cols], top.astype(np.float32)
+
+    def sample(self, m: int, rng: np.random.Generator) -> np.ndarray:
+        return self.vecs[rng.choice(self.n, size=m, replace=False)].copy()
+
+
+class _Graph:
+    """The graph regime: an hnswlib index whose labels are photo ids, plus the set of live ids."""
+
+    mode: Mode = "hnsw"
+
+    def __init__(self, index: hnswlib.Index, live: set[int], params: _GraphParams) -> None:
+        self.index = index
+        self.live = live
+        self.params = params
+        self._live_array: np.ndarray | None = None
+
+    @classmethod
+    def build(
+        cls, ids: np.ndarray, vecs: np.ndarray, params: _GraphParams, on_progress: Progress | None
+    ) -> _Graph:
+        index = hnswlib.Index(space="ip", dim=params.dim)
+        index.init_index(
+            max_elements=max(int(ids.size * 1.25) + 16, 64),
+            M=params.M,
+            ef_construction=params.ef_construction,
+            random_seed=params.seed,
+            allow_replace_deleted=True,
+        )
+        for start in range(0, ids.size, _BUILD_CHUNK):
+            stop = min(start + _BUILD_CHUNK, ids.size)
+            index.add_items(
+                np.ascontiguousarray(vecs[start:stop], dtype=np.float32),
+                ids[start:stop],
+                num_threads=params.num_threads,
+            )
+            if on_progress is not None:
+                on_progress(stop, int(ids.size))
+        return cls(index, set(ids.tolist()), params)
+
+    def __len__(self) -> int:
+        return len(self.live)
+
+    def __contains__(self, pid: int) -> bool:
+        return pid in self.live
+
+    @property
+    def dead(self) -> int:
+        """Slots of removed photos (new photos reuse them)."""
+        return self.index.get_current_count() - len(self.live)
+
+    def live_ids(self) -> np.ndarray:
+        if self._live_array is None:
+            self._live_array = np.fromiter(self.live, dtype=np.int64, count=len(self.live))
+        return self._live_array
+
+    def add(self, ids: np.ndarray, vecs: np.ndarray) -> None:
+        # hnswlib's replace_deleted would re-label a dead slot even for an id it already holds,
+        # leaving a stale copy of that id in the graph: so ids it holds (live, or removed but
+        # still present) are updated in place, and only the truly new ones fill dead slots.
+        present = np.fromiter((i in self.live for i in ids.tolist()), dtype=bool, count=ids.size)
+        revived = 0
+        for j in np.flatnonzero(~present).tolist():
+            try:
+                self.index.unmark_deleted(int(ids[j]))
+            except RuntimeError:  # "Label not found": a new id (or its old slot was reused)
+                continue
+            present[j] = True
+            revived += 1
+        if present.any():
+            self.index.add_items(vecs[present], ids[present], num_threads=self.params.num_threads)
+        fresh = ~present
+        if fresh.any():
+            slots = self.index.get_current_count()
+            vacancies = slots - (len(self.live) + revived)
+            need = slots + max(0, int(fresh.sum()) - vacancies)
+            cap = self.index.get_max_elements()
+            if need > cap:
+                self.index.resize_index(max(need, int(cap * 1.5)))
+            self.index.add_items(
+                vecs[fresh], ids[fresh], num_threads=self.params.num_threads, replace_deleted=True
+            )
+        self.live.update(ids.tolist())
+        self._live_array = None
+
+    def remove(self, ids: np.ndarray) -> int:
+        removed = 0
+        for pid in ids.tolist():
+            if pid in self.live:
+                self.index.mark_deleted(pid)
+                self.live.discard(pid)
+                removed += 1
+        if removed:
+            self._live_array = None
+        return removed
+
+    def get(self, ids: list[int]) -> np.ndarray:
+        missing = [i for i in ids if i not in self.live]
+        if missing:
+            raise KeyError(f"photo id {missing[0]} is not in the index")
+        return np.asarray(self.index.get_items(ids), dtype=np.float32).reshape(-1, self.params.dim)
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.sort(self.live_ids())
+        if ids.size == 0:
+            return ids, np.empty((0, self.params.dim), np.float32)
+        return ids, self.get(ids.tolist())
+
+    def search(self, q: np.ndarray, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
+        ef = max(ef, k)
+        slots = self.index.get_current_count()
+        while True:
+            self.index.set_ef(ef)
+            try:
+                labels, dists = self.index.knn_query(q, k=k, num_threads=self.params.num_threads)
+                return labels.astype(np.int64), (1.0 - dists).astype(np.float32)
+            except RuntimeError:
+                # Removed nodes can leave too few reachable results for a small beam: widen it.
+                if ef >= slots:
+                    logger.warning("graph search found fewer than %d results; searching exactly", k)
+                    live = self.live_ids()
+                    cols, top = _top_k(q @ self.get(live.tolist()).T, k)
+                    return live[cols], top.astype(np.float32)
+                ef = min(ef * 4, slots)
+
+    def sample(self, m: int, rng: np.random.Generator) -> np.ndarray:
+        return self.get(rng.choice(self.live_ids(), size=m, replace=False).tolist())
+
+    def deleted_labels(self) -> list[int]:
+        labels = np.asarray(self.index.get_ids_list(), dtype=np.int64)
+        return sorted(set(labels.tolist()) - self.live)
+
+
+_Store = _Matrix | _Graph
+
+
 class VectorIndex:
     """Nearest-neighbour search over unit vectors labelled with photo ids.
 
@@ -100,7 +342,7 @@ class VectorIndex:
         ef_construction: hnswlib build-time beam width.
         ef_search: hnswlib query-time beam width (raised to ``k`` when ``k`` is larger).
         rebuild_fraction: Rebuild the graph once more than this fraction of its slots are removed.
-        num_threads: Threads hnswlib may use to build (-1: all cores).
+        num_threads: Threads hnswlib may use (-1: all cores).
         seed: hnswlib's random seed (level assignment), for reproducible graphs.
 
     All methods are thread-safe.
@@ -135,16 +377,9 @@ class VectorIndex:
         self.num_threads = int(num_threads)
         self.seed = int(seed)
         self._lock = threading.RLock()
-        # Exact regime: rows [0, _n) of _ids/_vecs are live; _row maps id -> row.
-        self._ids = np.empty(0, dtype=np.int64)
-        self._vecs = np.empty((0, self._dim), dtype=np.float32)
-        self._n = 0
-        self._row: dict[int, int] = {}
-        # Graph regime: live labels and labels marked deleted (their slots can be reused by re-adding).
-        self._hnsw: hnswlib.Index | None = None
-        self._live: set[int] = set()
-        self._dead: set[int] = set()
-        self._live_cache: np.ndarray | None = None
+        self._store: _Store = _Matrix(self._dim)
+        # While a new structure is built outside the lock: the changes made since its snapshot.
+        self._pending: list[tuple[str, np.ndarray, np.ndarray | None]] | None = None
 
     # ------------------------------------------------------------------ properties
 
@@ -155,7 +390,7 @@ class VectorIndex:
     @property
     def mode(self) -> Mode:
         """``"exact"`` (matrix product) or ``"hnsw"`` (graph)."""
-        return "hnsw" if self._hnsw is not None else "exact"
+        return self._store.mode
 
     @property
     def ef_search(self) -> int:
@@ -167,86 +402,101 @@ class VectorIndex:
             raise ValueError(f"ef_search must be >= 1, got {value}")
         self._ef_search = int(value)
 
+    @property
+    def building(self) -> bool:
+        """True while a graph (re)build runs in some thread; searches keep working meanwhile."""
+        return self._pending is not None
+
     def __len__(self) -> int:
         with self._lock:
-            return self._count()
+            return len(self._store)
 
     def __contains__(self, photo_id: object) -> bool:
         if not isinstance(photo_id, (int, np.integer)):
             return False
         with self._lock:
-            pid = int(photo_id)
-            return pid in self._live if self._hnsw is not None else pid in self._row
+            return int(photo_id) in self._store
+
+    def stats(self) -> dict[str, int | str]:
+        """Mode, live vectors, slots in use (live + removed but not reused) and capacity."""
+        with self._lock:
+            store = self._store
+            if isinstance(store, _Graph):
+                slots, capacity = store.index.get_current_count(), store.index.get_max_elements()
+            else:
+                slots, capacity = store.n, store.ids.size
+            return {"mode": store.mode, "live": len(store), "slots": slots, "capacity": capacity}
 
     def ids(self) -> np.ndarray:
         """The live photo ids, sorted (int64)."""
         with self._lock:
-            return np.sort(self._live_ids())
+            return np.sort(self._store.live_ids())
 
     def checksum(self) -> str:
         """:func:`id_set_checksum` of the live ids."""
         with self._lock:
-            return id_set_checksum(self._live_ids())
+            return id_set_checksum(self._store.live_ids())
 
     # ------------------------------------------------------------------ updates
 
-    def add(self, ids: Iterable[int] | np.ndarray, vecs: np.ndarray) -> None:
+    def add(
+        self, ids: Iterable[int] | np.ndarray, vecs: np.ndarray, on_progress: Progress | None = None
+    ) -> None:
         """Add vectors, replacing the vector of any id already present.
+
+        When this add takes the library past ``exact_threshold``, the graph is built in the
+        calling thread before returning (searches from other threads go on meanwhile).
 
         Args:
             ids: Non-negative photo ids, one per row of ``vecs``. If an id repeats, its last row wins.
             vecs: ``(N, dim)`` float vectors (expected L2-normalised; inner product is the score).
+            on_progress: Called as ``on_progress(done, total)`` while a graph is being built.
         """
         ids_arr, vec_arr = self._check_batch(ids, vecs)
         if ids_arr.size == 0:
             return
         with self._lock:
-            if self._hnsw is None:
-                self._add_exact(ids_arr, vec_arr)
-                if self._n > self.exact_threshold:
-                    logger.info("index passed %d vectors: building the graph", self.exact_threshold)
-                    self._build_graph(self._ids[: self._n].copy(), self._vecs[: self._n])
+            if self._pending is None and len(self._store) == 0 and ids_arr.size > self.exact_threshold:
+                plan = (ids_arr, vec_arr)  # bulk load of a large library: straight into a graph
+                self._pending = []
             else:
-                self._add_graph(ids_arr, vec_arr)
-            self._live_cache = None
+                self._store.add(ids_arr, vec_arr)
+                if self._pending is not None:
+                    self._pending.append(("add", ids_arr, vec_arr))
+                plan = self._plan_graph() if self._needs_graph() else None
+        if plan is not None:
+            self._build_and_swap(*plan, on_progress)
 
-    def remove(self, ids: Iterable[int] | np.ndarray) -> int:
-        """Remove ids (unknown ids are ignored). Returns how many were removed."""
-        ids_arr = np.unique(np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64))
-        removed = 0
+    def remove(self, ids: Iterable[int] | np.ndarray, on_progress: Progress | None = None) -> int:
+        """Remove ids (unknown ids are ignored). Returns how many were removed.
+
+        When removals leave too many dead slots in the graph, it is rebuilt in the calling
+        thread before returning (searches from other threads go on meanwhile).
+        """
+        ids_arr = np.unique(_as_ids(ids))
         with self._lock:
-            if self._hnsw is None:
-                for pid in ids_arr.tolist():
-                    row = self._row.pop(pid, None)
-                    if row is None:
-                        continue
-                    last = self._n - 1
-                    if row != last:
-                        moved = int(self._ids[last])
-                        self._ids[row] = moved
-                        self._vecs[row] = self._vecs[last]
-                        self._row[moved] = row
-                    self._n -= 1
-                    removed += 1
-            else:
-                for pid in ids_arr.tolist():
-                    if pid not in self._live:
-                        continue
-                    self._hnsw.mark_deleted(pid)
-                    self._live.discard(pid)
-                    self._dead.add(pid)
-                    removed += 1
-                slots = self._hnsw.get_current_count()
-                if self._dead and len(self._dead) > self.rebuild_fraction * slots:
-                    self._rebuild()
-            if removed:
-                self._live_cache = None
+            removed = self._store.remove(ids_arr)
+            if removed and self._pending is not None:
+                self._pending.append(("remove", ids_arr, None))
+            plan = None
+            store = self._store
+            if (
+                isinstance(store, _Graph)
+                and self._pending is None
+                and store.dead > self.rebuild_fraction * store.index.get_current_count()
+            ):
+                plan = self._plan_graph()
+        if plan is not None:
+            self._build_and_swap(*plan, on_progress)
         return removed
 
-    def rebuild(self) -> None:
+    def rebuild(self, on_progress: Progress | None = None) -> None:
         """Rebuild from the live vectors: drops removed slots and re-picks the regime."""
         with self._lock:
-            self._rebuild()
+            if self._pending is not None:
+                return  # a build is already under way
+            plan = self._plan_graph()
+        self._build_and_swap(*plan, on_progress)
 
     # ------------------------------------------------------------------ queries
 
@@ -265,50 +515,31 @@ class VectorIndex:
         if q.ndim == 1:
             q = q[None, :]
         if q.ndim != 2 or q.shape[1] != self._dim:
-            raise ValueError(
-                f"queries must have shape (dim,) or (Q, dim) with dim={self._dim}, got {q.shape}"
-            )
-        q = np.ascontiguousarray(q)
+            raise ValueError(f"queries must be (dim,) or (Q, dim) with dim={self._dim}, got {q.shape}")
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
+        q = np.ascontiguousarray(q)
         with self._lock:
-            kk = min(int(k), self._count())
+            kk = min(int(k), len(self._store))
             if kk == 0 or q.shape[0] == 0:
                 return np.empty((q.shape[0], 0), np.int64), np.empty((q.shape[0], 0), np.float32)
-            if self._hnsw is None:
-                return self._search_exact(q, kk)
-            return self._search_graph(q, kk)
+            return self._store.search(q, kk, self._ef_search)
 
     def get_vectors(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
         """The stored vectors of ``ids`` as ``(N, dim)`` float32. Raises KeyError for an unknown id."""
-        ids_list = [int(i) for i in (ids.tolist() if isinstance(ids, np.ndarray) else ids)]
+        ids_list = _as_ids(ids).tolist()
         with self._lock:
             if not ids_list:
                 return np.empty((0, self._dim), np.float32)
-            if self._hnsw is None:
-                try:
-                    rows = [self._row[i] for i in ids_list]
-                except KeyError as exc:
-                    raise KeyError(f"photo id {exc.args[0]} is not in the index") from None
-                return self._vecs[rows].copy()
-            missing = [i for i in ids_list if i not in self._live]
-            if missing:
-                raise KeyError(f"photo id {missing[0]} is not in the index")
-            return np.asarray(self._hnsw.get_items(ids_list), dtype=np.float32).reshape(-1, self._dim)
+            return self._store.get(ids_list)
 
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
         """Up to ``n`` distinct stored vectors drawn at random (``(min(n, len), dim)`` float32)."""
         with self._lock:
-            live = self._live_ids()
-            m = min(int(n), live.size)
+            m = min(int(n), len(self._store))
             if m <= 0:
                 return np.empty((0, self._dim), np.float32)
-            rng = np.random.default_rng(seed)
-            if self._hnsw is None:
-                rows = rng.choice(self._n, size=m, replace=False)
-                return self._vecs[rows].copy()
-            chosen = rng.choice(live, size=m, replace=False)
-            return np.asarray(self._hnsw.get_items(chosen.tolist()), dtype=np.float32).reshape(-1, self._dim)
+            return self._store.sample(m, np.random.default_rng(seed))
 
     # ------------------------------------------------------------------ persistence
 
@@ -317,25 +548,28 @@ class VectorIndex:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
+            store = self._store
             token = uuid.uuid4().hex[:16]
             payload = path.with_name(f"{path.name}.{token}.data")
             header_tmp = path.with_name(f"{path.name}.{token}.tmp")
             try:
-                if self._hnsw is None:
+                if isinstance(store, _Matrix):
                     with open(payload, "wb") as f:
-                        f.write(self._ids[: self._n].astype("<i8").tobytes())
-                        f.write(np.ascontiguousarray(self._vecs[: self._n], dtype="<f4").tobytes())
+                        f.write(store.ids[: store.n].astype("<i8").tobytes())
+                        f.write(np.ascontiguousarray(store.vecs[: store.n], dtype="<f4").tobytes())
                         f.flush()
                         os.fsync(f.fileno())
+                    deleted: list[int] = []
                 else:
-                    self._hnsw.save_index(str(payload))
+                    store.index.save_index(str(payload))
                     with open(payload, "rb") as f:
                         os.fsync(f.fileno())
-                live = self._live_ids()
+                    deleted = store.deleted_labels()
+                live = store.live_ids()
                 header = {
                     "format": FORMAT_NAME,
                     "version": FORMAT_VERSION,
-                    "mode": self.mode,
+                    "mode": store.mode,
                     "space": "ip",
                     "dim": self._dim,
                     "count": int(live.size),
@@ -345,7 +579,7 @@ class VectorIndex:
                     "payload_sha256": _file_sha256(payload),
                     "M": self.M,
                     "ef_construction": self.ef_construction,
-                    "deleted": sorted(self._dead) if self._hnsw is not None else [],
+                    "deleted": deleted,
                 }
                 with open(header_tmp, "w", encoding="utf-8") as f:
                     json.dump(header, f)
@@ -423,23 +657,23 @@ class VectorIndex:
             vecs = raw[8 * count :].view("<f4").reshape(count, dim).astype(np.float32)
             if np.unique(ids).size != count or (count and ids.min() < 0):
                 raise IndexCorruptError(f"The search index {path} has repeated or negative ids.")
-            index._ids, index._vecs, index._n = ids, vecs, count
-            index._row = {pid: i for i, pid in enumerate(ids.tolist())}
+            matrix = _Matrix(dim)
+            matrix.ids, matrix.vecs, matrix.n = ids, vecs, count
+            matrix.row = {pid: i for i, pid in enumerate(ids.tolist())}
+            index._store = matrix
         else:
             graph = hnswlib.Index(space="ip", dim=dim)
             try:
-                graph.load_index(str(payload))
+                graph.load_index(str(payload), allow_replace_deleted=True)
             except (RuntimeError, MemoryError, ValueError) as exc:
                 raise IndexCorruptError(f"The search index graph {payload} cannot be read: {exc}.") from exc
             labels = set(np.asarray(graph.get_ids_list(), dtype=np.int64).tolist())
             dead = {int(x) for x in header["deleted"]}
             if not dead <= labels:
                 raise IndexCorruptError(f"The search index {path} lists removed ids the graph does not hold.")
-            index._hnsw = graph
-            index._live = labels - dead
-            index._dead = dead
+            index._store = _Graph(graph, labels - dead, index._graph_params())
             graph.set_ef(index._ef_search)
-        live = index._live_ids()
+        live = index._store.live_ids()
         if live.size != count or id_set_checksum(live) != header["ids_sha256"]:
             raise IndexCorruptError(f"The search index {path} does not match its own header.")
         if expected_count is not None and count != expected_count:
@@ -456,21 +690,48 @@ class VectorIndex:
 
     # ------------------------------------------------------------------ internals
 
-    def _count(self) -> int:
-        return len(self._live) if self._hnsw is not None else self._n
+    def _graph_params(self) -> _GraphParams:
+        return _GraphParams(self._dim, self.M, self.ef_construction, self.seed, self.num_threads)
 
-    def _live_ids(self) -> np.ndarray:
-        if self._hnsw is None:
-            return self._ids[: self._n]
-        if self._live_cache is None:
-            self._live_cache = np.fromiter(self._live, dtype=np.int64, count=len(self._live))
-        return self._live_cache
+    def _needs_graph(self) -> bool:
+        return (
+            self._pending is None
+            and isinstance(self._store, _Matrix)
+            and len(self._store) > self.exact_threshold
+        )
+
+    def _plan_graph(self) -> tuple[np.ndarray, np.ndarray]:
+        """Under the lock: snapshot the live vectors and start logging changes."""
+        ids, vecs = self._store.snapshot()
+        self._pending = []
+        return ids, vecs
+
+    def _build_and_swap(self, ids: np.ndarray, vecs: np.ndarray, on_progress: Progress | None) -> None:
+        """Outside the lock: build the new structure, then replay the logged changes and swap it in."""
+        try:
+            if ids.size > self.exact_threshold // 2:
+                logger.info("building the search graph over %d vectors", ids.size)
+                new: _Store = _Graph.build(ids, vecs, self._graph_params(), on_progress)
+            else:
+                new = _Matrix(self._dim)
+                new.add(ids, vecs)
+        except BaseException:
+            with self._lock:
+                self._pending = None
+            raise
+        with self._lock:
+            for op, op_ids, op_vecs in self._pending or []:
+                if op == "add":
+                    assert op_vecs is not None
+                    new.add(op_ids, op_vecs)
+                else:
+                    new.remove(op_ids)
+            self._pending = None
+            self._store = new
+            logger.info("search index now %s over %d vectors", new.mode, len(new))
 
     def _check_batch(self, ids, vecs) -> tuple[np.ndarray, np.ndarray]:
-        ids_arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids)
-        if ids_arr.size and not np.issubdtype(ids_arr.dtype, np.integer):
-            raise ValueError(f"ids must be integers, got {ids_arr.dtype}")
-        ids_arr = ids_arr.astype(np.int64).reshape(-1)
+        ids_arr = _as_ids(ids)
         vec_arr = np.asarray(vecs, dtype=np.float32)
         if vec_arr.ndim == 1 and ids_arr.size == 1:
             vec_arr = vec_arr[None, :]
@@ -486,123 +747,6 @@ class VectorIndex:
             keep = np.sort(ids_arr.size - 1 - last_rev)
             ids_arr, vec_arr = ids_arr[keep], vec_arr[keep]
         return ids_arr, np.ascontiguousarray(vec_arr)
-
-    def _add_exact(self, ids: np.ndarray, vecs: np.ndarray) -> None:
-        rows = np.fromiter((self._row.get(i, -1) for i in ids.tolist()), dtype=np.int64, count=ids.size)
-        known = rows >= 0
-        if known.any():
-            self._vecs[rows[known]] = vecs[known]
-        new_ids, new_vecs = ids[~known], vecs[~known]
-        if new_ids.size == 0:
-            return
-        need = self._n + new_ids.size
-        if need > self._ids.size:
-            cap = max(need, 2 * self._ids.size, 64)
-            grown_ids = np.empty(cap, np.int64)
-            grown_vecs = np.empty((cap, self._dim), np.float32)
-            grown_ids[: self._n] = self._ids[: self._n]
-            grown_vecs[: self._n] = self._vecs[: self._n]
-            self._ids, self._vecs = grown_ids, grown_vecs
-        self._ids[self._n : need] = new_ids
-        self._vecs[self._n : need] = new_vecs
-        for offset, pid in enumerate(new_ids.tolist()):
-            self._row[pid] = self._n + offset
-        self._n = need
-
-    def _build_graph(self, ids: np.ndarray, vecs: np.ndarray) -> None:
-        graph = hnswlib.Index(space="ip", dim=self._dim)
-        graph.init_index(
-            max_elements=max(int(ids.size * 1.25) + 16, 64),
-            M=self.M,
-            ef_construction=self.ef_construction,
-            random_seed=self.seed,
-        )
-        if ids.size:
-            graph.add_items(np.ascontiguousarray(vecs, dtype=np.float32), ids, num_threads=self.num_threads)
-        graph.set_ef(self._ef_search)
-        self._hnsw = graph
-        self._live = set(ids.tolist())
-        self._dead = set()
-        self._live_cache = None
-        # The graph holds the vectors now: drop the matrix.
-        self._ids = np.empty(0, dtype=np.int64)
-        self._vecs = np.empty((0, self._dim), dtype=np.float32)
-        self._row = {}
-        self._n = 0
-
-    def _add_graph(self, ids: np.ndarray, vecs: np.ndarray) -> None:
-        assert self._hnsw is not None
-        fresh = sum(1 for i in ids.tolist() if i not in self._live and i not in self._dead)
-        need = self._hnsw.get_current_count() + fresh
-        cap = self._hnsw.get_max_elements()
-        if need > cap:
-            self._hnsw.resize_index(max(need, int(cap * 1.5)))
-        self._hnsw.add_items(vecs, ids, num_threads=self.num_threads)
-        for pid in ids.tolist():
-            self._live.add(pid)
-            self._dead.discard(pid)  # re-adding a removed label un-marks it in hnswlib
-
-    def _rebuild(self) -> None:
-        if self._hnsw is None:
-            return
-        live = np.sort(self._live_ids())
-        vecs = (
-            np.asarray(self._hnsw.get_items(live.tolist()), dtype=np.float32).reshape(-1, self._dim)
-            if live.size
-            else np.empty((0, self._dim), np.float32)
-        )
-        logger.info("rebuilding the index over %d vectors (%d removed)", live.size, len(self._dead))
-        if live.size <= self.exact_threshold // 2:
-            self._hnsw = None
-            self._live, self._dead, self._live_cache = set(), set(), None
-            self._ids = np.empty(0, dtype=np.int64)
-            self._vecs = np.empty((0, self._dim), dtype=np.float32)
-            self._row, self._n = {}, 0
-            self._add_exact(live, vecs)
-        else:
-            self._build_graph(live, vecs)
-
-    def _search_exact(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        scores = q @ self._vecs[: self._n].T
-        if k < self._n:
-            part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            top = np.take_along_axis(scores, part, axis=1)
-        else:
-            part = np.broadcast_to(np.arange(self._n), scores.shape)
-            top = scores
-        order = np.argsort(-top, axis=1, kind="stable")
-        rows = np.take_along_axis(part, order, axis=1)
-        return self._ids[rows], np.take_along_axis(top, order, axis=1).astype(np.float32)
-
-    def _search_graph(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        assert self._hnsw is not None
-        ef = max(self._ef_search, k)
-        live = len(self._live)
-        while True:
-            self._hnsw.set_ef(ef)
-            try:
-                labels, dists = self._hnsw.knn_query(q, k=k, num_threads=self.num_threads)
-                break
-            except RuntimeError:
-                # Removed nodes can leave too few reachable results for a small beam: widen it.
-                if ef >= self._hnsw.get_current_count():
-                    logger.warning("graph search found fewer than %d results; searching exactly", k)
-                    return self._search_brute(q, k)
-                ef = min(ef * 4, max(self._hnsw.get_current_count(), live))
-        self._hnsw.set_ef(self._ef_search)
-        return labels.astype(np.int64), (1.0 - dists).astype(np.float32)
-
-    def _search_brute(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        assert self._hnsw is not None
-        live = self._live_ids()
-        vecs = np.asarray(self._hnsw.get_items(live.tolist()), dtype=np.float32).reshape(-1, self._dim)
-        scores = q @ vecs.T
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < live.size else None
-        if part is None:
-            part = np.broadcast_to(np.arange(live.size), scores.shape)
-        top = np.take_along_axis(scores, part, axis=1)
-        order = np.argsort(-top, axis=1, kind="stable")
-        return live[np.take_along_axis(part, order, axis=1)], np.take_along_axis(top, order, axis=1)
 
     @staticmethod
     def _read_header(path: Path) -> dict:

@@ -338,3 +338,78 @@ def test_a_failing_save_leaves_the_old_index(mode, fail_at, tmp_path, monkeypatc
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == before, "no leftovers"
     assert len(VectorIndex.load(path, DIM, expected_ids=np.arange(300))) == 300
+
+
+def test_removed_slots_are_reused_without_stale_copies():
+    rng = np.random.default_rng(11)
+    vecs = unit(rng, 300)
+    index = make("hnsw", rebuild_fraction=0.9)
+    index.add(np.arange(200), vecs[:200])
+    slots = index.stats()["slots"]
+    index.remove(np.arange(50))
+    # Updating a live id while dead slots exist must update it in place, not copy it.
+    index.add([100], vecs[250:251])
+    # New ids fill the dead slots instead of growing the graph.
+    index.add(np.arange(1000, 1040), vecs[200:240])
+    assert index.stats()["slots"] == slots and len(index) == 190
+    # Re-adding removed ids: some slots were reused by others, some are still there.
+    index.add(np.arange(50), vecs[:50])
+    assert len(index) == 240
+    found, _ = index.search(vecs[:250], 20)
+    for row in found:
+        assert len(set(row.tolist())) == row.size, "no id twice"
+    assert not set(found.ravel().tolist()) - set(index.ids().tolist())
+    got = index.search(vecs[250], 1)
+    assert got[0][0, 0] == 100 and got[1][0, 0] == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(index.get_vectors([3, 1005]), vecs[[3, 205]], atol=1e-6)
+
+
+def test_searches_go_on_while_the_graph_is_built():
+    rng = np.random.default_rng(12)
+    vecs = unit(rng, 700)
+    index = VectorIndex(DIM, exact_threshold=300)
+    index.add(np.arange(300), vecs[:300])
+    seen: list[tuple[str, int]] = []
+
+    def during_build(done: int, total: int) -> None:
+        if seen:
+            return
+
+        # Another thread can search, add and remove while this one builds (no lock is held).
+        def other():
+            ids, _ = index.search(vecs[0], 1)
+            seen.append((index.mode, int(ids[0, 0])))
+            index.add(np.arange(600, 700), vecs[600:700])
+            index.remove([1, 2, 3])
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join(timeout=30)
+        assert not t.is_alive(), "the build held the lock"
+        assert index.building
+
+    index.add(np.arange(300, 600), vecs[300:600], on_progress=during_build)
+    assert seen == [("exact", 0)]
+    assert index.mode == "hnsw" and not index.building
+    # The changes made during the build were replayed onto the new graph.
+    assert len(index) == 697 and 650 in index and 2 not in index
+    found, _ = index.search(vecs[650], 1)
+    assert found[0, 0] == 650
+
+
+def test_a_failed_build_keeps_the_exact_index(monkeypatch):
+    rng = np.random.default_rng(13)
+    vecs = unit(rng, 120)
+    index = VectorIndex(DIM, exact_threshold=100)
+    index.add(np.arange(90), vecs[:90])
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr("core.index._Graph.build", no_memory)
+    with pytest.raises(MemoryError):
+        index.add(np.arange(90, 120), vecs[90:])
+    assert index.mode == "exact" and len(index) == 120 and not index.building
+    monkeypatch.undo()
+    index.add([500], vecs[:1])  # the next add tries again
+    assert index.mode == "hnsw" and len(index) == 121
