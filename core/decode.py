@@ -51,6 +51,7 @@ _TRANSPOSE = {
 }
 """EXIF orientation -> the transpose that displays the image upright (as ``ImageOps.exif_transpose``)."""
 
+_DCT_FORMATS = frozenset({"JPEG", "MPO"})  # MPO: the multi-picture JPEGs of some cameras and phones
 _HIGH_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _EXIF_DATE = re.compile(r"^\s*(\d{4}):(\d{2}):(\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
@@ -269,7 +270,7 @@ def _decode(path: str, f, target_side: int | None, max_pixels: int) -> DecodedIm
     if width * height > max_pixels:
         raise DecodeError(path, _too_large(width, height, max_pixels))
     orientation, taken_at = _exif_fields(im)
-    if target_side is not None and im.format == "JPEG":
+    if target_side is not None and im.format in _DCT_FORMATS:
         # DCT-domain downscale by 1/2, 1/4 or 1/8 keeping both sides >= target_side.
         im.draft("RGB", (target_side, target_side))
     im.load()

@@ -52,6 +52,22 @@ def test_jpeg_fast_path_decodes_in_the_dct_domain_just_above_the_target(tmp_path
     assert open_image(path, None).decoded_size == (800, 600)
 
 
+def test_greyscale_progressive_and_multi_picture_jpegs_take_the_fast_path(tmp_path):
+    photo = files.photo_like((400, 320))
+    grey = tmp_path / "grey.jpg"
+    photo.convert("L").save(grey, "JPEG")
+    progressive = tmp_path / "progressive.jpg"
+    photo.save(progressive, "JPEG", progressive=True)
+    mpo = tmp_path / "camera.mpo"
+    photo.save(mpo, "MPO", save_all=True, append_images=[photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
+    for path in (grey, progressive, mpo):
+        decoded = open_image(path, 40)
+        assert decoded.decoded_size == (50, 40), path.name
+        assert decoded.image.mode == "RGB" and decoded.image.size == (50, 40)
+    with Image.open(mpo) as im:
+        assert im.format == "MPO"
+
+
 def test_fast_path_looks_like_a_full_decode(tmp_path):
     path = files.write_jpeg(tmp_path / "a.jpg", (512, 384), quality=95)
     fast = np.asarray(open_image(path, 64).image, dtype=np.float32)
