@@ -14,9 +14,11 @@ adaptive, like the adaptive ladder loss:
    algorithm, it is deterministic and never stuck in a poor local optimum. Candidates below
    the top-N join the last tier, so every candidate has a tier and tiers stay contiguous.
 3. **Gate.** An absolute test (:class:`MatchGate`) decides whether the top tier is a *match* at
-   all: its median z must clear ``min_top_z``, and it must stand apart from the next tier by
-   ``min_gap_z`` (the empty space between them, in background standard deviations). When it
-   fails the query is *long tail*: nothing matches; the tiers are still shown, as alternatives.
+   all: its median z must clear ``min_top_z``, and it must stand out from the next tier (the
+   difference of their median z, ``min_separation_z``). A query whose best candidates are just
+   the upper tail of the background, a smooth slope of scores, fails the second test however
+   high the slope starts. When the gate fails the query is *long tail*: nothing matches; the
+   tiers are still shown, as alternatives.
 """
 
 from __future__ import annotations
@@ -45,22 +47,30 @@ _EQUAL = 1e-9
 class MatchGate:
     """When the top tier counts as a match. The thresholds depend on the model: calibrate them.
 
+    The defaults are set on synthetic score sets (a top tier at z >= 3 standing a full
+    background standard deviation above the next tier reads as a match); the trainer
+    calibrates them per model on the scene world, whose ground truth says which queries match.
+
     Attributes:
         min_top_z: The top tier's median z must be at least this (3.0: about one photo in 700
             of a normal background scores that high by chance).
+        min_separation_z: The top tier's median z minus the next tier's median z must be at
+            least this (a smooth slope of scores cut in two separates by little).
         min_gap_z: Empty space between the top tier's lowest score and the next tier's highest,
-            in background standard deviations (a continuous slope of scores has no gap).
+            in background standard deviations (0: not tested).
         min_top_score: Optional raw-score floor for the best candidate (cosine, model-specific).
     """
 
     min_top_z: float = 3.0
-    min_gap_z: float = 0.25
+    min_separation_z: float = 1.0
+    min_gap_z: float = 0.0
     min_top_score: float | None = None
 
-    def passes(self, top_z: float, gap_z: float, top_score: float) -> bool:
+    def passes(self, top_z: float, separation_z: float, gap_z: float, top_score: float) -> bool:
+        """Whether a top tier with these statistics is a match (NaN never passes)."""
         if not (math.isfinite(top_z) and top_z >= self.min_top_z):
             return False
-        if not gap_z >= self.min_gap_z:  # NaN fails too
+        if not (separation_z >= self.min_separation_z and gap_z >= self.min_gap_z):
             return False
         return self.min_top_score is None or top_score >= self.min_top_score
 
@@ -101,7 +111,8 @@ class Grading:
         background_std: Their standard deviation (floored to stay positive).
         boundaries: Score thresholds between consecutive tiers, descending (``len(tiers) - 1``).
         top_z: Median z of the top tier (what the gate tested).
-        gap_z: Separation of the top tier from the next, in background standard deviations.
+        separation_z: Median z of the top tier minus that of the next (inf with one tier).
+        gap_z: Empty space between the top tier and the next, in background standard deviations.
         k: Number of clusters chosen; ``silhouette`` its score (NaN when not clustered).
         histogram_counts: Background score histogram, for drawing the distribution.
         histogram_edges: Its bin edges (``len(counts) + 1``), spanning background and candidates.
@@ -115,6 +126,7 @@ class Grading:
     background_std: float
     boundaries: list[float] = field(default_factory=list)
     top_z: float = math.nan
+    separation_z: float = math.nan
     gap_z: float = math.nan
     k: int = 0
     silhouette: float = math.nan
@@ -310,8 +322,12 @@ def grade(
         tiers_raw.append((r, members.size, float(members.min()), float(members.max()), zs))
     top_zs = tiers_raw[0][4]
     top_z = float(np.median(top_zs))
-    gap_z = (tiers_raw[0][2] - tiers_raw[1][3]) / std if best_k >= 2 else math.inf
-    matched = gate.passes(top_z, gap_z, float(v[0]))
+    if best_k >= 2:
+        separation_z = top_z - float(np.median(tiers_raw[1][4]))
+        gap_z = (tiers_raw[0][2] - tiers_raw[1][3]) / std
+    else:
+        separation_z = gap_z = math.inf
+    matched = gate.passes(top_z, separation_z, gap_z, float(v[0]))
     labels_text = MATCH_LABELS if matched else LONG_TAIL_LABELS
     tiers = [
         Tier(r, labels_text[r - 1], int(cnt), lo, hi, float(zs.min()), float(zs.max()))
@@ -327,6 +343,7 @@ def grade(
         background_std=std,
         boundaries=boundaries,
         top_z=top_z,
+        separation_z=float(separation_z),
         gap_z=float(gap_z),
         k=best_k,
         silhouette=best_sil,

@@ -128,7 +128,7 @@ def test_clear_three_tier_data_gives_three_matching_tiers(background):
     np.testing.assert_allclose(g.z, (scores - background.mean()) / background.std())
     assert g.background_mean == pytest.approx(background.mean())
     assert g.tiers[1].max_score < g.boundaries[0] < g.tiers[0].min_score
-    assert g.top_z > 6 and g.gap_z > 1
+    assert g.top_z > 6 and g.separation_z > 2 and g.gap_z > 1
     assert g.histogram_counts.sum() == background.size
     assert g.histogram_edges[0] <= background.min() and g.histogram_edges[-1] >= scores.max()
 
@@ -148,7 +148,7 @@ def test_flat_distribution_is_long_tail(background):
     scores = np.linspace(0.31, 0.28, 120)  # high z, but a smooth slope: no tier stands apart
     g = grade(scores, background)
     assert g.long_tail
-    assert g.top_z > 3, "it is the gap, not the level, that fails"
+    assert g.top_z > 3 and g.separation_z < 1, "it is the separation, not the level, that fails"
     assert g.tiers[0].label == LONG_TAIL_LABELS[0]
     assert all(t.label in LONG_TAIL_LABELS for t in g.tiers)
     check_tiers(g, scores)
@@ -157,7 +157,7 @@ def test_flat_distribution_is_long_tail(background):
 def test_low_top_tier_is_long_tail(background):
     scores = np.concatenate([[0.22, 0.219, 0.218], np.linspace(0.17, 0.15, 40)])  # z about 1.3
     g = grade(scores, background)
-    assert g.long_tail and g.gap_z > 1 and g.top_z < 3
+    assert g.long_tail and g.separation_z > 1 and g.gap_z > 1 and g.top_z < 3
     assert grade(scores, background, gate=MatchGate(min_top_z=1.0)).long_tail is False
 
 
@@ -199,7 +199,7 @@ def test_degenerate_input_never_raises(scores, background):
         check_tiers(g, s)
         assert 1 <= len(g.tiers) <= 4
     if s.size and np.isfinite(s).all() and np.unique(s).size == 1:
-        assert len(g.tiers) == 1 and math.isinf(g.gap_z)
+        assert len(g.tiers) == 1 and math.isinf(g.separation_z)
 
 
 def test_without_background_the_candidates_calibrate_themselves():
@@ -210,3 +210,31 @@ def test_without_background_the_candidates_calibrate_themselves():
         check_tiers(g, scores)
     g = grade(scores, np.full(50, 0.2))  # zero spread: the std is floored, z stays finite
     assert np.isfinite(g.z).all()
+
+
+def test_the_upper_tail_of_the_background_is_long_tail(background):
+    """A query that matches nothing: its best candidates are just the top of a large library."""
+    library = np.random.default_rng(9).normal(background.mean(), background.std(), 200_000)
+    scores = np.sort(library)[::-1][:100]
+    g = grade(scores, background)
+    assert g.top_z > 3.5, "high z alone: a large library always has some"
+    assert g.long_tail
+
+
+def test_many_matches_on_a_smooth_slope_are_still_matches(background):
+    """Dozens of relevant photos with steadily falling scores, then the background's top."""
+    matches = np.linspace(0.37, 0.30, 60)  # z about 6.3 down to 4
+    rest = np.sort(np.random.default_rng(10).normal(0.18, 0.03, 100_000))[::-1][:140]
+    scores = np.concatenate([matches, rest])
+    g = grade(scores, background)
+    assert not g.long_tail
+    assert g.gap_z < 0.5, "no clean gap: the separation carries the decision"
+    assert g.tiers[0].min_score >= 0.30 - 1e-9
+
+
+def test_gate_gap_and_separation_thresholds(background):
+    scores = three_tiers(np.random.default_rng(5))
+    g = grade(scores, background)
+    assert grade(scores, background, gate=MatchGate(min_gap_z=g.gap_z * 0.9)).long_tail is False
+    assert grade(scores, background, gate=MatchGate(min_gap_z=g.gap_z * 1.1)).long_tail is True
+    assert grade(scores, background, gate=MatchGate(min_separation_z=g.separation_z * 1.1)).long_tail
