@@ -26,6 +26,9 @@ from core.query import Query, combine
 logger = logging.getLogger(__name__)
 
 DEFAULT_K = 100
+# Library vectors sampled for the z-score calibration: the standard deviation of 4096 scores is
+# within about 1% of the library's, and scoring them costs well under a millisecond.
+DEFAULT_BACKGROUND = 4096
 
 TextEncoder = Callable[[list[str]], np.ndarray]
 ImageEncoder = Callable[[Path], np.ndarray]
@@ -153,7 +156,24 @@ class Searcher:
         self._cache = _LRU(cache_size)
         self.set_background(background)
 
+    @classmethod
+    def for_index(
+        cls,
+        encode_texts: TextEncoder,
+        index: VectorIndex,
+        *,
+        background_size: int = DEFAULT_BACKGROUND,
+        seed: int = 0,
+        **options,
+    ) -> Searcher:
+        """A searcher whose background is a random sample of ``index`` itself."""
+        return cls(encode_texts, index, index.sample(background_size, seed=seed), **options)
+
     # ------------------------------------------------------------------ configuration
+
+    def resample_background(self, size: int = DEFAULT_BACKGROUND, seed: int = 0) -> None:
+        """Draw a new background sample from the index (after the library changed a lot)."""
+        self.set_background(self.index.sample(size, seed=seed))
 
     def set_background(self, background: np.ndarray) -> None:
         """Replace the background sample (after the library changed a lot)."""

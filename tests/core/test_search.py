@@ -183,6 +183,20 @@ def test_to_dict_has_exactly_the_result_shape(world):
         assert isinstance(r["score"], float) and isinstance(r["tier"], int)
 
 
+def test_background_is_a_sample_of_the_library(world):
+    index = VectorIndex(DIM)
+    searcher = Searcher.for_index(world.encode_texts, index, background_size=50)
+    assert searcher.search("beach").hits == []
+    index.add(world.ids, world.vecs)
+    searcher.resample_background(64, seed=2)
+    g = searcher.search("beach").grading
+    bg_scores = index.sample(64, seed=2) @ world.concepts["beach"]
+    assert g.background_mean == pytest.approx(bg_scores.mean(), abs=1e-6)
+    assert g.background_std == pytest.approx(bg_scores.std(), abs=1e-6)
+    with pytest.raises(ValueError):
+        searcher.set_background(np.ones((3, DIM + 1)))
+
+
 def test_empty_library_and_bad_queries(world):
     empty = Searcher(world.encode_texts, VectorIndex(DIM), np.empty((0, DIM), np.float32))
     result = empty.search("beach")
