@@ -1,0 +1,374 @@
+"""Incremental indexing: scan the library folders, embed what is new, sweep what vanished.
+
+The work is a generator of :class:`IndexProgress` records, so the caller (a terminal progress bar,
+a Qt worker) decides how to show it, and each ``yield`` is a point where the run can be cancelled
+(``generator.close()``). Every batch is committed on its own (vectors first, then the catalog
+rows), so a run stopped at any instant, even by ``kill -9``, leaves a library that opens, and the
+next run resumes without redoing finished work.
+
+What it costs per file:
+
+* unchanged (same size and mtime, with a vector of this model): nothing but the directory walk;
+* new or changed, but with content already embedded (renamed, moved, duplicate): a head+tail hash;
+* new content: a hash, a decode (JPEG DCT-domain downscale) and a share of a model batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from .catalog import Catalog, Folder, Photo, PhotoEntry
+from .decode import DecodedImage, decode_parallel, default_workers, open_image
+from .errors import DecodeError, FolderError
+from .hashing import content_hash
+from .scanner import DEFAULT_EXCLUDES, ScannedFile, ScanProblem, root_is_online, scan_folder
+
+if TYPE_CHECKING:
+    from .embedder import Embedder
+    from .index import VectorIndex
+    from .vectors import VectorStore
+
+logger = logging.getLogger(__name__)
+
+Phase = Literal["scan", "embed", "sweep", "index", "done"]
+
+DEFAULT_BATCH = 32
+_SCAN_REPORT_EVERY = 2000  # files between progress records while walking
+
+
+@dataclass(frozen=True)
+class IndexProgress:
+    """One progress record. ``total`` is None while it is not known yet (during the walk)."""
+
+    phase: Phase
+    done: int
+    total: int | None
+    rate: float | None = None  # photos per second over the embed phase so far
+    eta_s: float | None = None
+    path: str | None = None
+    new: int = 0
+    reused: int = 0
+    failed: int = 0
+
+
+@dataclass
+class IndexReport:
+    """What a run did."""
+
+    scanned: int = 0
+    unchanged: int = 0
+    embedded: int = 0
+    reused: int = 0
+    failed: int = 0
+    removed: int = 0
+    offline_folders: list[str] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of unreadable parts
+    elapsed_s: float = 0.0
+    cancelled: bool = False
+
+
+@dataclass(frozen=True)
+class _Work:
+    """A file that needs more than the walk: a hash, and maybe a decode."""
+
+    folder_id: int
+    file: ScannedFile
+    known_hash: str | None  # content hash from the catalog when size and mtime did not change
+
+
+@dataclass(frozen=True)
+class _Reuse:
+    entry: PhotoEntry
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    entry: PhotoEntry
+    pixels: Any  # the model's input tensor (C, H, W)
+
+
+class Indexer:
+    """Runs one indexing pass for one model over some library folders.
+
+    Args:
+        catalog: the library catalog.
+        store: the vector store of the embedder's model identity.
+        index: the in-memory vector index of that model, kept in step with the store.
+        embedder: the model.
+        workers: decode threads.
+        batch_size: images per model batch.
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: VectorStore,
+        index: VectorIndex,
+        embedder: Embedder,
+        *,
+        workers: int | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.index = index
+        self.embedder = embedder
+        self.workers = workers or default_workers()
+        self.batch_size = batch_size or DEFAULT_BATCH
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self, folders: Sequence[Folder]) -> Generator[IndexProgress, None, IndexReport]:
+        """Index ``folders``; yields progress, returns the report (``StopIteration.value``)."""
+        report = IndexReport()
+        started = time.monotonic()
+        work: list[_Work] = []
+        scans: list[tuple[Folder, int, list[str]]] = []  # (folder, scan id, unreadable prefixes)
+        try:
+            for folder in folders:
+                scanned = yield from self._scan(folder, work, report)
+                if scanned is not None:
+                    scans.append(scanned)
+            yield from self._process(work, report, started)
+            for folder, scan_id, keep in scans:
+                yield IndexProgress("sweep", 0, None, path=folder.path)
+                gone = self.catalog.sweep(folder.id, scan_id, keep_prefixes=keep)
+                if gone:
+                    self.index.remove(gone)
+                report.removed += len(gone)
+        except GeneratorExit:
+            report.cancelled = True
+            logger.info("indexing cancelled; finished batches are kept")
+            raise
+        finally:
+            report.elapsed_s = time.monotonic() - started
+        yield IndexProgress(
+            "done",
+            report.embedded + report.reused + report.failed,
+            len(work),
+            new=report.embedded,
+            reused=report.reused,
+            failed=report.failed,
+        )
+        return report
+
+    # ------------------------------------------------------------------ walk
+
+    def _scan(
+        self, folder: Folder, work: list[_Work], report: IndexReport
+    ) -> Generator[IndexProgress, None, tuple[Folder, int, list[str]] | None]:
+        had_photos = self.catalog.photo_count(folder.id) > 0
+        if not root_is_online(folder.path, had_photos=had_photos):
+            logger.warning("%s is offline (missing or unreadable): its photos are kept", folder.path)
+            self.catalog.set_folder_state(folder.id, "offline")
+            report.offline_folders.append(folder.path)
+            return None
+        if folder.state != "online":
+            self.catalog.set_folder_state(folder.id, "online")
+            folder = self.catalog.folder(folder.id)
+        scan_id = self.catalog.begin_scan(folder.id)
+        known = self.catalog.folder_photos(folder.id)
+        failures = {f.path: f for f in self.catalog.failures(folder.id)}
+        unchanged_candidates: list[Photo] = []  # catalogued with the same size and mtime
+        unchanged_failures: list[str] = []
+        keep_prefixes: list[str] = []
+        excludes = tuple(DEFAULT_EXCLUDES) + tuple(folder.excludes)
+        try:
+            entries = scan_folder(folder.path, excludes=excludes)
+            for count, item in enumerate(entries, 1):
+                if isinstance(item, ScanProblem):
+                    report.problems.append((item.path, item.reason))
+                    if item.is_folder:
+                        keep_prefixes.append(item.path)
+                    else:
+                        self.catalog.record_failure(item.path, item.reason, folder_id=folder.id)
+                        report.failed += 1
+                    continue
+                report.scanned += 1
+                photo = known.get(item.path)
+                if photo is not None and photo.size == item.size and photo.mtime_ns == item.mtime_ns:
+                    unchanged_candidates.append(photo)
+                    continue
+                failure = failures.get(item.path)
+                if failure is not None and failure.size == item.size and failure.mtime_ns == item.mtime_ns:
+                    unchanged_failures.append(item.path)  # failed before and did not change: not retried
+                    continue
+                work.append(_Work(folder.id, item, None))
+                if count % _SCAN_REPORT_EVERY == 0:
+                    yield IndexProgress("scan", report.scanned, None, path=item.path)
+        except FolderError as e:  # the root vanished while walking it
+            report.problems.append((folder.path, str(e)))
+            keep_prefixes.append(folder.path)
+        # Unchanged files need nothing if this model already has their vector; otherwise they
+        # are embedded, but their hash is already known.
+        if unchanged_candidates:
+            has = self.store.has([p.content_hash for p in unchanged_candidates])
+            seen = [p.id for p, ok in zip(unchanged_candidates, has, strict=True) if ok]
+            report.unchanged += len(seen)
+            work.extend(
+                _Work(folder.id, ScannedFile(p.path, p.size, p.mtime_ns), p.content_hash)
+                for p, ok in zip(unchanged_candidates, has, strict=True)
+                if not ok
+            )
+            self.catalog.mark_seen(folder.id, photo_ids=seen)
+        if unchanged_failures:
+            self.catalog.mark_seen(folder.id, failure_paths=unchanged_failures)
+        yield IndexProgress("scan", report.scanned, None, path=folder.path)
+        return folder, scan_id, keep_prefixes
+
+    # ------------------------------------------------------------------ hash, decode, embed
+
+    def _prepare(self, item: _Work) -> _Reuse | _Decoded:
+        """Runs in a worker thread: hash; reuse a stored vector or decode for the model."""
+        f = item.file
+        digest = item.known_hash or content_hash(f.path, f.size)
+        if item.known_hash is None and bool(self.store.has([digest])[0]):
+            meta = self.catalog.photos_by_hash(digest)
+            first = meta[0] if meta else None
+            return _Reuse(
+                PhotoEntry(
+                    f.path,
+                    f.size,
+                    f.mtime_ns,
+                    digest,
+                    width=first.width if first else None,
+                    height=first.height if first else None,
+                    taken_at=first.taken_at if first else None,
+                    orientation=first.orientation if first else None,
+                )
+            )
+        decoded: DecodedImage = open_image(f.path, self.embedder.image_size)
+        pixels = self.embedder.preprocess(decoded.image)
+        entry = PhotoEntry(
+            f.path,
+            f.size,
+            f.mtime_ns,
+            digest,
+            width=decoded.width,
+            height=decoded.height,
+            taken_at=decoded.taken_at,
+            orientation=decoded.orientation,
+        )
+        return _Decoded(entry, pixels)
+
+    def _process(
+        self, work: list[_Work], report: IndexReport, started: float
+    ) -> Generator[IndexProgress, None, None]:
+        total = len(work)
+        if not total:
+            return
+        batch: list[tuple[int, _Decoded]] = []
+        reuse: list[tuple[int, PhotoEntry]] = []
+        embed_started = time.monotonic()
+        done = 0
+        results: Iterator[tuple[_Work, _Reuse | _Decoded | Exception]] = decode_parallel(
+            work, self._prepare, workers=self.workers, lookahead=max(2 * self.batch_size, 4 * self.workers)
+        )
+        try:
+            for item, outcome in results:
+                done += 1
+                if isinstance(outcome, _Reuse):
+                    reuse.append((item.folder_id, outcome.entry))
+                elif isinstance(outcome, _Decoded):
+                    batch.append((item.folder_id, outcome))
+                else:
+                    self._record_failure(item, outcome)
+                    report.failed += 1
+                if len(batch) >= self.batch_size or len(reuse) >= 4 * self.batch_size:
+                    self._commit(batch, reuse, report)
+                    batch, reuse = [], []
+                    yield self._progress(done, total, embed_started, item.file.path, report)
+            self._commit(batch, reuse, report)
+            batch, reuse = [], []
+            yield self._progress(done, total, embed_started, None, report)
+        finally:
+            results.close()  # cancels decodes not started yet
+
+    def _record_failure(self, item: _Work, error: Exception) -> None:
+        reason = error.reason if isinstance(error, DecodeError) else _reason(error)
+        if not isinstance(error, DecodeError | OSError):
+            logger.error("unexpected error on %s", item.file.path, exc_info=error)
+        self.catalog.record_failure(
+            item.file.path,
+            reason,
+            folder_id=item.folder_id,
+            size=item.file.size,
+            mtime_ns=item.file.mtime_ns,
+        )
+
+    def _commit(
+        self,
+        batch: list[tuple[int, _Decoded]],
+        reuse: list[tuple[int, PhotoEntry]],
+        report: IndexReport,
+    ) -> None:
+        """Embed a batch, then store vectors (durable) before the catalog rows that use them."""
+        if batch:
+            import torch
+
+            pixels = torch.stack([d.pixels for _, d in batch])
+            vectors = self.embedder.encode_image_batch(pixels)
+            self.store.put([d.entry.content_hash for _, d in batch], vectors)
+            self._upsert([(fid, d.entry) for fid, d in batch], vectors)
+            report.embedded += len(batch)
+        if reuse:
+            vectors = self.store.get([e.content_hash for _, e in reuse])
+            self._upsert(reuse, vectors)
+            report.reused += len(reuse)
+
+    def _upsert(self, entries: list[tuple[int, PhotoEntry]], vectors: np.ndarray) -> None:
+        by_folder: dict[int, list[int]] = {}
+        for i, (fid, _) in enumerate(entries):
+            by_folder.setdefault(fid, []).append(i)
+        for fid, rows in by_folder.items():
+            ids = self.catalog.upsert_photos(fid, [entries[i][1] for i in rows])
+            self.index.add(np.asarray(ids, dtype=np.int64), vectors[rows])
+
+    @staticmethod
+    def _progress(
+        done: int, total: int, embed_started: float, path: str | None, report: IndexReport
+    ) -> IndexProgress:
+        elapsed = max(time.monotonic() - embed_started, 1e-6)
+        rate = done / elapsed
+        eta = (total - done) / rate if rate > 0 else None
+        return IndexProgress(
+            "embed",
+            done,
+            total,
+            rate=rate,
+            eta_s=eta,
+            path=path,
+            new=report.embedded,
+            reused=report.reused,
+            failed=report.failed,
+        )
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    if isinstance(error, FileNotFoundError):
+        return "file vanished during indexing"
+    if isinstance(error, OSError):
+        return (error.strerror or str(error) or type(error).__name__).lower()
+    return f"unexpected error: {type(error).__name__}: {error}"
+
+
+def drive(
+    run: Generator[IndexProgress, None, IndexReport],
+    on_progress: Callable[[IndexProgress], None] | None = None,
+) -> IndexReport:
+    """Run an indexing generator to its end, passing each record to ``on_progress``."""
+    while True:
+        try:
+            record = next(run)
+        except StopIteration as stop:
+            return stop.value
+        if on_progress is not None:
+            on_progress(record)

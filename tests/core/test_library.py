@@ -1,0 +1,333 @@
+"""The library facade end to end: real SQLite, real hnswlib, real open_clip on a tiny model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.errors import FolderError, QueryError
+from core.library import Library
+from core.scanner import ScannedFile
+from tests.core.imagefiles import write_empty, write_jpeg, write_png, write_text, write_truncated_jpeg
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    root = tmp_path / "photos"
+    for i in range(12):
+        write_jpeg(root / f"img_{i:02d}.jpg", (64, 48), seed=i)
+    write_png(root / "trip" / "beach.png", (40, 30), seed=99)
+    write_jpeg(root / "trip" / "Ünïcødé name ✓.JPG", (48, 64), seed=100)
+    return root
+
+
+@pytest.fixture
+def model(tiny_checkpoint) -> str:
+    return f"file:{tiny_checkpoint}"
+
+
+@pytest.fixture
+def lib(tmp_path, model):
+    library = Library.open(tmp_path / "lib", model=model)
+    yield library
+    library.close()
+
+
+def test_index_then_search_returns_graded_json(lib, photos):
+    lib.add_folder(photos)
+    report = lib.index()
+    assert (report.embedded, report.failed, report.reused) == (14, 0, 0)
+
+    result = lib.search("a red car at night", k=10)
+    data = result.to_dict()
+    assert set(data) == {"query", "model", "long_tail", "tiers", "results"}
+    assert data["query"] == "a red car at night"
+    assert len(data["results"]) == 10
+    scores = [r["score"] for r in data["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert all(os.path.isabs(r["path"]) and Path(r["path"]).is_file() for r in data["results"])
+    tiers = data["tiers"]
+    assert [t["rank"] for t in tiers] == list(range(len(tiers)))
+    assert sum(t["count"] for t in tiers) == len(data["results"])
+    # A result's tier indexes `tiers`; tiers are contiguous score bands, best first.
+    for r in data["results"]:
+        tier = tiers[r["tier"]]
+        assert tier["min_score"] - 1e-6 <= r["score"] <= tier["max_score"] + 1e-6
+    assert [r["tier"] for r in data["results"]] == sorted(r["tier"] for r in data["results"])
+
+
+def test_rescan_of_unchanged_library_decodes_nothing(lib, photos, monkeypatch):
+    lib.add_folder(photos)
+    lib.index()
+    import core.indexer
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("an unchanged file was decoded")
+
+    monkeypatch.setattr(core.indexer, "open_image", no_decode)
+    report = lib.index()
+    assert (report.unchanged, report.embedded, report.failed) == (14, 0, 0)
+
+
+def test_renamed_moved_and_duplicate_files_reuse_vectors(lib, photos, monkeypatch):
+    lib.add_folder(photos)
+    lib.index()
+    before = lib.search("kite", k=50)
+    vec_of = {Path(h.path).name: h.score for h in before.results}
+    (photos / "img_00.jpg").rename(photos / "renamed.jpg")
+    (photos / "moved").mkdir()
+    (photos / "img_01.jpg").rename(photos / "moved" / "img_01.jpg")
+    shutil.copy2(photos / "img_02.jpg", photos / "copy of img_02.jpg")
+    import core.indexer
+
+    monkeypatch.setattr(core.indexer, "open_image", lambda *a, **k: pytest.fail("decoded a known photo"))
+    report = lib.index()
+    assert report.reused == 3 and report.embedded == 0
+    assert report.removed == 2  # the old paths of the renamed and moved files
+    after = {Path(h.path).name: h.score for h in lib.search("kite", k=50).results}
+    assert after["renamed.jpg"] == pytest.approx(vec_of["img_00.jpg"])
+    assert after["copy of img_02.jpg"] == pytest.approx(after["img_02.jpg"])
+    assert lib.status().photos == 15
+
+
+def test_changed_file_is_re_embedded_and_vanished_file_swept(lib, photos):
+    lib.add_folder(photos)
+    lib.index()
+    write_jpeg(photos / "img_03.jpg", (64, 48), seed=1234)
+    os.utime(photos / "img_03.jpg", ns=(1, 1))
+    (photos / "img_04.jpg").unlink()
+    report = lib.index()
+    assert report.embedded == 1 and report.removed == 1
+    paths = {Path(h.path).name for h in lib.search("anything", k=100).results}
+    assert "img_04.jpg" not in paths and "img_03.jpg" in paths
+
+
+def test_bad_files_are_recorded_and_do_not_stop_the_run(lib, photos):
+    write_empty(photos / "empty.jpg")
+    write_text(photos / "notes.jpg")
+    write_truncated_jpeg(photos / "cut.jpg", keep=0.3)
+    lib.add_folder(photos)
+    report = lib.index()
+    assert report.embedded >= 14
+    reasons = {Path(f.path).name: f.reason for f in lib.failures()}
+    assert reasons["empty.jpg"] == "empty file"
+    assert reasons["notes.jpg"] == "not an image"
+    # An unchanged failed file is not retried; a fixed one is indexed and its failure cleared.
+    assert lib.index().failed == 0
+    write_jpeg(photos / "notes.jpg", (64, 48), seed=555)
+    report = lib.index()
+    assert report.embedded == 1
+    assert "notes.jpg" not in {Path(f.path).name for f in lib.failures()}
+
+
+def test_missing_root_is_offline_and_keeps_its_photos(lib, photos, tmp_path):
+    lib.add_folder(photos)
+    lib.index()
+    unplugged = tmp_path / "unplugged"
+    photos.rename(unplugged)
+    report = lib.index()
+    assert report.offline_folders == [str(photos)]
+    status = lib.status()
+    assert status.photos == 14 and status.folders[0].state == "offline"
+    unplugged.rename(photos)
+    report = lib.index()
+    assert report.offline_folders == [] and report.unchanged == 14
+    assert lib.status().folders[0].state == "online"
+
+
+def test_folder_vanishing_during_scan_keeps_its_photos(lib, photos, monkeypatch):
+    lib.add_folder(photos)
+    lib.index()
+    import core.indexer
+
+    real_scan = core.indexer.scan_folder
+
+    def scan_then_vanish(root, **kwargs):
+        for item in real_scan(root, **kwargs):
+            yield item
+            if isinstance(item, ScannedFile) and "trip" not in item.path:
+                shutil.rmtree(Path(root) / "trip", ignore_errors=True)
+
+    monkeypatch.setattr(core.indexer, "scan_folder", scan_then_vanish)
+    report = lib.index()
+    assert report.failed == 0
+    # The two photos of the vanished sub-folder were swept only if the walk saw the folder gone
+    # (then they are gone from disk too): the library never lists a photo that is not on disk.
+    listed = {h.path for h in lib.search("x", k=100).results}
+    assert all(Path(p).exists() for p in listed)
+
+
+def test_add_folder_errors_are_clear(lib, tmp_path):
+    with pytest.raises(FolderError, match="does not exist"):
+        lib.add_folder(tmp_path / "nope")
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(FolderError, match="not a folder"):
+        lib.add_folder(tmp_path / "file.txt")
+    with pytest.raises(FolderError, match="not a library folder"):
+        lib.remove_folder(tmp_path)
+
+
+def test_empty_query_is_refused(lib, photos):
+    lib.add_folder(photos)
+    lib.index()
+    with pytest.raises(QueryError):
+        lib.search("   ")
+
+
+def test_more_like_this_excludes_the_photo_and_image_query_works(lib, photos):
+    lib.add_folder(photos)
+    lib.index()
+    hits = lib.search("boat", k=20).results
+    target = hits[3]
+    similar = lib.search(like_photo_id=target.photo_id, k=5)
+    assert target.photo_id not in {h.photo_id for h in similar.results}
+    by_image = lib.search(image=target.path, k=1)
+    assert by_image.results[0].photo_id == target.photo_id
+    assert by_image.results[0].score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_corrupt_index_file_is_rebuilt(tmp_path, photos, model):
+    with Library.open(tmp_path / "lib", model=model) as lib:
+        lib.add_folder(photos)
+        lib.index()
+        expected = [h.photo_id for h in lib.search("tree", k=5).results]
+    for f in (tmp_path / "lib" / "index").iterdir():
+        f.write_bytes(b"garbage" * 10)
+    with Library.open(tmp_path / "lib", model=model) as lib:
+        assert [h.photo_id for h in lib.search("tree", k=5).results] == expected
+
+
+def test_another_model_re_embeds_and_never_mixes(tmp_path, photos, model, tiny_arch):
+    import torch
+
+    from core.models import create_architecture, save_checkpoint
+
+    torch.manual_seed(12345)
+    other = tmp_path / "other.safetensors"
+    save_checkpoint(create_architecture(tiny_arch), other, tiny_arch)
+    with Library.open(tmp_path / "lib", model=model) as lib:
+        lib.add_folder(photos)
+        lib.index()
+        first = {h.path: h.score for h in lib.search("house", k=100).results}
+    with Library.open(tmp_path / "lib", model=f"file:{other}") as lib:
+        report = lib.index()
+        assert report.embedded == 14 and report.unchanged == 0  # nothing reused across models
+        second = {h.path: h.score for h in lib.search("house", k=100).results}
+        assert lib.model_spec == f"file:{other}"
+    assert set(first) == set(second)
+    assert not np.allclose([first[p] for p in first], [second[p] for p in first])
+    # The first model's vectors are still there: switching back costs no inference.
+    with Library.open(tmp_path / "lib", model=model) as lib:
+        assert lib.index().unchanged == 14
+        again = {h.path: h.score for h in lib.search("house", k=100).results}
+    assert again == pytest.approx(first)
+
+
+def test_set_model_keeps_serving_old_model_until_complete(tmp_path, photos, model, tiny_arch):
+    import torch
+
+    from core.models import create_architecture, save_checkpoint
+
+    torch.manual_seed(777)
+    other = tmp_path / "other.safetensors"
+    save_checkpoint(create_architecture(tiny_arch), other, tiny_arch)
+    with Library.open(tmp_path / "lib", model=model) as lib:
+        lib.add_folder(photos)
+        lib.index()
+    with Library.open(tmp_path / "lib") as lib:
+        lib.set_model(f"file:{other}")
+        run = lib.iter_index(batch_size=2)
+        next(p for p in run if p.phase == "embed")
+        run.close()  # cancelled half-way
+        assert lib.model_spec == model  # still the complete one
+        assert lib.search("car", k=3).results
+    with Library.open(tmp_path / "lib") as lib:
+        assert lib.target_model_spec == f"file:{other}"
+        lib.index()
+        assert lib.model_spec == f"file:{other}" and lib.target_model_spec is None
+
+
+def test_cancel_leaves_consistent_library_and_resumes(lib, photos):
+    lib.add_folder(photos)
+    run = lib.iter_index(batch_size=2)
+    for p in run:
+        if p.phase == "embed" and p.done >= 4:
+            break
+    run.close()
+    done_before = lib.status().indexed
+    assert 4 <= done_before < 14
+    report = lib.index()
+    assert report.embedded == 14 - done_before
+
+
+def test_concurrent_search_while_indexing(lib, photos, tmp_path):
+    more = photos / "more"
+    for i in range(40):
+        write_jpeg(more / f"m{i}.jpg", (48, 48), seed=500 + i)
+    lib.add_folder(photos)
+    errors: list[BaseException] = []
+
+    def index() -> None:
+        try:
+            lib.index(batch_size=4)
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    worker = threading.Thread(target=index)
+    worker.start()
+    seen = 0
+    while worker.is_alive() or seen == 0:
+        try:
+            result = lib.search("sunset", k=10)
+        except QueryError:
+            continue
+        seen = len(result.results)
+        assert all(Path(h.path).exists() for h in result.results)
+    worker.join()
+    assert not errors
+    assert len(lib.search("sunset", k=100).results) == 54
+
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    sys.path.insert(0, {repo!r})
+    import open_clip
+    open_clip.add_model_config({config!r})
+    from core.library import Library
+    lib = Library.open({lib!r}, model={model!r})
+    lib.add_folder({photos!r})
+    embedded = 0
+    for p in lib.iter_index(batch_size=3, workers=1):
+        if p.phase == "embed" and p.done >= 6:
+            os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_kill_9_mid_indexing_then_resume(tmp_path, photos, model, tiny_checkpoint):
+    configs = [p for p in tiny_checkpoint.parents[1].iterdir() if p.name.startswith("model-configs")]
+    config = next(configs[0].glob("*.json"))
+    script = KILLER.format(
+        repo=str(REPO), config=str(config), lib=str(tmp_path / "lib"), model=model, photos=str(photos)
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    with Library.open(tmp_path / "lib", model=model) as lib:
+        done = lib.status().indexed
+        assert 6 <= done < 14
+        report = lib.index()
+        assert report.embedded == 14 - done  # finished work is not redone
+        assert report.unchanged == done
+        assert len(lib.search("car", k=100).results) == 14
