@@ -56,7 +56,7 @@ _SKY_STOPS: dict[str, list[tuple[float, tuple[int, int, int]]]] = {
 _SCENE_LIGHT: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
     "day": ((1.0, 1.0, 1.0), (0.0, 0.0, 0.0)),
     "sunset": ((0.92, 0.74, 0.66), (22.0, 8.0, 6.0)),
-    "night": ((0.36, 0.40, 0.55), (4.0, 5.0, 12.0)),
+    "night": ((0.4, 0.45, 0.62), (5.0, 7.0, 16.0)),
 }
 # ...and the gentler light on the objects, which keeps their colour readable.
 _OBJECT_LIGHT: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
@@ -133,6 +133,11 @@ class _Plan:
     def line(self, pts: np.ndarray, width: float, fill: tuple) -> None:
         self.ops.append(("line", np.asarray(pts, dtype=np.float64), width, fill))
 
+    def rects(self, boxes: np.ndarray, fill: tuple) -> None:
+        """Many axis-aligned rectangles (x0, y0, x1, y1) of one colour (windows)."""
+        if len(boxes):
+            self.ops.append(("rects", np.asarray(boxes, dtype=np.float64).reshape(-1, 4), fill))
+
     def rect(self, x0: float, y0: float, x1: float, y1: float, fill: tuple) -> None:
         self.ops.append(("rect", x0, y0, x1, y1, fill))
 
@@ -207,7 +212,7 @@ def _plan_sky(plan: _Plan, time: str, rng: np.random.Generator, horizon: float) 
         light_src = (mx, my)
 
     # clouds: opaque puffs, tinted by the sky behind them
-    n_clouds = {"day": rng.integers(1, 5), "sunset": rng.integers(1, 4), "night": rng.integers(0, 3)}[time]
+    n_clouds = {"day": rng.integers(1, 5), "sunset": rng.integers(1, 4), "night": rng.integers(0, 2)}[time]
     sy = np.asarray(plan.stops_y)
     sc = np.asarray(plan.stops_c)
     for _ in range(int(n_clouds)):
@@ -222,15 +227,16 @@ def _plan_sky(plan: _Plan, time: str, rng: np.random.Generator, horizon: float) 
             top, under = _mix(behind, (255, 206, 170), 0.75), _mix(behind, (132, 84, 130), 0.7)
             flat, w = 0.3, w * 1.5
         else:
-            top, under = _mix(behind, (70, 80, 112), 0.6), _mix(behind, (30, 36, 60), 0.5)
-            flat = 0.4
+            top, under = _mix(behind, (64, 74, 106), 0.35), _mix(behind, (40, 48, 76), 0.25)
+            flat = 0.3
         puffs = sorted(
             ((rng.uniform(-0.5, 0.5) * w, rng.uniform(0.16, 0.3) * w) for _ in range(7)), key=lambda p: -p[1]
         )
         plan.ellipse(cx, cy + 0.06 * w, w * 0.62, w * flat * 0.32, _rgba(under))
-        for ox, r in puffs:
-            oy = -r * flat * (0.9 if abs(ox) < 0.25 * w else 0.4)
+        lifts = [-r * flat * (0.9 if abs(ox) < 0.25 * w else 0.4) for ox, r in puffs]
+        for (ox, r), oy in zip(puffs, lifts, strict=True):  # shaded undersides first...
             plan.ellipse(cx + ox, cy + oy + 0.03 * w, r, r * flat * 1.6, _rgba(under))
+        for (ox, r), oy in zip(puffs, lifts, strict=True):  # ...then the lit tops over them
             plan.ellipse(cx + ox - 0.01 * w, cy + oy, r * 0.95, r * flat * 1.5, _rgba(top))
     return horizon_rgb, light_src
 
@@ -336,12 +342,12 @@ def _plan_beach(plan, time, light, rng, sky_h, light_src, boats: bool, h: float)
 
 def _plan_snow(plan, time, light, rng, sky_h, light_src, boats: bool, h: float) -> _Ground:
     # two mountain ranges with snow caps, their feet hidden by the snowfield
-    for base, haze, hmax in (((150, 160, 192), 0.55, 0.24), ((112, 124, 160), 0.3, 0.15)):
-        n = int(rng.integers(6, 10))
+    for base, haze, hmax in (((150, 160, 192), 0.55, 0.24), ((112, 124, 160), 0.3, 0.17)):
+        n = int(rng.integers(10, 15))
         xs = np.sort(rng.uniform(-_WORLD_X, _WORLD_X, n))
         peaks = h - rng.uniform(0.35, 1.0, n) * hmax
         valleys_x = np.concatenate([[-_WORLD_X - 0.3], (xs[:-1] + xs[1:]) / 2, [_WORLD_X + 0.3]])
-        valleys_y = h - rng.uniform(0.0, 0.3, n + 1) * hmax
+        valleys_y = h - rng.uniform(-0.1, 0.3, n + 1) * hmax  # some valleys sink below the snowfield
         outline = [[valleys_x[0], valleys_y[0]]]
         for i in range(n):
             outline += [[xs[i], peaks[i]], [valleys_x[i + 1], valleys_y[i + 1]]]
@@ -369,13 +375,16 @@ def _plan_snow(plan, time, light, rng, sky_h, light_src, boats: bool, h: float) 
     )
     shadow = _apply(light, (146, 170, 224))
     bright = _apply(light, (252, 253, 255))
-    for k in range(5):  # drifts: a lit crest with a blue shadow below it
-        y = h + 0.03 + (k + rng.uniform(0.1, 0.9)) * (1.0 - h) / 5
-        d = (y - h) / (1 - h)
-        crest = _wavy(-_WORLD_X, _WORLD_X, y, 0.006 + 0.02 * d, rng)
-        plan.poly(np.concatenate([crest, crest[::-1] + _dy(0.012 + 0.03 * d)]), _rgba(shadow, 70))
-        plan.poly(np.concatenate([crest, crest[::-1] + _dy(0.005 + 0.012 * d)]), _rgba(shadow, 60))
-        plan.line(crest - _dy(0.002), 0.002 + 0.003 * d, _rgba(bright, 160))
+    for _ in range(7):  # drifts: a lit crest with a blue shadow below it, tapering at both ends
+        d = rng.uniform(0.05, 1.0)
+        y = h + 0.02 + d * (0.98 - h)
+        x0 = rng.uniform(-1.4, 0.9)
+        crest = _wavy(x0, x0 + rng.uniform(0.4, 1.0) * (0.6 + d), y, 0.004 + 0.012 * d, rng, n=24)
+        taper = np.sin(np.linspace(0.0, math.pi, len(crest)))[:, None] * np.array([0.0, 1.0])
+        deep = crest + taper * (0.01 + 0.035 * d)
+        plan.poly(np.concatenate([crest, deep[::-1]]), _rgba(shadow, 75))
+        plan.poly(np.concatenate([crest, (crest + taper * (0.004 + 0.012 * d))[::-1]]), _rgba(shadow, 60))
+        plan.line(crest - _dy(0.002), 0.002 + 0.003 * d, _rgba(bright, 150))
     sparkle = np.stack([rng.uniform(-1.0, 1.0, 40), rng.uniform(h + 0.02, 1.0, 40)], 1)
     plan.points(sparkle, 0.002, _rgba((255, 255, 255), 200))
     water = None
@@ -466,6 +475,7 @@ def _plan_city(plan, time, light, rng, sky_h, light_src, boats: bool, h: float) 
         x += w * rng.uniform(0.7, 1.0)
     # near skyline with windows
     x = -_WORLD_X
+    windows: list[np.ndarray] = []
     while x < _WORLD_X:
         w = rng.uniform(0.07, 0.16)
         top = h - rng.uniform(0.08, 0.26)
@@ -474,19 +484,22 @@ def _plan_city(plan, time, light, rng, sky_h, light_src, boats: bool, h: float) 
         plan.rect(x + w * 0.82, top, x + w, h + 0.01, _rgba(tone * 0.82))  # shaded side
         if rng.uniform() < 0.3:
             plan.line([[x + w * 0.5, top], [x + w * 0.5, top - 0.03]], 0.002, _rgba(tone * 0.7))
-        floors = int((h - top) / 0.022)
+        wy = top + 0.022 * np.arange(1, int((h - top) / 0.022))
         cols = max(2, int(w / 0.022))
-        for f in range(1, floors):
-            wy = top + f * 0.022
-            if night:
-                lit = rng.uniform(size=cols) < 0.45
-                for k in np.flatnonzero(lit):
-                    wx = x + w * 0.08 + k * (w * 0.74 / cols)
-                    plan.rect(wx, wy, wx + w * 0.45 / cols, wy + 0.011, _rgba((255, 214, 130), 230))
-            else:
-                glass = _mix(tone, (205, 222, 240) if time == "day" else (255, 190, 140), 0.45)
-                plan.rect(x + w * 0.08, wy, x + w * 0.8, wy + 0.009, _rgba(glass, 200))
+        if night:  # a random share of lit windows
+            lit = rng.uniform(size=(len(wy), cols)) < 0.45
+            fy, fx = np.nonzero(lit)
+            wx = x + w * 0.08 + fx * (w * 0.74 / cols)
+            windows.append(np.stack([wx, wy[fy], wx + w * 0.45 / cols, wy[fy] + 0.011], 1))
+        else:  # ribbon windows, one band a floor
+            glass = _rgba(_mix(tone, (205, 222, 240) if time == "day" else (255, 190, 140), 0.45), 200)
+            bands = np.stack(
+                [np.full_like(wy, x + w * 0.08), wy, np.full_like(wy, x + w * 0.8), wy + 0.009], 1
+            )
+            plan.rects(bands, glass)
         x += w * rng.uniform(0.85, 1.05)
+    if windows:
+        plan.rects(np.concatenate(windows), _rgba((255, 214, 130), 230))
     # side-on street: far pavement, road with a dashed centre line, near pavement
     pave = (158, 154, 148)
     road0 = h + 0.045
@@ -908,35 +921,40 @@ class _Painter:
         bg = np.repeat(np.clip(col + 0.5, 0, 255).astype(np.uint8)[:, None, :], self.w, axis=1)
         hrow = self.row(plan.horizon)
         if plan.glows and hrow > 0:
-            # glows are smooth: compute them on a coarse grid of the sky
-            gw = min(self.w, 96)
-            gh = max(1, min(hrow, round(hrow * gw / self.w)))
-            gx = (np.linspace(0, self.w, gw) - self.ox) / self.u
-            gy = (np.linspace(0, hrow, gh) - self.oy) / self.u
-            glow = np.zeros((gh, gw, 3), dtype=np.float32)
+            gx, gy = self.grid(self.w, hrow, 0, hrow)
+            glow = np.zeros((len(gy), len(gx), 3), dtype=np.float32)
             for cx, cy, r, rgb, strength in plan.glows:
-                d2 = ((gx[None, :] - cx) ** 2 + (gy[:, None] - cy) ** 2) / (r * r)
-                glow += (np.exp(-d2) * strength)[:, :, None] * rgb[None, None, :].astype(np.float32)
-            img = Image.fromarray(np.clip(glow, 0, 255).astype(np.uint8)).resize(
-                (self.w, hrow), Image.Resampling.BILINEAR
+                ex = np.exp(-(((gx - cx) / r) ** 2))
+                ey = np.exp(-(((gy - cy) / r) ** 2))
+                glow += (np.outer(ey, ex) * strength)[:, :, None] * rgb.astype(np.float32)
+            bg[:hrow] = np.asarray(
+                ImageChops.add(Image.fromarray(bg[:hrow]), self.smooth(glow, self.w, hrow))
             )
-            sky = ImageChops.add(Image.fromarray(bg[:hrow]), img)
-            bg[:hrow] = np.asarray(sky)
         return bg
+
+    def grid(self, w: int, h: int, y0: float, y1: float, coarse: int = 96) -> tuple[np.ndarray, np.ndarray]:
+        """Scene coordinates of a grid over pixels [0, w) x [y0, y1): full resolution when small."""
+        gw = w if w <= 2 * coarse else coarse
+        gh = h if w <= 2 * coarse else max(1, round(h * gw / w))
+        gx = (np.linspace(0, w, gw) - self.ox) / self.u
+        gy = (np.linspace(y0, y1, gh) - self.oy) / self.u
+        return gx, gy
+
+    @staticmethod
+    def smooth(field: np.ndarray, w: int, h: int) -> Image.Image:
+        """A smooth field as an image of w x h pixels, scaled up from its grid if need be."""
+        img = Image.fromarray(np.clip(field + 0.5, 0, 255).astype(np.uint8))
+        return img if img.size == (w, h) else img.resize((w, h), Image.Resampling.BILINEAR)
 
     def light_map(self, lights: list) -> Image.Image:
         """Additive light, smooth, computed on a coarse grid and scaled up."""
-        gw = min(self.w, 128)
-        gh = max(1, round(self.h * gw / self.w))
-        gx = (np.linspace(0, self.w, gw) - self.ox) / self.u
-        gy = (np.linspace(0, self.h, gh) - self.oy) / self.u
-        acc = np.zeros((gh, gw, 3), dtype=np.float32)
+        gx, gy = self.grid(self.w, self.h, 0, self.h, coarse=128)
+        acc = np.zeros((len(gy), len(gx), 3), dtype=np.float32)
         for cx, cy, rx, ry, rgb, strength in lights:
             ex = np.exp(-(((gx - cx) / rx) ** 2))
             ey = np.exp(-(((gy - cy) / ry) ** 2))
             acc += (np.outer(ey, ex) * strength)[:, :, None] * rgb.astype(np.float32)
-        small = Image.fromarray(np.clip(acc, 0, 255).astype(np.uint8))
-        return small.resize((self.w, self.h), Image.Resampling.BILINEAR)
+        return self.smooth(acc, self.w, self.h)
 
     def paint(self, plan: _Plan) -> Image.Image:
         bg = self.background(plan)
@@ -988,6 +1006,12 @@ class _Painter:
                     continue
                 top = self.oy + y0 * self.u
                 draw.rectangle((a, top, max(a, b - 1), max(top, self.oy + y1 * self.u - 1)), fill=fill)
+            elif kind == "rects":
+                _, boxes, fill = op
+                px = boxes * self.u + (self.ox, self.oy, self.ox, self.oy)
+                visible = (px[:, 2] >= 0) & (px[:, 0] <= w) & (px[:, 3] >= 0) & (px[:, 1] <= h)
+                for a, top, b, bottom in px[visible].tolist():
+                    draw.rectangle((a, top, max(a, b - 1), max(top, bottom - 1)), fill=fill)
             elif kind == "light":
                 if plan.lights:
                     img.paste(ImageChops.add(img, self.light_map(plan.lights)))
@@ -1007,17 +1031,21 @@ def _finish(img: Image.Image, plan: _Plan) -> Image.Image:
     if radius >= 0.3:
         # a box blur is close enough to a lens's softness and several times faster on big frames
         img = img.filter(ImageFilter.GaussianBlur(radius) if u < 512 else ImageFilter.BoxBlur(radius * 0.8))
-    vw, vh = 48, max(2, round(48 * h / w))
+    small = w * h <= 512 * 512
+    vw, vh = (w, h) if small else (48, max(2, round(48 * h / w)))
     gx = np.linspace(-w / u, w / u, vw)[None, :] / 2
     gy = np.linspace(-h / u, h / u, vh)[:, None] / 2
     fall = 1.0 - plan.vignette * np.clip((gx**2 + gy**2) / 0.5, 0, 1.5) ** 1.5 * 0.6
-    mult = np.clip(fall[:, :, None] * plan.gain[None, None, :] * 255, 0, 255).astype(np.uint8)
-    img = ImageChops.multiply(img, Image.fromarray(mult).resize((w, h), Image.Resampling.BILINEAR))
-    arr = np.asarray(img, dtype=np.int16)
+    mult = fall[:, :, None] * plan.gain[None, None, :]
     assert plan.noise is not None
     reps = (-(-h // _NOISE_TILE), -(-w // _NOISE_TILE))
-    grain = np.tile(plan.noise, reps)[:h, :w]
-    return Image.fromarray(np.clip(arr + grain[:, :, None], 0, 255).astype(np.uint8))
+    grain = np.tile(plan.noise, reps)[:h, :w, None]
+    if small:  # one pass in numpy
+        arr = np.asarray(img, dtype=np.float32) * mult.astype(np.float32) + grain + 0.5
+        return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    scale = Image.fromarray(np.clip(mult * 255 + 0.5, 0, 255).astype(np.uint8))
+    img = ImageChops.multiply(img, scale.resize((w, h), Image.Resampling.BILINEAR))
+    return Image.fromarray(np.clip(np.asarray(img, dtype=np.int16) + grain, 0, 255).astype(np.uint8))
 
 
 def render_scene(scene: Scene, size: tuple[int, int] = (128, 128)) -> Image.Image:

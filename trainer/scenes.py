@@ -103,6 +103,7 @@ Split = Literal["train", "test", "heldout"]
 _SPLIT_CODES: dict[str, int] = {"train": 0, "test": 1, "heldout": 2, "demo": 3}
 _SEED_DOMAIN = 0x5CE7E5
 _CHUNK = 1024
+_DIRECT_LIMIT = 1 << 20  # up to this many cells, relevance_matrix compares codes directly
 
 
 @dataclass(frozen=True)
@@ -231,8 +232,9 @@ def relevance_matrix(
     """Relevance of every scene to every query, (Q, N), equal to :func:`relevance` element-wise.
 
     ``queries`` and ``scenes`` may be given already encoded (:func:`encode_queries`,
-    :func:`encode_scenes`) to skip the encoding. One small matrix product does the work:
-    a 1000 x 20000 matrix takes a few tens of milliseconds.
+    :func:`encode_scenes`) to skip the encoding. Small matrices (a training batch) compare codes
+    directly; large ones (a benchmark pool) are one matrix product of one-hot codes. Either way
+    the sums are of integer weight units, so the result is exact and a full match is 1.0.
 
     Raises:
         ValueError: a query names no attribute.
@@ -249,9 +251,16 @@ def relevance_matrix(
     if np.any(named_units == 0):
         bad = int(np.flatnonzero(named_units == 0)[0])
         raise ValueError(f"query {bad} names no attribute; name at least one attribute")
-    qw = _one_hot(q, _WEIGHT_UNITS.astype(np.float32))
-    sw = _one_hot(s, np.ones(len(ATTRIBUTES), dtype=np.float32))
-    out = qw @ sw.T  # integer unit sums, exact in float32
+    if q.shape[0] * s.shape[0] <= _DIRECT_LIMIT:
+        # training batches: plain comparisons, single-threaded (BLAS threads would compete with torch)
+        out = np.zeros((q.shape[0], s.shape[0]), dtype=np.float32)
+        for a in range(len(ATTRIBUTES)):
+            out += (q[:, a, None] == s[None, :, a]) * np.float32(_WEIGHT_UNITS[a])
+    else:
+        qw = _one_hot(q, _WEIGHT_UNITS.astype(np.float32))
+        sw = _one_hot(s, np.ones(len(ATTRIBUTES), dtype=np.float32))
+        out = qw @ sw.T
+    # sums of integer units are exact in float32, so a full match divides to exactly 1.0
     out /= named_units.astype(np.float32)[:, None]
     return out.astype(dtype, copy=False)
 

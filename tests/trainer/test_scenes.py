@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from trainer import scenes as scenes_module
 from trainer.scenes import (
     ATTRIBUTE_WEIGHTS,
     ATTRIBUTES,
@@ -98,7 +99,10 @@ def _random_queries(rng: np.random.Generator, n: int) -> list[dict[str, str]]:
     return queries
 
 
-def test_relevance_matrix_matches_scalar_function():
+@pytest.mark.parametrize("path", ["direct", "matmul"])
+def test_relevance_matrix_matches_scalar_function(path, monkeypatch):
+    if path == "matmul":  # the path large matrices take
+        monkeypatch.setattr(scenes_module, "_DIRECT_LIMIT", 0)
     rng = np.random.default_rng(0)
     queries = _random_queries(rng, 60)
     scenes = sample_scenes(80, seed=1)
