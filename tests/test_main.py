@@ -1,0 +1,105 @@
+"""The command line: contracts of `index`, `search --json`, `status`, and clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import main
+from tests.core.imagefiles import write_jpeg, write_text
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    root = tmp_path / "photos"
+    for i in range(8):
+        write_jpeg(root / f"p{i}.jpg", (64, 48), seed=i)
+    write_text(root / "broken.jpg")
+    return root
+
+
+@pytest.fixture
+def cli(tmp_path, tiny_checkpoint, capsys):
+    base = ["--library", str(tmp_path / "lib"), "--model", f"file:{tiny_checkpoint}"]
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main.main([*args[:1], *base, *args[1:]])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def test_index_search_json_status(cli, photos):
+    code, out, _ = cli("index", str(photos), "--no-progress")
+    assert code == 0 and "8 embedded" in out and "1 failed" in out
+
+    code, out, _ = cli("search", "red car at night", "--json", "-k", "5")
+    assert code == 0
+    data = json.loads(out)  # exactly one JSON object
+    assert set(data) == {"query", "model", "long_tail", "tiers", "results"}
+    assert isinstance(data["long_tail"], bool)
+    assert len(data["results"]) == 5
+    assert all(set(r) == {"path", "score", "z", "tier"} for r in data["results"])
+    assert all(set(t) == {"rank", "label", "count", "min_score", "max_score"} for t in data["tiers"])
+    assert all(Path(r["path"]).is_absolute() for r in data["results"])
+    assert [r["score"] for r in data["results"]] == sorted(
+        (r["score"] for r in data["results"]), reverse=True
+    )
+
+    code, out, _ = cli("search", "red car")
+    assert code == 0 and "scores" in out
+
+    code, out, _ = cli("status", "--json", "--failures")
+    status = json.loads(out)
+    assert status["photos"] == 8 and status["indexed"] == 8 and status["failures"] == 1
+    assert status["failure_list"][0]["reason"] == "not an image"
+    code, out, _ = cli("status")
+    assert code == 0 and str(photos) in out
+
+
+def test_options_before_or_after_the_command(tmp_path, tiny_checkpoint, photos, capsys):
+    lib = str(tmp_path / "lib2")
+    assert main.main(["--library", lib, "--model", f"file:{tiny_checkpoint}", "index", str(photos)]) == 0
+    capsys.readouterr()
+    assert main.main(["search", "boat", "--json", "--library", lib, "-k", "3"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 3
+
+
+def test_clear_errors_not_tracebacks(cli, tmp_path, capsys):
+    code, _, err = cli("index", str(tmp_path / "missing"))
+    assert code == 1 and "does not exist" in err and "Traceback" not in err
+    code, _, err = cli("search", "")
+    assert code == 1 and "error:" in err
+    with pytest.raises(SystemExit) as exc:
+        main.main(["search", "x", "-k", "0"])
+    assert exc.value.code == 2
+    assert "expected a number >= 1" in capsys.readouterr().err
+
+
+def test_bad_checkpoint_is_a_clear_error(tmp_path, photos, capsys):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 100)
+    code = main.main(
+        ["index", str(photos), "--library", str(tmp_path / "l"), "--model", f"file:{bad}#ViT-B-32"]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and "error:" in err and "Traceback" not in err
+
+
+def test_missing_starter_or_offline_model_says_what_to_do(tmp_path, photos, capsys):
+    code = main.main(
+        [
+            "index",
+            str(photos),
+            "--library",
+            str(tmp_path / "l"),
+            "--model",
+            "openclip:ViT-B-32/laion2b_s34b_b79k",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "file:" in err or "starter" in err  # names the alternatives
