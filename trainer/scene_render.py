@@ -889,7 +889,8 @@ def plan_scene(scene: Scene) -> _Plan:
     plan.vignette = rng.uniform(0.1, 0.3)
     plan.gain = _c((1.0, 1.0, 1.0)) - np.abs(rng.normal(0, 0.02, 3))
     sigma = rng.uniform(2.0, 5.0)
-    plan.noise = np.clip(rng.normal(0, sigma, (_NOISE_TILE, _NOISE_TILE)), -20, 20).astype(np.int16)
+    grain = rng.standard_normal((_NOISE_TILE, _NOISE_TILE), dtype=np.float32) * np.float32(sigma)
+    plan.noise = np.clip(grain, -20, 20).astype(np.int16)
     return plan
 
 
