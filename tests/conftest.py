@@ -36,13 +36,19 @@ def _isolated_home(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def tiny_arch(tmp_path_factory) -> str:
+def tiny_config_file(tmp_path_factory):
+    """The tiny architecture's open_clip config as a JSON file (for subprocesses to register)."""
+    config_path = tmp_path_factory.mktemp("model-configs") / f"{TINY_ARCH}.json"
+    config_path.write_text(json.dumps(TINY_CONFIG), encoding="utf-8")
+    return config_path
+
+
+@pytest.fixture(scope="session")
+def tiny_arch(tiny_config_file) -> str:
     """Register the tiny open_clip architecture (32 px ViT, 2+2 layers, 32-d embeddings); its name."""
     import open_clip
 
-    config_path = tmp_path_factory.mktemp("model-configs") / f"{TINY_ARCH}.json"
-    config_path.write_text(json.dumps(TINY_CONFIG), encoding="utf-8")
-    open_clip.add_model_config(config_path)
+    open_clip.add_model_config(tiny_config_file)
     return TINY_ARCH
 
 
