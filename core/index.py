@@ -377,6 +377,7 @@ class VectorIndex:
         self.num_threads = int(num_threads)
         self.seed = int(seed)
         self._lock = threading.RLock()
+        self._save_lock = threading.Lock()
         self._store: _Store = _Matrix(self._dim)
         # While a new structure is built outside the lock: the changes made since its snapshot.
         self._pending: list[tuple[str, np.ndarray, np.ndarray | None]] | None = None
@@ -547,29 +548,31 @@ class VectorIndex:
         """Write the index atomically: the previous file stays intact until the new one is complete."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock:
-            store = self._store
+        # Only the copy of the structure to disk holds the search lock; hashing and the
+        # header happen outside it. Saves to the same index are serialised among themselves.
+        with self._save_lock:
             token = uuid.uuid4().hex[:16]
             payload = path.with_name(f"{path.name}.{token}.data")
             header_tmp = path.with_name(f"{path.name}.{token}.tmp")
             try:
-                if isinstance(store, _Matrix):
-                    with open(payload, "wb") as f:
-                        f.write(store.ids[: store.n].astype("<i8").tobytes())
-                        f.write(np.ascontiguousarray(store.vecs[: store.n], dtype="<f4").tobytes())
-                        f.flush()
-                        os.fsync(f.fileno())
-                    deleted: list[int] = []
-                else:
-                    store.index.save_index(str(payload))
-                    with open(payload, "rb") as f:
-                        os.fsync(f.fileno())
-                    deleted = store.deleted_labels()
-                live = store.live_ids()
+                with self._lock:
+                    store = self._store
+                    if isinstance(store, _Matrix):
+                        with open(payload, "wb") as f:
+                            f.write(store.ids[: store.n].astype("<i8").tobytes())
+                            f.write(np.ascontiguousarray(store.vecs[: store.n], dtype="<f4").tobytes())
+                        deleted: list[int] = []
+                    else:
+                        store.index.save_index(str(payload))
+                        deleted = store.deleted_labels()
+                    live = store.live_ids().copy()
+                    mode = store.mode
+                with open(payload, "rb+") as f:
+                    os.fsync(f.fileno())
                 header = {
                     "format": FORMAT_NAME,
                     "version": FORMAT_VERSION,
-                    "mode": store.mode,
+                    "mode": mode,
                     "space": "ip",
                     "dim": self._dim,
                     "count": int(live.size),
@@ -598,7 +601,7 @@ class VectorIndex:
                 if stale != payload and stale.suffix in (".data", ".tmp"):
                     with contextlib.suppress(OSError):
                         stale.unlink()
-            logger.debug("saved %s index of %d vectors to %s", header["mode"], header["count"], path)
+        logger.debug("saved %s index of %d vectors to %s", mode, header["count"], path)
 
     @classmethod
     def load(
