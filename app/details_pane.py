@@ -1,0 +1,232 @@
+"""The details pane: a larger preview of one photo, its facts and what can be done with it."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import QSize, Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QGuiApplication, QPixmap, QResizeEvent
+from PySide6.QtWidgets import (
+    QFormLayout,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.results_model import format_score, format_z
+from app.thumbnails import ThumbnailLoader
+
+logger = logging.getLogger(__name__)
+
+PREVIEW_SIDE = 480
+
+
+@dataclass(frozen=True)
+class PhotoDetails:
+    """Everything the pane shows about one photo (plain values)."""
+
+    photo_id: int
+    path: str
+    size: int | None = None
+    width: int | None = None
+    height: int | None = None
+    taken_at: str | None = None
+    score: float = math.nan
+    z: float = math.nan
+    tier: int = 0
+    tier_label: str = ""
+
+
+def format_bytes(n: int | None) -> str:
+    if n is None:
+        return "–"
+    value = float(n)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{int(value)} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} bytes"
+
+
+class _Preview(QLabel):
+    """A label that scales its pixmap to fit, keeping the aspect ratio."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pixmap: QPixmap | None = None
+        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.setMinimumSize(QSize(160, 160))
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+
+    def set_image(self, pixmap: QPixmap | None, message: str = "") -> None:
+        self._pixmap = pixmap
+        if pixmap is None:
+            self.clear()
+            self.setText(message)
+        else:
+            self._rescale()
+
+    def has_image(self) -> bool:
+        return self._pixmap is not None
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._rescale()
+
+    def _rescale(self) -> None:
+        if self._pixmap is None:
+            return
+        target = self.contentsRect().size()
+        self.setPixmap(
+            self._pixmap.scaled(
+                target, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+            )
+        )
+
+
+class DetailsPane(QWidget):
+    """Shows one photo; its buttons open it, show its folder, copy its path or search for similar photos."""
+
+    more_like_this = Signal(int)  # photo id
+    closed = Signal()
+
+    def __init__(self, thumbnails: ThumbnailLoader, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._thumbnails = thumbnails
+        self._details: PhotoDetails | None = None
+        self.setMinimumWidth(260)
+
+        self.preview = _Preview()
+        self.name_label = QLabel()
+        self.name_label.setWordWrap(True)
+        font = self.name_label.font()
+        font.setBold(True)
+        font.setPointSizeF(font.pointSizeF() * 1.15)
+        self.name_label.setFont(font)
+        self.name_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        self.path_value = QLabel()
+        self.path_value.setWordWrap(True)
+        self.path_value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.date_value = QLabel()
+        self.size_value = QLabel()
+        self.score_value = QLabel()
+        self.z_value = QLabel()
+        self.tier_value = QLabel()
+        self.tier_value.setWordWrap(True)
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.DontWrapRows)
+        form.addRow("Folder", self.path_value)
+        form.addRow("Taken", self.date_value)
+        form.addRow("Size", self.size_value)
+        form.addRow("Score", self.score_value)
+        form.addRow("z", self.z_value)
+        form.addRow("Tier", self.tier_value)
+        self.z_value.setToolTip("How far above this query's typical score, in standard deviations")
+
+        self.open_button = QPushButton("Open")
+        self.open_button.setToolTip("Open the photo in the default viewer")
+        self.folder_button = QPushButton("Show in folder")
+        self.copy_button = QPushButton("Copy path")
+        self.like_button = QPushButton("More like this")
+        self.like_button.setToolTip("Search for photos that look like this one")
+        self.open_button.clicked.connect(self.open_photo)
+        self.folder_button.clicked.connect(self.show_in_folder)
+        self.copy_button.clicked.connect(self.copy_path)
+        self.like_button.clicked.connect(self._on_more_like_this)
+        row1 = QHBoxLayout()
+        row1.addWidget(self.open_button)
+        row1.addWidget(self.folder_button)
+        row2 = QHBoxLayout()
+        row2.addWidget(self.copy_button)
+        row2.addWidget(self.like_button)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 8, 8, 8)
+        layout.addWidget(self.preview, 1)
+        layout.addWidget(self.name_label)
+        layout.addLayout(form)
+        layout.addLayout(row1)
+        layout.addLayout(row2)
+        thumbnails.ready.connect(self._on_thumbnail)
+        thumbnails.failed.connect(self._on_thumbnail)
+        self.show_details(None)
+
+    @property
+    def details(self) -> PhotoDetails | None:
+        return self._details
+
+    def show_details(self, details: PhotoDetails | None) -> None:
+        self._details = details
+        for button in (self.open_button, self.folder_button, self.copy_button, self.like_button):
+            button.setEnabled(details is not None)
+        if details is None:
+            self.preview.set_image(None, "Select a photo to see it here.")
+            for label in (self.name_label, self.path_value, self.date_value, self.size_value):
+                label.clear()
+            for label in (self.score_value, self.z_value, self.tier_value):
+                label.clear()
+            return
+        path = Path(details.path)
+        self.name_label.setText(path.name)
+        self.path_value.setText(str(path.parent))
+        self.path_value.setToolTip(details.path)
+        self.date_value.setText(_format_date(details.taken_at))
+        dims = f"{details.width} × {details.height} px" if details.width and details.height else ""
+        self.size_value.setText(
+            ", ".join(p for p in (dims, format_bytes(details.size)) if p and p != "–") or "–"
+        )
+        self.score_value.setText(format_score(details.score))
+        self.z_value.setText(format_z(details.z))
+        self.tier_value.setText(f"{details.tier} · {details.tier_label}" if details.tier else "–")
+        self._load_preview()
+
+    def _load_preview(self) -> None:
+        if self._details is None:
+            return
+        pix = self._thumbnails.pixmap(self._details.path, PREVIEW_SIDE)
+        if pix is not None:
+            self.preview.set_image(pix)
+            return
+        error = self._thumbnails.error(self._details.path, PREVIEW_SIDE)
+        self.preview.set_image(None, f"No preview: {error}" if error else "Loading preview…")
+
+    def _on_thumbnail(self, path: str, side: int, *_: object) -> None:
+        if self._details is not None and side == PREVIEW_SIDE and path == self._details.path:
+            self._load_preview()
+
+    # ------------------------------------------------------------------ actions
+
+    def open_photo(self) -> bool:
+        if self._details is None:
+            return False
+        return QDesktopServices.openUrl(QUrl.fromLocalFile(self._details.path))
+
+    def show_in_folder(self) -> bool:
+        if self._details is None:
+            return False
+        return QDesktopServices.openUrl(QUrl.fromLocalFile(os.path.dirname(self._details.path)))
+
+    def copy_path(self) -> None:
+        if self._details is not None:
+            QGuiApplication.clipboard().setText(self._details.path)
+
+    def _on_more_like_this(self) -> None:
+        if self._details is not None:
+            self.more_like_this.emit(self._details.photo_id)
+
+
+def _format_date(taken_at: str | None) -> str:
+    if not taken_at:
+        return "–"
+    return taken_at.replace("T", " ")

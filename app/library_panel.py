@@ -1,0 +1,401 @@
+"""The library panel: folders and their state, indexing progress, and the files that failed."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+logger = logging.getLogger(__name__)
+
+PHASE_TEXT = {
+    "scan": "Looking for photos",
+    "embed": "Reading photos",
+    "sweep": "Tidying up",
+    "index": "Updating the search index",
+    "done": "Done",
+    "demo": "Making the demo photos",
+    "model": "Loading the model",
+}
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return ""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, s = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {s:02d} s"
+    hours, m = divmod(minutes, 60)
+    return f"{hours} h {m:02d} min"
+
+
+def progress_text(progress: Any) -> str:
+    """One line for an ``IndexProgress``-like record: phase, counts, rate, time left."""
+    phase = str(getattr(progress, "phase", ""))
+    parts = [PHASE_TEXT.get(phase, phase.capitalize())]
+    done = getattr(progress, "done", None)
+    total = getattr(progress, "total", None)
+    if done is not None and total:
+        parts.append(f"{done:,} of {total:,}")
+    elif done:
+        parts.append(f"{done:,}")
+    rate = getattr(progress, "rate", None)
+    if rate:
+        parts.append(f"{rate:.0f} photos/s" if rate >= 10 else f"{rate:.1f} photos/s")
+    eta = format_duration(getattr(progress, "eta_s", None))
+    if eta:
+        parts.append(f"about {eta} left")
+    failed = getattr(progress, "failed", 0) or 0
+    if failed:
+        parts.append(f"{failed} failed")
+    return " · ".join(parts)
+
+
+def report_text(report: Any) -> str:
+    """One line summing up an ``IndexReport``-like record."""
+    head = "Indexing stopped" if getattr(report, "cancelled", False) else "Library up to date"
+    parts = []
+    embedded = getattr(report, "embedded", 0) or 0
+    reused = getattr(report, "reused", 0) or 0
+    failed = getattr(report, "failed", 0) or 0
+    removed = getattr(report, "removed", 0) or 0
+    if embedded:
+        parts.append(f"{embedded:,} new")
+    if reused:
+        parts.append(f"{reused:,} recognised")
+    if removed:
+        parts.append(f"{removed:,} removed")
+    if failed:
+        parts.append(f"{failed:,} could not be read")
+    offline = getattr(report, "offline_folders", None) or []
+    if offline:
+        parts.append(f"{len(offline)} folder{'s' if len(offline) != 1 else ''} offline")
+    elapsed = format_duration(getattr(report, "elapsed_s", None))
+    if elapsed:
+        parts.append(f"in {elapsed}")
+    return head + (": " + ", ".join(parts) if parts else "")
+
+
+def _last_scan_text(value: Any) -> str:
+    if value is None or value == "":
+        return "never"
+    if isinstance(value, int | float):
+        try:
+            return datetime.fromtimestamp(float(value)).strftime("%Y-%m-%d %H:%M")
+        except (OverflowError, OSError, ValueError):
+            return str(value)
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M")
+    return str(value).replace("T", " ")[:16]
+
+
+class FoldersModel(QAbstractTableModel):
+    """The library's folders: path, state, photo count, failures, last scan."""
+
+    HEADERS = ("Folder", "State", "Photos", "Failed", "Last scan")
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._folders: list[Any] = []
+
+    def set_folders(self, folders: Sequence[Any]) -> None:
+        self.beginResetModel()
+        self._folders = list(folders)
+        self.endResetModel()
+
+    def folder(self, row: int) -> Any:
+        return self._folders[row]
+
+    def paths(self) -> list[str]:
+        return [str(f.path) for f in self._folders]
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._folders)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.HEADERS)
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return self.HEADERS[section]
+        return None
+
+    def data(
+        self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if not index.isValid():
+            return None
+        f = self._folders[index.row()]
+        col = index.column()
+        state = str(getattr(f, "state", "online"))
+        if role == Qt.ItemDataRole.DisplayRole:
+            if col == 0:
+                return os.path.basename(os.path.normpath(str(f.path))) or str(f.path)
+            if col == 1:
+                return "offline" if state == "offline" else "online"
+            if col == 2:
+                return f"{int(getattr(f, 'photos', 0) or 0):,}"
+            if col == 3:
+                return f"{int(getattr(f, 'failures', 0) or 0):,}"
+            if col == 4:
+                return _last_scan_text(getattr(f, "last_scan", None))
+        if role == Qt.ItemDataRole.ToolTipRole:
+            tip = str(f.path)
+            if state == "offline":
+                tip += "\nThis folder cannot be reached (a disconnected drive?). Its photos stay searchable."
+            return tip
+        if role == Qt.ItemDataRole.ForegroundRole and state == "offline":
+            from PySide6.QtGui import QColor
+
+            return QColor("#b25a00")
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (2, 3):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+
+class FailuresModel(QAbstractTableModel):
+    """Files that could not be indexed, and why."""
+
+    HEADERS = ("File", "Reason")
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._rows: list[tuple[str, str]] = []
+
+    def set_failures(self, failures: Sequence[Any]) -> None:
+        self.beginResetModel()
+        self._rows = [(str(f.path), str(f.reason)) for f in failures]
+        self.endResetModel()
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else 2
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return self.HEADERS[section]
+        return None
+
+    def data(
+        self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if not index.isValid():
+            return None
+        path, reason = self._rows[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return os.path.basename(path) if index.column() == 0 else reason
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return f"{path}\n{reason}"
+        return None
+
+    def reasons(self) -> dict[str, str]:
+        return dict(self._rows)
+
+
+class IndexProgressBox(QWidget):
+    """Progress bar, a line of text (phase, counts, rate, time left) and a Cancel button."""
+
+    cancel_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.bar = QProgressBar()
+        self.bar.setTextVisible(True)
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop indexing; what is done so far is kept")
+        self.cancel_button.clicked.connect(self._on_cancel)
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.bar, 1)
+        row.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(row)
+        layout.addWidget(self.label)
+        self.set_idle("")
+
+    def set_running(self, text: str = "Starting…") -> None:
+        self.bar.show()
+        self.bar.setRange(0, 0)
+        self.cancel_button.show()
+        self.cancel_button.setEnabled(True)
+        self.label.setText(text)
+
+    def show_progress(self, progress: Any) -> None:
+        done = getattr(progress, "done", None)
+        total = getattr(progress, "total", None)
+        if total:
+            self.bar.setRange(0, int(total))
+            self.bar.setValue(min(int(done or 0), int(total)))
+        else:
+            self.bar.setRange(0, 0)
+        self.label.setText(progress_text(progress))
+
+    def set_cancelling(self) -> None:
+        self.cancel_button.setEnabled(False)
+        self.label.setText("Stopping after the current batch…")
+
+    def set_idle(self, text: str) -> None:
+        self.bar.hide()
+        self.cancel_button.hide()
+        self.label.setText(text)
+        self.label.setVisible(bool(text))
+
+    def _on_cancel(self) -> None:
+        self.set_cancelling()
+        self.cancel_requested.emit()
+
+
+class LibraryPanel(QWidget):
+    """Folders (add, remove, re-scan), indexing progress and failures. Holds no library logic."""
+
+    folder_chosen = Signal(str)
+    remove_requested = Signal(str)
+    rescan_requested = Signal()
+    cancel_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.folders_model = FoldersModel(self)
+        self.failures_model = FailuresModel(self)
+
+        self.summary = QLabel()
+        self.summary.setWordWrap(True)
+        self.folders_view = QTableView()
+        self.folders_view.setModel(self.folders_model)
+        self.folders_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.folders_view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.folders_view.verticalHeader().hide()
+        self.folders_view.setShowGrid(False)
+        self.folders_view.setAlternatingRowColors(True)
+        self.folders_view.setWordWrap(False)
+        header = self.folders_view.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for col in range(1, FoldersModel.HEADERS.__len__()):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        self.folders_view.setAccessibleName("Library folders")
+
+        self.add_button = QPushButton("Add folder…")
+        self.remove_button = QPushButton("Remove")
+        self.remove_button.setToolTip("Remove the folder from the library (the photos stay on disk)")
+        self.rescan_button = QPushButton("Re-scan")
+        self.rescan_button.setToolTip("Look for new, changed and deleted photos in every folder")
+        self.add_button.clicked.connect(self.choose_folder)
+        self.remove_button.clicked.connect(self._on_remove)
+        self.rescan_button.clicked.connect(self.rescan_requested)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.add_button)
+        buttons.addWidget(self.remove_button)
+        buttons.addWidget(self.rescan_button)
+        buttons.addStretch(1)
+
+        self.progress = IndexProgressBox()
+        self.progress.cancel_requested.connect(self.cancel_requested)
+
+        self.failures_box = QGroupBox("Files that could not be read")
+        self.failures_view = QTableView()
+        self.failures_view.setModel(self.failures_model)
+        self.failures_view.verticalHeader().hide()
+        self.failures_view.setShowGrid(False)
+        self.failures_view.setWordWrap(False)
+        self.failures_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        fh = self.failures_view.horizontalHeader()
+        fh.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
+        fh.setStretchLastSection(True)
+        self.failures_view.setAccessibleName("Files that could not be read")
+        fl = QVBoxLayout(self.failures_box)
+        fl.addWidget(self.failures_view)
+        self.failures_box.hide()
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 8, 8, 8)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.folders_view, 2)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.failures_box, 1)
+        self.folders_view.selectionModel().selectionChanged.connect(self._update_buttons)
+        self._indexing = False
+        self._update_buttons()
+
+    # ------------------------------------------------------------------ state in
+
+    def set_folders(self, folders: Sequence[Any]) -> None:
+        self.folders_model.set_folders(folders)
+        self._update_buttons()
+
+    def set_failures(self, failures: Sequence[Any]) -> None:
+        self.failures_model.set_failures(failures)
+        self.failures_box.setTitle(f"Files that could not be read ({len(failures):,})")
+        self.failures_box.setVisible(bool(failures))
+        if failures:
+            self.failures_view.resizeColumnToContents(0)
+
+    def set_summary(self, text: str) -> None:
+        self.summary.setText(text)
+
+    def set_indexing(self, running: bool) -> None:
+        self._indexing = running
+        if running:
+            self.progress.set_running()
+        self._update_buttons()
+
+    # ------------------------------------------------------------------ user actions
+
+    def selected_folder(self) -> str | None:
+        rows = self.folders_view.selectionModel().selectedRows()
+        if not rows:
+            return None
+        return str(self.folders_model.folder(rows[0].row()).path)
+
+    def choose_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Add a folder of photos")
+        if path:
+            self.folder_chosen.emit(path)
+
+    def _on_remove(self) -> None:
+        path = self.selected_folder()
+        if path is None:
+            return
+        answer = QMessageBox.question(
+            self,
+            "Remove folder",
+            f"Remove {path} from the library?\n\nThe photos stay on disk; they are no longer searched.",
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            self.remove_requested.emit(path)
+
+    def _update_buttons(self) -> None:
+        has_folders = self.folders_model.rowCount() > 0
+        self.remove_button.setEnabled(self.selected_folder() is not None and not self._indexing)
+        self.rescan_button.setEnabled(has_folders and not self._indexing)

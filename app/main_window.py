@@ -1,0 +1,715 @@
+"""The main window: search bar, tiered results grid, tier inspector, details and library panels.
+
+The window wires widgets to the :class:`~app.session.LibrarySession` with signals and keeps only
+presentation state (which photo query is active, which tier is shown). Everything slow runs in the
+session's workers or the thumbnail pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QDragEnterEvent,
+    QDropEvent,
+    QKeyEvent,
+    QKeySequence,
+    QShortcut,
+)
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QSplitter,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.app_settings import QueryHistory
+from app.banner import Banner, BannerKind
+from app.details_pane import DetailsPane, PhotoDetails
+from app.library_panel import LibraryPanel, progress_text, report_text
+from app.model_panel import ModelBox
+from app.results_model import ResultsModel, format_score, rows_from_hits
+from app.results_view import ResultsView
+from app.search_bar import SearchBar, is_image_path, local_paths
+from app.session import LibrarySession, SearchRequest
+from app.throttle import Throttle
+from app.thumbnails import ThumbnailLoader
+from app.tier_plot import TierPlot
+from app.welcome_page import WelcomePage
+
+logger = logging.getLogger(__name__)
+
+SEARCH_DELAY_MS = 250
+LONG_TAIL_TEXT = "No exact match — nearest alternatives below."
+STATUS_REFRESH_MS = 2000
+
+
+class MainWindow(QMainWindow):
+    """LadderLens's window over one library session."""
+
+    results_shown = Signal(object)  # the LibrarySearchResult now on screen
+
+    def __init__(
+        self,
+        session: LibrarySession,
+        settings: QSettings,
+        thumbnails: ThumbnailLoader | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.settings = settings
+        self.thumbnails = thumbnails or ThumbnailLoader(parent=self)
+        self.history = QueryHistory(settings)
+        self.setWindowTitle("LadderLens")
+        self.setAcceptDrops(True)
+        self._photo_query: tuple[str, Any, str] | None = None  # ("image", path, label) / ("like", id, label)
+        self._result: Any = None
+        self._search_t0: float | None = None
+        self._closing = False
+        self._demo_running = False
+        self.last_request: SearchRequest | None = None  # the request whose results are shown
+        self._switching_to: str | None = None  # a model switch asked for and not finished
+
+        self._build_widgets()
+        self._build_menus()
+        self._connect()
+        self._restore_state()
+        self.refresh_library()
+
+    # ------------------------------------------------------------------ construction
+
+    def _build_widgets(self) -> None:
+        self.search_bar = SearchBar()
+        self.search_bar.set_history(self.history.items)
+        self.throttle = Throttle(self._search_typed_text, SEARCH_DELAY_MS, self)
+
+        self.long_tail_banner = Banner(closable=False)
+        self.long_tail_banner.setAccessibleName("No exact match")
+        self.message_banner = Banner(closable=True)
+
+        self.results_model = ResultsModel(self.thumbnails, self)
+        self.results_view = ResultsView()
+        self.results_view.setModel(self.results_model)
+        self.tier_plot = TierPlot()
+        self.results_summary = QLabel()
+        self.results_summary.setWordWrap(True)
+        self.empty_label = QLabel()
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_label.setWordWrap(True)
+        self.empty_label.setEnabled(False)
+        self.grid_stack = QStackedWidget()
+        self.grid_stack.addWidget(self.empty_label)
+        self.grid_stack.addWidget(self.results_view)
+
+        grid_box = QWidget()
+        grid_layout = QVBoxLayout(grid_box)
+        grid_layout.setContentsMargins(0, 0, 0, 0)
+        grid_layout.addWidget(self.results_summary)
+        grid_layout.addWidget(self.grid_stack, 1)
+
+        self.left_splitter = QSplitter(Qt.Orientation.Vertical)
+        self.left_splitter.setObjectName("leftSplitter")
+        self.left_splitter.addWidget(self.tier_plot)
+        self.left_splitter.addWidget(grid_box)
+        self.left_splitter.setStretchFactor(0, 0)
+        self.left_splitter.setStretchFactor(1, 1)
+        self.left_splitter.setCollapsible(1, False)
+        self.left_splitter.setSizes([190, 600])
+
+        self.details = DetailsPane(self.thumbnails)
+        self.details.hide()
+        self.main_splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.main_splitter.setObjectName("mainSplitter")
+        self.main_splitter.addWidget(self.left_splitter)
+        self.main_splitter.addWidget(self.details)
+        self.main_splitter.setStretchFactor(0, 1)
+        self.main_splitter.setStretchFactor(1, 0)
+        self.main_splitter.setCollapsible(0, False)
+        self.main_splitter.setSizes([900, 320])
+
+        self.welcome = WelcomePage()
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self.welcome)
+        self.pages.addWidget(self.main_splitter)
+
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(8, 8, 8, 4)
+        top = QHBoxLayout()
+        top.addWidget(self.search_bar, 1)
+        layout.addLayout(top)
+        layout.addWidget(self.message_banner)
+        layout.addWidget(self.long_tail_banner)
+        layout.addWidget(self.pages, 1)
+        self.setCentralWidget(central)
+
+        self.library_panel = LibraryPanel()
+        self.model_box = ModelBox()
+        dock_body = QWidget()
+        dock_layout = QVBoxLayout(dock_body)
+        dock_layout.setContentsMargins(0, 0, 0, 0)
+        dock_layout.addWidget(self.library_panel, 1)
+        dock_layout.addWidget(self.model_box)
+        self.library_dock = QDockWidget("Library", self)
+        self.library_dock.setObjectName("libraryDock")
+        self.library_dock.setWidget(dock_body)
+        self.library_dock.setFeatures(
+            QDockWidget.DockWidgetFeature.DockWidgetClosable | QDockWidget.DockWidgetFeature.DockWidgetMovable
+        )
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.library_dock)
+
+        self.status_label = QLabel()
+        self.statusBar().addPermanentWidget(self.status_label)
+
+        self._status_timer = QTimer(self)
+        self._status_timer.setInterval(STATUS_REFRESH_MS)
+        self._status_timer.timeout.connect(self.refresh_library)
+
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        self.add_folder_action = QAction("&Add folder…", self)
+        self.add_folder_action.triggered.connect(self.library_panel.choose_folder)
+        self.demo_action = QAction("Try the &demo library", self)
+        self.demo_action.triggered.connect(self.start_demo)
+        quit_action = QAction("&Quit", self)
+        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+        quit_action.triggered.connect(self.close)
+        file_menu.addAction(self.add_folder_action)
+        file_menu.addAction(self.demo_action)
+        file_menu.addSeparator()
+        file_menu.addAction(quit_action)
+
+        view_menu = self.menuBar().addMenu("&View")
+        view_menu.addAction(self.library_dock.toggleViewAction())
+        self.inspector_action = QAction("&Tier inspector", self, checkable=True, checked=True)
+        self.inspector_action.toggled.connect(self.tier_plot.setVisible)
+        view_menu.addAction(self.inspector_action)
+        self.details_action = QAction("&Details", self, checkable=True, checked=False)
+        self.details_action.toggled.connect(self._set_details_visible)
+        view_menu.addAction(self.details_action)
+
+        library_menu = self.menuBar().addMenu("&Library")
+        self.rescan_action = QAction("&Re-scan folders", self)
+        self.rescan_action.setShortcut(QKeySequence.StandardKey.Refresh)
+        self.rescan_action.triggered.connect(lambda: self.session.index(None))
+        self.model_action = QAction("Change &model…", self)
+        self.model_action.triggered.connect(self.model_box.open_dialog)
+        library_menu.addAction(self.rescan_action)
+        library_menu.addAction(self.model_action)
+
+        QShortcut(QKeySequence.StandardKey.Find, self, self.search_bar.focus)
+
+    def _connect(self) -> None:
+        sb = self.search_bar
+        sb.text_edited.connect(self._on_text_edited)
+        sb.submitted.connect(self.search_now)
+        sb.image_query.connect(self.search_like_image)
+        sb.photo_query_cleared.connect(self._on_photo_query_cleared)
+        sb.edit.installEventFilter(self)
+
+        self.results_view.activated_photo.connect(self.show_details)
+        self.results_view.current_photo_changed.connect(self._on_current_photo)
+        self.results_model.filter_changed.connect(self._on_filter_changed)
+        self.tier_plot.tier_clicked.connect(self.results_model.set_tier_filter)
+        self.details.more_like_this.connect(self.search_like_photo)
+
+        self.welcome.add_folder_requested.connect(self.library_panel.choose_folder)
+        self.welcome.demo_requested.connect(self.start_demo)
+
+        lp = self.library_panel
+        lp.folder_chosen.connect(self.add_folder)
+        lp.remove_requested.connect(self._remove_folder)
+        lp.rescan_requested.connect(lambda: self.session.index(None))
+        lp.cancel_requested.connect(self.session.cancel_index)
+        self.model_box.model_requested.connect(self.change_model)
+
+        s = self.session
+        s.search_started.connect(self._on_search_started)
+        s.search_finished.connect(self._on_search_finished)
+        s.search_failed.connect(self._on_search_failed)
+        s.index_started.connect(self._on_index_started)
+        s.index_progress.connect(self._on_index_progress)
+        s.index_finished.connect(self._on_index_finished)
+        s.index_failed.connect(self._on_index_failed)
+        s.model_failed.connect(self._on_model_failed)
+        s.library_changed.connect(self.refresh_library)
+
+    # ------------------------------------------------------------------ library state
+
+    def refresh_library(self) -> None:
+        """Re-read folders, counts, failures and the model from the library (quick catalog reads)."""
+        if self._closing:
+            return
+        try:
+            status = self.session.status()
+            folders = self.session.folders()
+            failures = self.session.failures()
+        except Exception as exc:
+            from app.errors_text import user_message
+
+            self.show_error(user_message(exc, "reading the library"))
+            return
+        self.library_panel.set_folders(folders)
+        self.library_panel.set_failures(failures)
+        photos = int(getattr(status, "photos", 0) or 0)
+        indexed = int(getattr(status, "indexed", 0) or 0)
+        summary = f"{_plural(photos, 'photo')} in {_plural(len(folders), 'folder')}"
+        if indexed < photos:
+            summary += f" · {indexed:,} searchable"
+        if failures:
+            summary += f" · {len(failures):,} could not be read"
+        self.library_panel.set_summary(summary)
+        self.status_label.setText(f"{indexed:,} photos searchable · model: {self.session.model_spec}")
+        self.model_box.set_model(
+            self.session.model_spec,
+            self.session.model_description,
+            bool(getattr(status, "is_starter", False)),
+        )
+        target = getattr(status, "target_model", None) or self._switching_to
+        self.model_box.set_pending(
+            f"Switching to {target}: photos are read again in the background; "
+            "searches keep using the current model until then."
+            if target
+            else None
+        )
+        self._update_page(has_folders=bool(folders), indexed=indexed)
+
+    def _update_page(self, has_folders: bool, indexed: int) -> None:
+        empty_library = not has_folders and indexed == 0
+        if empty_library and not self.session.is_indexing:
+            self.pages.setCurrentWidget(self.welcome)
+            self.welcome.set_busy(False)
+        else:
+            self.pages.setCurrentWidget(self.main_splitter)
+        if self.results_model.rowCount() == 0:
+            if self.session.is_indexing and indexed == 0:
+                text = "Reading your photos… you can search as soon as the first ones are done."
+            elif indexed == 0:
+                text = "No photos yet: add a folder in the Library panel."
+            elif self._result is not None:
+                text = "Nothing found."
+            else:
+                text = f"Describe what you are looking for to search {indexed:,} photos."
+            self.empty_label.setText(text)
+            self.grid_stack.setCurrentWidget(self.empty_label)
+        else:
+            self.grid_stack.setCurrentWidget(self.results_view)
+
+    def add_folder(self, path: str) -> None:
+        self.message_banner.hide()
+        self.session.add_folder(path)
+
+    def _remove_folder(self, path: str) -> None:
+        if self.session.remove_folder(path) and self.current_request_is_active():
+            self._research()
+
+    def start_demo(self) -> None:
+        self.welcome.set_busy(True)
+        self.message_banner.hide()
+        self._demo_running = True
+        self.session.make_demo()
+
+    def change_model(self, spec: str) -> None:
+        spec = spec.strip()
+        if not spec or spec == self.session.model_spec:
+            return
+        self.message_banner.hide()
+        self._switching_to = spec
+        self.model_box.set_pending(f"Loading {spec}…")
+        self.session.set_model(spec)
+
+    # ------------------------------------------------------------------ indexing feedback
+
+    def _on_index_started(self) -> None:
+        self.library_panel.set_indexing(True)
+        self.rescan_action.setEnabled(False)
+        self.demo_action.setEnabled(False)
+        self.model_box.change_button.setEnabled(False)
+        self._status_timer.start()
+        self.refresh_library()
+
+    def _on_index_progress(self, progress: Any) -> None:
+        self.library_panel.progress.show_progress(progress)
+        self.statusBar().showMessage(progress_text(progress))
+
+    def _on_index_finished(self, report: Any) -> None:
+        text = report_text(report) if report is not None else "Indexing stopped; what was done is kept."
+        demo, self._demo_running = self._demo_running, False
+        self._end_indexing(text)
+        if demo and report is not None and not self.current_request_is_active():
+            self._try_example_query()
+        elif self.current_request_is_active():
+            self._research()
+
+    def _try_example_query(self) -> None:
+        """After the demo is ready, show what a search looks like with one of its example queries."""
+        from trainer.demo_library import example_queries
+
+        examples = example_queries()
+        if examples:
+            self.search_bar.set_text(examples[0].text)
+            self.search_now()
+
+    def _on_index_failed(self, message: str) -> None:
+        self._demo_running = False
+        self._end_indexing("Indexing did not finish.")
+        self.show_error(message)
+
+    def _end_indexing(self, text: str) -> None:
+        self._switching_to = None
+        self._status_timer.stop()
+        self.library_panel.set_indexing(False)
+        self.library_panel.progress.set_idle(text)
+        self.statusBar().showMessage(text, 10_000)
+        self.rescan_action.setEnabled(True)
+        self.demo_action.setEnabled(True)
+        self.model_box.change_button.setEnabled(True)
+        self.model_box.set_pending(None)
+        self.welcome.set_busy(False)
+
+    def _on_model_failed(self, message: str) -> None:
+        self.model_box.set_pending(None)
+        self.show_error(message)
+
+    def show_error(self, message: str) -> None:
+        self.message_banner.show_message(message, BannerKind.ERROR)
+
+    # ------------------------------------------------------------------ searching
+
+    def _on_text_edited(self, text: str) -> None:
+        if not text.strip() and self._photo_query is None:
+            self.throttle.cancel()
+            self.clear_results()
+            return
+        self.throttle(text)
+
+    def _search_typed_text(self, text: str) -> None:
+        self._search(text)
+
+    def search_now(self, text: str | None = None) -> None:
+        """Search at once (Enter); the query goes into the history."""
+        text = self.search_bar.text() if text is None else text
+        self.throttle.cancel()
+        if not text.strip() and self._photo_query is None:
+            self.clear_results()
+            return
+        if text.strip() and self.history.add(text):
+            self.search_bar.set_history(self.history.items)
+        self._search(text)
+
+    def search_like_photo(self, photo_id: int) -> None:
+        """ "More like this": photos like one of the library's photos."""
+        try:
+            label = Path(self.session.photo(photo_id).path).name
+        except Exception:
+            label = f"photo {photo_id}"
+        self._photo_query = ("like", int(photo_id), label)
+        self.search_bar.set_photo_query(label)
+        self.search_bar.set_text("")
+        self._search("")
+
+    def search_like_image(self, path: str) -> None:
+        """Photos like an image file (dropped on the window or the search bar)."""
+        label = Path(path).name
+        self._photo_query = ("image", str(path), label)
+        self.search_bar.set_photo_query(label)
+        self._search(self.search_bar.text())
+
+    def _on_photo_query_cleared(self) -> None:
+        self._photo_query = None
+        text = self.search_bar.text()
+        if text.strip():
+            self._search(text)
+        else:
+            self.clear_results()
+
+    def current_request_is_active(self) -> bool:
+        return (
+            self._result is not None or bool(self.search_bar.text().strip()) or self._photo_query is not None
+        )
+
+    def _research(self) -> None:
+        if self.search_bar.text().strip() or self._photo_query is not None:
+            self._search(self.search_bar.text())
+
+    def _search(self, text: str) -> None:
+        kind = self._photo_query[0] if self._photo_query else None
+        request = SearchRequest(
+            text=text.strip(),
+            image=self._photo_query[1] if kind == "image" else None,
+            like_photo_id=self._photo_query[1] if kind == "like" else None,
+        )
+        if request.is_empty():
+            self.clear_results()
+            return
+        self._search_t0 = time.perf_counter()
+        self.session.search(request)
+
+    def _on_search_started(self, request: SearchRequest) -> None:
+        self.statusBar().showMessage("Searching…")
+
+    def _on_search_finished(self, request: SearchRequest, result: Any) -> None:
+        if self.message_banner.kind == BannerKind.ERROR:
+            self.message_banner.hide()
+        self._result = result
+        self.last_request = request
+        self.thumbnails.forget_pending()
+        tiers = list(result.tiers)
+        rows = rows_from_hits(tiers, result.results)
+        self.results_model.set_results(tiers, rows, bool(result.long_tail))
+        self.tier_plot.set_data(
+            tiers,
+            [r.score for r in rows],
+            [r.tier for r in rows],
+            _background_of(result),
+            bool(result.long_tail),
+            histogram=_histogram_of(result),
+        )
+        if result.long_tail and rows:
+            self.long_tail_banner.show_message(LONG_TAIL_TEXT, BannerKind.NOTICE)
+        else:
+            self.long_tail_banner.hide()
+        self._update_summary()
+        elapsed = f" in {1000 * (time.perf_counter() - self._search_t0):.0f} ms" if self._search_t0 else ""
+        self.statusBar().showMessage(f"{len(rows)} results{elapsed}", 5000)
+        if rows:
+            self.grid_stack.setCurrentWidget(self.results_view)
+        else:
+            self.empty_label.setText("Nothing found.")
+            self.grid_stack.setCurrentWidget(self.empty_label)
+        self.results_view.scrollToTop()
+        if self.details.isVisible():
+            self.details.show_details(None)
+        self.results_shown.emit(result)
+
+    def _on_search_failed(self, request: SearchRequest, message: str) -> None:
+        self.statusBar().clearMessage()
+        self.show_error(message)
+
+    def clear_results(self) -> None:
+        self._result = None
+        self.last_request = None
+        self.results_model.clear()
+        self.tier_plot.clear()
+        self.long_tail_banner.hide()
+        self.results_summary.clear()
+        self.details.show_details(None)
+        self.refresh_library()
+
+    def _update_summary(self) -> None:
+        result = self._result
+        if result is None:
+            self.results_summary.clear()
+            return
+        query = self._describe_query()
+        n = len(result.results)
+        tiers = len(result.tiers)
+        text = f"{n} result{'s' if n != 1 else ''} in {tiers} tier{'s' if tiers != 1 else ''} for {query}"
+        rank = self.results_model.tier_filter
+        if rank is not None:
+            tier = next((t for t in result.tiers if t.rank == rank), None)
+            if tier is not None:
+                text += (
+                    f" — showing only “{tier.label}” ({tier.count}, scores {format_score(tier.min_score)}"
+                    f"–{format_score(tier.max_score)}); Esc or “All” shows every tier"
+                )
+        self.results_summary.setText(text)
+
+    def _describe_query(self) -> str:
+        parts = []
+        if self._photo_query is not None:
+            parts.append(f"photos like {self._photo_query[2]}")
+        text = self.search_bar.text().strip()
+        if text:
+            parts.append(f"“{text}”")
+        return " and ".join(parts) or "this query"
+
+    def _on_filter_changed(self, rank: int | None) -> None:
+        self.tier_plot.set_selected(rank)
+        self._update_summary()
+
+    # ------------------------------------------------------------------ details
+
+    def show_details(self, photo_id: int) -> None:
+        """Show one photo in the details pane (Enter or double click in the grid)."""
+        self.details_action.setChecked(True)
+        self._fill_details(photo_id)
+
+    def _on_current_photo(self, photo_id: int | None) -> None:
+        if self.details.isVisible():
+            self._fill_details(photo_id)
+
+    def _fill_details(self, photo_id: int | None) -> None:
+        if photo_id is None:
+            self.details.show_details(None)
+            return
+        idx = self.results_model.index_of_photo(photo_id)
+        row = self.results_model.row(idx) if idx.isValid() else None
+        try:
+            info = self.session.photo(photo_id)
+        except Exception as exc:
+            from app.errors_text import user_message
+
+            self.show_error(user_message(exc, "reading the photo's details"))
+            return
+        tier_label = next((t.label for t in self.results_model.tiers if row and t.rank == row.tier), "")
+        self.details.show_details(
+            PhotoDetails(
+                photo_id=int(photo_id),
+                path=str(info.path),
+                size=getattr(info, "size", None),
+                width=getattr(info, "width", None),
+                height=getattr(info, "height", None),
+                taken_at=getattr(info, "taken_at", None),
+                score=row.score if row else float("nan"),
+                z=row.z if row else float("nan"),
+                tier=row.tier if row else 0,
+                tier_label=tier_label,
+            )
+        )
+        if row is not None and self.history.add(self.search_bar.text()):
+            self.search_bar.set_history(self.history.items)
+
+    def _set_details_visible(self, visible: bool) -> None:
+        self.details.setVisible(visible)
+        if visible:
+            self._fill_details(self.results_view.current_photo_id())
+
+    # ------------------------------------------------------------------ keyboard, drops
+
+    def eventFilter(self, watched, event) -> bool:
+        if watched is self.search_bar.edit and event.type() == event.Type.KeyPress:
+            key = event.key()
+            popup = self.search_bar.completer.popup()
+            if key == Qt.Key.Key_Down and not (popup and popup.isVisible()) and self.results_model.rowCount():
+                self.results_view.setFocus(Qt.FocusReason.OtherFocusReason)
+                if self.results_view.current_photo_id() is None:
+                    self.results_view.select_first_photo()
+                return True
+        return super().eventFilter(watched, event)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        if event.key() == Qt.Key.Key_Escape:
+            self.escape()
+            event.accept()
+            return
+        super().keyPressEvent(event)
+
+    def escape(self) -> None:
+        """Esc: clear the tier filter first, then the search."""
+        if self.results_model.tier_filter is not None:
+            self.results_model.set_tier_filter(None)
+            return
+        if self.search_bar.text() or self._photo_query is not None:
+            self.throttle.cancel()
+            self.search_bar.set_text("")
+            self._photo_query = None
+            self.search_bar.set_photo_query(None)
+            self.clear_results()
+            self.search_bar.focus()
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        paths = local_paths(event.mimeData())
+        if any(p.is_dir() or is_image_path(p) for p in paths):
+            event.acceptProposedAction()
+            return
+        super().dragEnterEvent(event)
+
+    def dragMoveEvent(self, event) -> None:
+        paths = local_paths(event.mimeData())
+        if any(p.is_dir() or is_image_path(p) for p in paths):
+            event.acceptProposedAction()
+            return
+        super().dragMoveEvent(event)
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = local_paths(event.mimeData())
+        folders = [p for p in paths if p.is_dir()]
+        images = [p for p in paths if p.is_file() and is_image_path(p)]
+        if not folders and not images:
+            super().dropEvent(event)
+            return
+        event.acceptProposedAction()
+        for folder in folders:
+            self.add_folder(str(folder))
+        if images and not folders:
+            self.search_like_image(str(images[0]))
+
+    # ------------------------------------------------------------------ state
+
+    def _restore_state(self) -> None:
+        s = self.settings
+        geometry = s.value("window/geometry")
+        if isinstance(geometry, QByteArray | bytes):
+            self.restoreGeometry(QByteArray(geometry))
+        else:
+            self.resize(1280, 820)
+        state = s.value("window/state")
+        if isinstance(state, QByteArray | bytes):
+            self.restoreState(QByteArray(state))
+        for splitter in (self.left_splitter, self.main_splitter):
+            value = s.value(f"window/{splitter.objectName()}")
+            if isinstance(value, QByteArray | bytes):
+                splitter.restoreState(QByteArray(value))
+        self.inspector_action.setChecked(_as_bool(s.value("view/inspector", True)))
+        self.details_action.setChecked(_as_bool(s.value("view/details", False)))
+
+    def save_state(self) -> None:
+        s = self.settings
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/state", self.saveState())
+        for splitter in (self.left_splitter, self.main_splitter):
+            s.setValue(f"window/{splitter.objectName()}", splitter.saveState())
+        s.setValue("view/inspector", self.inspector_action.isChecked())
+        s.setValue("view/details", self.details_action.isChecked())
+        s.sync()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        """Save the window's state, stop indexing at its next safe point, and close."""
+        if not self._closing:
+            self._closing = True
+            self.save_state()
+            self.throttle.cancel()
+            self._status_timer.stop()
+            if self.session.is_indexing:
+                self.statusBar().showMessage("Stopping indexing…")
+            self.session.shutdown()
+            self.thumbnails.shutdown()
+        event.accept()
+
+
+def _background_of(result: Any) -> Any:
+    background = getattr(result, "background", None)
+    return [] if background is None else background
+
+
+def _histogram_of(result: Any) -> tuple[Any, Any] | None:
+    """The grading's background histogram, for results that carry no background sample."""
+    grading = getattr(getattr(result, "raw", None), "grading", None)
+    if grading is None:
+        return None
+    return grading.histogram_counts, grading.histogram_edges
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.lower() in ("1", "true", "yes")
+    return bool(value)
+
+
+__all__ = ["LONG_TAIL_TEXT", "MainWindow"]

@@ -1,0 +1,296 @@
+"""The results grid's model: tier header rows followed by their photos, best tier first.
+
+One flat ``QAbstractListModel`` holds both kinds of row, so a single ``QListView`` shows the whole
+ladder and the keyboard moves through it naturally. Header rows are neither enabled nor selectable:
+the view's cursor movement skips them. :meth:`ResultsModel.set_results` replaces everything
+inside ``beginResetModel()``; :meth:`ResultsModel.set_tier_filter` shows one tier only.
+
+Rows carry plain values (ids, paths, scores) under named roles; the delegate paints them and
+asks the :class:`~app.thumbnails.ThumbnailLoader` for thumbnails.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Protocol
+
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
+
+from app.thumbnails import ThumbnailLoader
+
+logger = logging.getLogger(__name__)
+
+THUMB_SIDE = 160
+
+
+class TierLike(Protocol):
+    rank: int
+    label: str
+    count: int
+    min_score: float
+    max_score: float
+
+
+class HitLike(Protocol):
+    photo_id: int
+    path: str
+    score: float
+    z: float
+    tier: int
+
+
+class Role(IntEnum):
+    """Named data roles (after ``Qt.UserRole``)."""
+
+    IS_HEADER = Qt.ItemDataRole.UserRole + 1
+    PHOTO_ID = Qt.ItemDataRole.UserRole + 2
+    PATH = Qt.ItemDataRole.UserRole + 3
+    SCORE = Qt.ItemDataRole.UserRole + 4
+    Z = Qt.ItemDataRole.UserRole + 5
+    TIER = Qt.ItemDataRole.UserRole + 6
+    TIER_LABEL = Qt.ItemDataRole.UserRole + 7
+    TIER_COUNT = Qt.ItemDataRole.UserRole + 8
+    SCORE_RANGE = Qt.ItemDataRole.UserRole + 9
+    THUMBNAIL = Qt.ItemDataRole.UserRole + 10
+    THUMBNAIL_ERROR = Qt.ItemDataRole.UserRole + 11
+    LONG_TAIL = Qt.ItemDataRole.UserRole + 12
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderRow:
+    rank: int
+    label: str
+    count: int
+    min_score: float
+    max_score: float
+
+
+@dataclass(frozen=True, slots=True)
+class PhotoRow:
+    photo_id: int
+    path: str
+    score: float
+    z: float
+    tier: int
+
+
+Row = HeaderRow | PhotoRow
+
+
+def rows_from_hits(tiers: Sequence[TierLike], hits: Sequence[HitLike]) -> list[PhotoRow]:
+    """Photo rows for a library search result, whose ``hit.tier`` is an index into ``tiers`` (0 = best)."""
+    ranks = [t.rank for t in tiers]
+    return [
+        PhotoRow(
+            int(h.photo_id),
+            str(h.path),
+            float(h.score),
+            float(h.z),
+            ranks[h.tier] if 0 <= h.tier < len(ranks) else 0,
+        )
+        for h in hits
+    ]
+
+
+def format_score(score: float) -> str:
+    return f"{score:.3f}" if math.isfinite(score) else "–"
+
+
+def format_z(z: float) -> str:
+    return f"{z:+.1f}" if math.isfinite(z) else "–"
+
+
+class ResultsModel(QAbstractListModel):
+    """Tier headers and photo hits of one search, in display order."""
+
+    filter_changed = Signal(object)  # the tier rank shown alone, or None
+
+    def __init__(self, thumbnails: ThumbnailLoader | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._thumbnails = thumbnails
+        self._tiers: list[HeaderRow] = []
+        self._hits: list[PhotoRow] = []
+        self._rows: list[Row] = []
+        self._row_of_path: dict[str, list[int]] = {}
+        self._long_tail = False
+        self._tier_filter: int | None = None
+        self._tier_labels: dict[int, str] = {}
+        if thumbnails is not None:
+            thumbnails.ready.connect(self._on_thumbnail)
+            thumbnails.failed.connect(self._on_thumbnail)
+
+    # ------------------------------------------------------------------ content
+
+    def set_results(
+        self, tiers: Sequence[TierLike], hits: Sequence[HitLike], long_tail: bool = False
+    ) -> None:
+        """Show a new search's tiers and hits (hits in any order; shown best tier first, by score)."""
+        self.beginResetModel()
+        self._tiers = [HeaderRow(t.rank, t.label, t.count, t.min_score, t.max_score) for t in tiers]
+        self._tiers.sort(key=lambda t: t.rank)
+        self._tier_labels = {t.rank: t.label for t in self._tiers}
+        self._hits = [
+            PhotoRow(int(h.photo_id), str(h.path), float(h.score), float(h.z), int(h.tier)) for h in hits
+        ]
+        self._hits.sort(key=lambda h: (h.tier if h.tier > 0 else 1 << 30, -h.score))
+        self._long_tail = bool(long_tail)
+        self._tier_filter = None
+        self._rebuild_rows()
+        self.endResetModel()
+        self.filter_changed.emit(None)
+
+    def clear(self) -> None:
+        self.set_results([], [], False)
+
+    def set_tier_filter(self, rank: int | None) -> None:
+        """Show only the tier ``rank`` (None shows every tier)."""
+        if rank is not None and rank not in self._tier_labels:
+            rank = None
+        if rank == self._tier_filter:
+            return
+        self.beginResetModel()
+        self._tier_filter = rank
+        self._rebuild_rows()
+        self.endResetModel()
+        self.filter_changed.emit(rank)
+
+    @property
+    def tier_filter(self) -> int | None:
+        return self._tier_filter
+
+    @property
+    def long_tail(self) -> bool:
+        return self._long_tail
+
+    @property
+    def tiers(self) -> list[HeaderRow]:
+        return list(self._tiers)
+
+    @property
+    def hit_count(self) -> int:
+        return len(self._hits)
+
+    def row(self, index: QModelIndex | int) -> Row | None:
+        r = index if isinstance(index, int) else index.row()
+        return self._rows[r] if 0 <= r < len(self._rows) else None
+
+    def photo_rows(self) -> list[int]:
+        """Row numbers of the photos (not headers) currently shown."""
+        return [i for i, r in enumerate(self._rows) if isinstance(r, PhotoRow)]
+
+    def header_rows(self) -> list[int]:
+        return [i for i, r in enumerate(self._rows) if isinstance(r, HeaderRow)]
+
+    def index_of_photo(self, photo_id: int) -> QModelIndex:
+        for i, r in enumerate(self._rows):
+            if isinstance(r, PhotoRow) and r.photo_id == photo_id:
+                return self.index(i)
+        return QModelIndex()
+
+    def _rebuild_rows(self) -> None:
+        rows: list[Row] = []
+        by_tier: dict[int, list[PhotoRow]] = {}
+        for hit in self._hits:
+            by_tier.setdefault(hit.tier, []).append(hit)
+        for header in self._tiers:
+            if self._tier_filter is not None and header.rank != self._tier_filter:
+                continue
+            members = by_tier.get(header.rank, [])
+            rows.append(header)
+            rows.extend(members)
+        if self._tier_filter is None:  # hits of no known tier (should not happen) still show, last
+            known = {t.rank for t in self._tiers}
+            rows.extend(h for h in self._hits if h.tier not in known)
+        self._rows = rows
+        self._row_of_path = {}
+        for i, r in enumerate(rows):
+            if isinstance(r, PhotoRow):
+                self._row_of_path.setdefault(r.path, []).append(i)
+
+    # ------------------------------------------------------------------ Qt model API
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._rows)
+
+    def flags(self, index: QModelIndex | QPersistentModelIndex) -> Qt.ItemFlag:
+        row = self.row(index.row()) if index.isValid() else None
+        if isinstance(row, PhotoRow):
+            return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemNeverHasChildren
+        return Qt.ItemFlag.ItemNeverHasChildren
+
+    def data(
+        self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if not index.isValid():
+            return None
+        row = self.row(index.row())
+        if row is None:
+            return None
+        if role == Role.IS_HEADER:
+            return isinstance(row, HeaderRow)
+        if role == Role.LONG_TAIL:
+            return self._long_tail
+        if isinstance(row, HeaderRow):
+            return self._header_data(row, role)
+        return self._photo_data(row, role)
+
+    def _header_data(self, row: HeaderRow, role: int) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole:
+            return row.label
+        if role == Role.TIER:
+            return row.rank
+        if role == Role.TIER_LABEL:
+            return row.label
+        if role == Role.TIER_COUNT:
+            return row.count
+        if role == Role.SCORE_RANGE:
+            return (row.min_score, row.max_score)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return (
+                f"{row.label}: {row.count} photo{'s' if row.count != 1 else ''}, "
+                f"scores {format_score(row.min_score)} to {format_score(row.max_score)}"
+            )
+        if role == Qt.ItemDataRole.AccessibleTextRole:
+            return f"{row.label}, {row.count} photos"
+        return None
+
+    def _photo_data(self, row: PhotoRow, role: int) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole:
+            return os.path.basename(row.path)
+        if role == Role.PHOTO_ID:
+            return row.photo_id
+        if role == Role.PATH:
+            return row.path
+        if role == Role.SCORE:
+            return row.score
+        if role == Role.Z:
+            return row.z
+        if role == Role.TIER:
+            return row.tier
+        if role == Role.TIER_LABEL:
+            return self._tier_labels.get(row.tier, "")
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return (
+                f"<b>{os.path.basename(row.path)}</b><br>"
+                f"score {format_score(row.score)} &nbsp; z {format_z(row.z)}<br>"
+                f"tier {row.tier}: {self._tier_labels.get(row.tier, '')}"
+            )
+        if role == Qt.ItemDataRole.AccessibleTextRole:
+            return f"{os.path.basename(row.path)}, score {format_score(row.score)}"
+        if role == Role.THUMBNAIL:
+            return self._thumbnails.pixmap(row.path, THUMB_SIDE) if self._thumbnails else None
+        if role == Role.THUMBNAIL_ERROR:
+            return self._thumbnails.error(row.path, THUMB_SIDE) if self._thumbnails else None
+        return None
+
+    def _on_thumbnail(self, path: str, side: int, *_: object) -> None:
+        if side != THUMB_SIDE:
+            return
+        for r in self._row_of_path.get(path, ()):
+            idx = self.index(r)
+            self.dataChanged.emit(idx, idx, [Role.THUMBNAIL, Role.THUMBNAIL_ERROR])

@@ -1,0 +1,255 @@
+"""The results grid: one ``QListView`` in a wrapping left-to-right flow, painted by a delegate.
+
+Photo rows are fixed-size cells (thumbnail, score badge); header rows span the viewport's width,
+so each tier starts on a new line under its header. The view keeps the delegate told of its
+viewport width and re-lays items out when it changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QKeyEvent, QPainter, QPalette, QPen, QResizeEvent
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QListView,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QWidget,
+)
+
+from app.results_model import THUMB_SIDE, Role, format_score, format_z
+from app.tier_colors import tier_color
+
+logger = logging.getLogger(__name__)
+
+CELL_PADDING = 6
+SPACING = 6
+HEADER_HEIGHT = 40
+
+
+class ResultsDelegate(QStyledItemDelegate):
+    """Paints tier headers and photo cells; never creates a widget per photo."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.header_width = 600
+
+    def cell_size(self, option: QStyleOptionViewItem) -> QSize:
+        line = QFontMetrics(option.font).height()
+        return QSize(THUMB_SIDE + 2 * CELL_PADDING, THUMB_SIDE + 2 * CELL_PADDING + line + 4)
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
+        if index.data(Role.IS_HEADER):
+            line = QFontMetrics(option.font).height()
+            return QSize(max(200, self.header_width), max(HEADER_HEIGHT, 2 * line + 10))
+        return self.cell_size(option)
+
+    def paint(
+        self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> None:
+        painter.save()
+        try:
+            painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+            if index.data(Role.IS_HEADER):
+                self._paint_header(painter, option, index)
+            else:
+                self._paint_photo(painter, option, index)
+        finally:
+            painter.restore()
+
+    def _paint_header(
+        self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> None:
+        rect: QRect = option.rect
+        long_tail = bool(index.data(Role.LONG_TAIL))
+        rank = int(index.data(Role.TIER) or 0)
+        color = tier_color(rank, long_tail)
+        pal: QPalette = option.palette
+        band = QRect(rect.left(), rect.top() + 4, rect.width(), rect.height() - 6)
+        fill = QColor(color)
+        fill.setAlpha(36)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(fill)
+        painter.drawRoundedRect(band, 4, 4)
+        painter.setBrush(color)
+        painter.drawRoundedRect(QRect(band.left(), band.top(), 5, band.height()), 2, 2)
+
+        title_font = QFont(option.font)
+        title_font.setBold(True)
+        title_font.setPointSizeF(option.font.pointSizeF() * 1.1)
+        painter.setFont(title_font)
+        painter.setPen(pal.color(QPalette.ColorRole.Text))
+        label = str(index.data(Role.TIER_LABEL) or "")
+        count = int(index.data(Role.TIER_COUNT) or 0)
+        lo, hi = index.data(Role.SCORE_RANGE) or (math.nan, math.nan)
+        text_rect = band.adjusted(14, 0, -10, 0)
+        fm = QFontMetrics(title_font)
+        title = f"{label}"
+        painter.drawText(text_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, title)
+        painter.setFont(option.font)
+        detail = f"{count} photo{'s' if count != 1 else ''} · scores {format_score(hi)} – {format_score(lo)}"
+        detail_rect = text_rect.adjusted(fm.horizontalAdvance(title) + 14, 0, 0, 0)
+        painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
+        painter.drawText(detail_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, detail)
+
+    def _paint_photo(
+        self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> None:
+        rect: QRect = option.rect
+        pal: QPalette = option.palette
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        hovered = bool(option.state & QStyle.StateFlag.State_MouseOver)
+        cell = rect.adjusted(1, 1, -1, -1)
+        if selected:
+            highlight = pal.color(QPalette.ColorRole.Highlight)
+            painter.setPen(QPen(highlight, 2))
+            fill = QColor(highlight)
+            fill.setAlpha(60)
+            painter.setBrush(fill)
+            painter.drawRoundedRect(cell, 6, 6)
+        elif hovered:
+            fill = pal.color(QPalette.ColorRole.Midlight)
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(fill)
+            painter.drawRoundedRect(cell, 6, 6)
+        if option.state & QStyle.StateFlag.State_HasFocus:
+            painter.setPen(QPen(pal.color(QPalette.ColorRole.Highlight), 1, Qt.PenStyle.DotLine))
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.drawRoundedRect(cell.adjusted(1, 1, -1, -1), 6, 6)
+
+        thumb_box = QRect(rect.left() + CELL_PADDING, rect.top() + CELL_PADDING, THUMB_SIDE, THUMB_SIDE)
+        pix = index.data(Role.THUMBNAIL)
+        if pix is not None and not pix.isNull():
+            size = pix.size().scaled(thumb_box.size(), Qt.AspectRatioMode.KeepAspectRatio)
+            target = QRect(0, 0, size.width(), size.height())
+            target.moveCenter(thumb_box.center())
+            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+            painter.drawPixmap(target, pix)
+        else:
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(pal.color(QPalette.ColorRole.AlternateBase))
+            painter.drawRoundedRect(thumb_box.adjusted(8, 8, -8, -8), 4, 4)
+            error = index.data(Role.THUMBNAIL_ERROR)
+            if error:
+                painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
+                painter.drawText(
+                    thumb_box.adjusted(12, 12, -12, -12),
+                    Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
+                    f"No preview\n{error}",
+                )
+
+        # Caption: a tier-coloured dot, the score, the file name (elided).
+        line_top = thumb_box.bottom() + 4
+        fm = QFontMetrics(option.font)
+        line = QRect(rect.left() + CELL_PADDING, line_top, THUMB_SIDE, fm.height())
+        rank = int(index.data(Role.TIER) or 0)
+        long_tail = bool(index.data(Role.LONG_TAIL))
+        dot = QRectF(line.left(), line.center().y() - 4, 8, 8)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(tier_color(rank, long_tail))
+        painter.drawEllipse(dot)
+        score = float(index.data(Role.SCORE))
+        score_text = format_score(score)
+        painter.setPen(pal.color(QPalette.ColorRole.Text))
+        painter.setFont(option.font)
+        score_rect = line.adjusted(12, 0, 0, 0)
+        painter.drawText(score_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, score_text)
+        name_left = 12 + fm.horizontalAdvance(score_text) + 8
+        name_rect = line.adjusted(name_left, 0, 0, 0)
+        name = fm.elidedText(
+            os.path.basename(str(index.data(Role.PATH))), Qt.TextElideMode.ElideMiddle, name_rect.width()
+        )
+        painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
+        painter.drawText(name_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, name)
+
+
+class ResultsView(QListView):
+    """The grid; Enter (or a double click) asks for the details of the current photo."""
+
+    activated_photo = Signal(int)  # photo id
+    current_photo_changed = Signal(object)  # photo id or None
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._delegate = ResultsDelegate(self)
+        self.setItemDelegate(self._delegate)
+        self.setViewMode(QListView.ViewMode.ListMode)
+        self.setFlow(QListView.Flow.LeftToRight)
+        self.setWrapping(True)
+        self.setResizeMode(QListView.ResizeMode.Adjust)
+        self.setMovement(QListView.Movement.Static)
+        self.setLayoutMode(QListView.LayoutMode.SinglePass)
+        self.setUniformItemSizes(False)
+        self.setSpacing(SPACING // 2)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOn)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.verticalScrollBar().setSingleStep(24)
+        self.setMouseTracking(True)
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setDragEnabled(False)
+        self.setAccessibleName("Search results")
+        self.doubleClicked.connect(self._on_activated)
+        self._update_header_width()
+
+    def setModel(self, model) -> None:
+        super().setModel(model)
+        if model is not None:
+            self.selectionModel().currentChanged.connect(self._on_current_changed)
+
+    def current_photo_id(self) -> int | None:
+        idx = self.currentIndex()
+        if not idx.isValid() or idx.data(Role.IS_HEADER):
+            return None
+        return int(idx.data(Role.PHOTO_ID))
+
+    def select_first_photo(self) -> bool:
+        model = self.model()
+        if model is None:
+            return False
+        for r in range(model.rowCount()):
+            idx = model.index(r, 0)
+            if not idx.data(Role.IS_HEADER):
+                self.setCurrentIndex(idx)
+                return True
+        return False
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            idx = self.currentIndex()
+            if idx.isValid() and not idx.data(Role.IS_HEADER):
+                self._on_activated(idx)
+                event.accept()
+                return
+        if event.key() == Qt.Key.Key_Escape:
+            event.ignore()  # the window decides what Escape clears
+            return
+        super().keyPressEvent(event)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        self._update_header_width()
+        super().resizeEvent(event)
+        self.scheduleDelayedItemsLayout()
+
+    def _update_header_width(self) -> None:
+        self._delegate.header_width = max(200, self.viewport().width() - 2 * self.spacing() - 2)
+
+    def _on_activated(self, index: QModelIndex) -> None:
+        if index.isValid() and not index.data(Role.IS_HEADER):
+            self.activated_photo.emit(int(index.data(Role.PHOTO_ID)))
+
+    def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        if current.isValid() and not current.data(Role.IS_HEADER):
+            self.current_photo_changed.emit(int(current.data(Role.PHOTO_ID)))
+        else:
+            self.current_photo_changed.emit(None)
+
+
+__all__ = ["ResultsDelegate", "ResultsView", "format_score", "format_z"]

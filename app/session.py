@@ -1,0 +1,357 @@
+"""The GUI's handle on one library: quick reads on the GUI thread, long work in workers.
+
+:class:`LibrarySession` is the only part of the app that calls the :class:`core.library.Library`
+facade. Searches, indexing, model switches and the demo run in :class:`~app.workers.Worker`\\ s;
+their results come back as signals carrying plain data (the facade's records), keyed by request
+ids so a late answer to an old query is dropped instead of shown.
+
+* Searches run one at a time; while one runs, only the newest request waits (intermediate
+  queries typed meanwhile are skipped).
+* Indexing runs one at a time; asking for more while it runs queues one more run afterwards.
+* :meth:`shutdown` stops every worker at its next cancellation point and waits for it, so closing
+  the window mid-indexing leaves a consistent library.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from app.errors_text import user_message
+from app.workers import Worker, WorkerPool
+
+logger = logging.getLogger(__name__)
+
+DEMO_FOLDER = "demo-library"
+DEMO_COUNT = 400
+DEMO_SEED = 7
+DEMO_SIZE = (1024, 768)
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """What to search for: text, an image file, a photo of the library, or a mix."""
+
+    text: str = ""
+    image: str | None = None
+    like_photo_id: int | None = None
+    k: int = 120
+    seq: int = 0
+
+    def is_empty(self) -> bool:
+        return not self.text.strip() and self.image is None and self.like_photo_id is None
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    """Progress of a step that is not indexing proper (making the demo, loading a model)."""
+
+    phase: str
+    done: int = 0
+    total: int | None = None
+    rate: float | None = None
+    eta_s: float | None = None
+    path: str | None = None
+    failed: int = 0
+
+
+class LibrarySession(QObject):
+    """Runs the library's operations for the GUI; signals carry plain records."""
+
+    search_started = Signal(object)  # SearchRequest
+    search_finished = Signal(object, object)  # SearchRequest, LibrarySearchResult
+    search_failed = Signal(object, str)  # SearchRequest, message
+    index_started = Signal()
+    index_progress = Signal(object)  # IndexProgress or StepProgress
+    index_finished = Signal(object)  # IndexReport, or None when cancelled
+    index_failed = Signal(str)
+    library_changed = Signal()  # folders, counts, failures or model may have changed
+    model_failed = Signal(str)
+
+    def __init__(
+        self,
+        library: Any,
+        parent: QObject | None = None,
+        *,
+        index_options: dict[str, Any] | None = None,
+        demo_count: int = DEMO_COUNT,
+        demo_size: tuple[int, int] = DEMO_SIZE,
+    ) -> None:
+        """Args:
+        library: An open :class:`core.library.Library` (thread-safe for one writer, many readers).
+        index_options: Extra keyword arguments of ``iter_index`` (``workers``, ``batch_size``).
+        demo_count: Photos in the demo library; ``demo_size`` their (width, height).
+        """
+        super().__init__(parent)
+        self.library = library
+        self.index_options = dict(index_options or {})
+        self.demo_count = demo_count
+        self.demo_size = demo_size
+        self._search_pool = WorkerPool(max_threads=1, parent=self)
+        self._index_pool = WorkerPool(max_threads=1, parent=self)
+        self._search_worker: Worker | None = None
+        self._pending_search: SearchRequest | None = None
+        self._search_seq = 0
+        self._index_worker: Worker | None = None
+        self._index_again: tuple[str, ...] | bool | None = False
+        self._cancelling = False
+        self._closed = False
+
+    # ------------------------------------------------------------------ quick reads (GUI thread)
+
+    def status(self) -> Any:
+        return self.library.status()
+
+    def folders(self) -> list[Any]:
+        return list(self.library.folders())
+
+    def failures(self) -> list[Any]:
+        return list(self.library.failures())
+
+    def photo(self, photo_id: int) -> Any:
+        return self.library.photo(photo_id)
+
+    @property
+    def model_spec(self) -> str:
+        return str(self.library.model_spec)
+
+    @property
+    def model_description(self) -> str:
+        return str(self.library.model_description)
+
+    @property
+    def is_indexing(self) -> bool:
+        return self._index_worker is not None
+
+    @property
+    def is_searching(self) -> bool:
+        return self._search_worker is not None
+
+    # ------------------------------------------------------------------ search
+
+    def search(self, request: SearchRequest) -> SearchRequest:
+        """Queue a search; only the newest request's answer is delivered. Returns it with its seq."""
+        self._search_seq += 1
+        request = replace(request, seq=self._search_seq)
+        if self._closed:
+            return request
+        if self._search_worker is not None:
+            self._pending_search = request
+        else:
+            self._start_search(request)
+        return request
+
+    def latest_search_seq(self) -> int:
+        return self._search_seq
+
+    def _start_search(self, request: SearchRequest) -> None:
+        worker = Worker(self._run_search, request)
+        worker.returned.connect(lambda result, r=request: self._on_search_returned(r, result))
+        worker.errored.connect(lambda exc, r=request: self._on_search_errored(r, exc))
+        worker.finished.connect(self._on_search_finished)
+        self._search_worker = worker
+        self.search_started.emit(request)
+        self._search_pool.start(worker)
+
+    def _run_search(self, request: SearchRequest) -> Any:
+        kwargs: dict[str, Any] = {"k": request.k}
+        if request.image is not None:
+            kwargs["image"] = request.image
+        if request.like_photo_id is not None:
+            kwargs["like_photo_id"] = request.like_photo_id
+        return self.library.search(request.text, **kwargs)
+
+    def _on_search_returned(self, request: SearchRequest, result: Any) -> None:
+        if request.seq == self._search_seq and not self._closed:
+            self.search_finished.emit(request, result)
+
+    def _on_search_errored(self, request: SearchRequest, exc: BaseException) -> None:
+        if request.seq == self._search_seq and not self._closed:
+            self.search_failed.emit(request, user_message(exc, "searching"))
+
+    def _on_search_finished(self) -> None:
+        self._search_worker = None
+        pending, self._pending_search = self._pending_search, None
+        if pending is not None and not self._closed:
+            self._start_search(pending)
+
+    # ------------------------------------------------------------------ folders and indexing
+
+    def add_folder(self, path: str | Path) -> bool:
+        """Add a folder and index it in the background; False (and ``index_failed``) when refused."""
+        try:
+            self.library.add_folder(path)
+        except Exception as exc:
+            self.index_failed.emit(user_message(exc, "adding the folder"))
+            return False
+        self.library_changed.emit()
+        self.index([str(path)])
+        return True
+
+    def remove_folder(self, path: str | Path) -> bool:
+        try:
+            self.library.remove_folder(path)
+        except Exception as exc:
+            self.index_failed.emit(user_message(exc, "removing the folder"))
+            return False
+        self.library_changed.emit()
+        return True
+
+    def index(self, folders: Sequence[str] | None = None) -> None:
+        """Index ``folders`` (None: all) in the background; queued when indexing already runs."""
+        if self._closed:
+            return
+        if self._index_worker is not None:
+            self._queue_index(folders)
+            return
+        self._start_index(self._index_job, None if folders is None else tuple(folders))
+
+    def _queue_index(self, folders: Sequence[str] | None) -> None:
+        current = self._index_again
+        if folders is None or current is None:
+            self._index_again = None  # everything
+        elif current is False:
+            self._index_again = tuple(folders)
+        else:
+            self._index_again = tuple(dict.fromkeys([*current, *folders]))
+
+    def make_demo(self) -> None:
+        """Write the demo library into the library folder, add it and index it (all in a worker)."""
+        if self._closed or self._index_worker is not None:
+            return
+        out = Path(self.library.root) / DEMO_FOLDER
+        self._start_index(self._demo_job, out, self.demo_count, self.demo_size)
+
+    def set_model(self, spec: str) -> None:
+        """Switch models in the background, then index with it; the old vectors serve meanwhile."""
+        if self._closed:
+            return
+        if self._index_worker is not None:
+            self.model_failed.emit("Wait for indexing to finish (or cancel it) before changing the model.")
+            return
+        self._start_index(self._model_job, spec)
+
+    def cancel_index(self) -> None:
+        if self._index_worker is not None:
+            self._cancelling = True
+            self._index_again = False
+            self._index_worker.quit()
+
+    def _start_index(self, job: Any, *args: Any) -> None:
+        worker = Worker(job, *args)
+        worker.yielded.connect(self.index_progress)
+        worker.returned.connect(self._on_index_returned)
+        worker.aborted.connect(self._on_index_aborted)
+        worker.errored.connect(self._on_index_errored)
+        worker.finished.connect(self._on_index_finished)
+        self._index_worker = worker
+        self._cancelling = False
+        self.index_started.emit()
+        self._index_pool.start(worker)
+
+    # The jobs run in the worker thread: they touch only the library, never a widget.
+
+    def _index_job(self, folders: tuple[str, ...] | None) -> Generator[Any, None, Any]:
+        chosen = list(folders) if folders is not None else None
+        report = yield from self.library.iter_index(chosen, **self.index_options)
+        return report
+
+    def _demo_job(self, out: Path, count: int, size: tuple[int, int]) -> Generator[Any, None, Any]:
+        yield StepProgress("demo", 0, count)
+        yield from _write_demo(out, count, size)
+        self.library.add_folder(out)
+        report = yield from self.library.iter_index([str(out)], **self.index_options)
+        return report
+
+    def _model_job(self, spec: str) -> Generator[Any, None, Any]:
+        yield StepProgress("model")
+        previous = self.library.model_spec
+        self.library.set_model(spec)
+        try:
+            report = yield from self.library.iter_index(None, **self.index_options)
+        except Exception:
+            # The new model cannot be used (offline, bad file): keep the current one, switch nothing.
+            if self.library.model_spec == previous:
+                self.library.set_model(previous)
+            raise
+        return report
+
+    def _on_index_returned(self, report: Any) -> None:
+        self.index_finished.emit(report)
+
+    def _on_index_aborted(self) -> None:
+        self.index_finished.emit(None)
+
+    def _on_index_errored(self, exc: BaseException) -> None:
+        self.index_failed.emit(user_message(exc, "indexing"))
+
+    def _on_index_finished(self) -> None:
+        self._index_worker = None
+        self._cancelling = False
+        self.library_changed.emit()
+        again, self._index_again = self._index_again, False
+        if again is not False and not self._closed:
+            self.index(None if again is None else list(again))
+
+    # ------------------------------------------------------------------ shutdown
+
+    def shutdown(self, timeout_ms: int = 60_000) -> bool:
+        """Stop all work at the next cancellation point and wait for it; True when everything stopped."""
+        self._closed = True
+        self._pending_search = None
+        self._index_again = False
+        ok_index = self._index_pool.shutdown(timeout_ms)
+        ok_search = self._search_pool.shutdown(timeout_ms)
+        return ok_index and ok_search
+
+
+class _Stop(Exception):
+    """Raised from the demo writer's progress callback to stop it early."""
+
+
+def _write_demo(out: Path, count: int, size: tuple[int, int]) -> Generator[StepProgress, None, None]:
+    """Render the demo library in a helper thread, yielding its progress (a cancellation point each).
+
+    ``write_demo_library`` reports through a callback; the helper thread turns callbacks into queue
+    items this generator yields. Closing the generator stops the writer at its next photo (a partly
+    written demo folder is completed by the next run: the writer skips files already right).
+    """
+    import queue
+    import threading
+
+    from trainer.demo_library import write_demo_library
+
+    events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def on_progress(p: Any) -> None:
+        if stop.is_set():
+            raise _Stop
+        events.put(StepProgress("demo", p.done, p.total, path=str(out / p.file)))
+
+    def write() -> None:
+        try:
+            write_demo_library(out, count=count, seed=DEMO_SEED, size=size, on_progress=on_progress)
+        except _Stop:
+            pass
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            events.put(None)
+
+    thread = threading.Thread(target=write, name="demo-writer", daemon=True)
+    thread.start()
+    try:
+        while (item := events.get()) is not None:
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+    if failure:
+        raise failure[0]

@@ -1,0 +1,178 @@
+"""Thumbnails made in the background and cached on disk and in memory.
+
+A request names a photo path and a side length. A pool thread stats the file, looks for a cached
+JPEG under ``<cache>/thumbnails`` keyed by (path, size, mtime, side), and otherwise decodes the photo
+with :func:`core.decode.open_image` at a small target side (the JPEG fast path decodes a 12 MP photo
+at a fraction of its size), writes the cached file atomically and hands back a ``QImage``. The GUI
+thread only turns finished ``QImage``s into ``QPixmap``s: it never decodes a photo.
+
+The views ask for thumbnails while painting; requests are de-duplicated, and :meth:`forget_pending`
+drops queued requests that no longer matter (a new search replaced the grid).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtGui import QImage, QPixmap
+
+from core import paths
+from core.decode import open_image
+from core.errors import DecodeError
+
+logger = logging.getLogger(__name__)
+
+JPEG_QUALITY = 85
+MEMORY_ITEMS = 3000
+
+
+def thumbnail_dir() -> Path:
+    return paths.cache_dir() / "thumbnails"
+
+
+def cache_key(path: str, size: int, mtime_ns: int, side: int) -> str:
+    """Stable file name for one thumbnail of one version of a photo."""
+    digest = hashlib.sha1(f"{path}\0{size}\0{mtime_ns}\0{side}".encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{digest}-{side}.jpg"
+
+
+def make_thumbnail(path: str, side: int, cache: Path | None) -> QImage:
+    """The thumbnail of ``path`` with its longer side at most ``side`` pixels (any thread).
+
+    Raises:
+        DecodeError: the photo cannot be read.
+    """
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise DecodeError(path, "file not found" if isinstance(exc, FileNotFoundError) else str(exc)) from exc
+    cached = cache / cache_key(path, st.st_size, st.st_mtime_ns, side) if cache is not None else None
+    if cached is not None and cached.is_file():
+        image = QImage(str(cached))
+        if not image.isNull():
+            return image
+    decoded = open_image(path, target_side=side)
+    pil = decoded.image
+    if max(pil.size) > side:
+        pil = pil.copy()
+        pil.thumbnail((side, side))
+    if cached is not None:
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".{threading.get_ident()}.tmp")
+            pil.save(tmp, "JPEG", quality=JPEG_QUALITY)
+            os.replace(tmp, cached)
+        except OSError as exc:  # a read-only cache only costs speed
+            logger.debug("thumbnail cache not written: %s", exc)
+    rgb = pil.convert("RGB") if pil.mode != "RGB" else pil
+    data = rgb.tobytes()
+    image = QImage(data, rgb.width, rgb.height, 3 * rgb.width, QImage.Format.Format_RGB888)
+    return image.copy()  # own the pixels: `data` goes away with this frame
+
+
+class _Relay(QObject):
+    done = Signal(str, int, QImage, str)
+
+
+class _Task(QRunnable):
+    def __init__(self, loader: ThumbnailLoader, path: str, side: int) -> None:
+        super().__init__()
+        self._loader = loader
+        self._path = path
+        self._side = side
+
+    def run(self) -> None:
+        loader = self._loader
+        if not loader._still_wanted(self._path, self._side):
+            return
+        try:
+            image = make_thumbnail(self._path, self._side, loader.cache_dir)
+            error = ""
+        except DecodeError as exc:
+            image, error = QImage(), exc.reason
+        except Exception as exc:  # never lose the pool thread to a bad file
+            logger.debug("thumbnail failed for %s", self._path, exc_info=True)
+            image, error = QImage(), str(exc) or type(exc).__name__
+        loader._relay.done.emit(self._path, self._side, image, error)
+
+
+class ThumbnailLoader(QObject):
+    """Asynchronous, cached thumbnails; ``ready(path, side)`` is emitted when one can be had."""
+
+    ready = Signal(str, int)
+    failed = Signal(str, int, str)
+
+    def __init__(
+        self, cache_dir: Path | None = None, threads: int = 2, parent: QObject | None = None
+    ) -> None:
+        super().__init__(parent)
+        self.cache_dir = thumbnail_dir() if cache_dir is None else cache_dir
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(max(1, threads))
+        self._relay = _Relay(self)
+        self._relay.done.connect(self._on_done)
+        self._memory: OrderedDict[tuple[str, int], QPixmap] = OrderedDict()
+        self._failed: dict[tuple[str, int], str] = {}
+        self._lock = threading.Lock()
+        self._pending: set[tuple[str, int]] = set()
+
+    def pixmap(self, path: str, side: int) -> QPixmap | None:
+        """The thumbnail if it is ready; otherwise None, and it is requested."""
+        key = (path, side)
+        pix = self._memory.get(key)
+        if pix is not None:
+            self._memory.move_to_end(key)
+            return pix
+        if key not in self._failed:
+            self.request(path, side)
+        return None
+
+    def error(self, path: str, side: int) -> str | None:
+        """Why the thumbnail could not be made, if it could not."""
+        return self._failed.get((path, side))
+
+    def request(self, path: str, side: int, priority: int = 0) -> None:
+        key = (path, side)
+        with self._lock:
+            if key in self._pending:
+                return
+            self._pending.add(key)
+        task = _Task(self, path, side)
+        task.setAutoDelete(True)
+        self._pool.start(task, priority)
+
+    def forget_pending(self) -> None:
+        """Drop requests that have not started (the views will ask again for what they still show)."""
+        self._pool.clear()
+        with self._lock:
+            self._pending.clear()
+
+    def shutdown(self, timeout_ms: int = 10_000) -> bool:
+        self.forget_pending()
+        return self._pool.waitForDone(timeout_ms)
+
+    def wait_for_done(self, timeout_ms: int = -1) -> bool:
+        return self._pool.waitForDone(timeout_ms)
+
+    def _still_wanted(self, path: str, side: int) -> bool:
+        with self._lock:
+            return (path, side) in self._pending
+
+    def _on_done(self, path: str, side: int, image: QImage, error: str) -> None:
+        key = (path, side)
+        with self._lock:
+            self._pending.discard(key)
+        if error or image.isNull():
+            self._failed[key] = error or "not an image"
+            self.failed.emit(path, side, self._failed[key])
+            return
+        self._memory[key] = QPixmap.fromImage(image)
+        while len(self._memory) > MEMORY_ITEMS:
+            self._memory.popitem(last=False)
+        self.ready.emit(path, side)

@@ -1,0 +1,439 @@
+"""The tier inspector: where this query's results sit in the library's score distribution.
+
+A QPainter widget (no plotting dependency). The x axis is the query's similarity score. Drawn:
+
+* the background: a histogram of the query's scores over (a sample of) the whole library, grey;
+* the results: one tick per shown photo in a strip under the axis, coloured by tier;
+* each tier as a coloured band spanning its score range, with its label and count in a row of
+  chips above the plot.
+
+Clicking a band or a chip emits :attr:`TierPlot.tier_clicked` with the tier's rank; clicking the
+selected tier again, or the "All" chip, emits ``None``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRect, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QFontMetrics,
+    QHelpEvent,
+    QMouseEvent,
+    QPainter,
+    QPainterPath,
+    QPaintEvent,
+    QPalette,
+    QPen,
+)
+from PySide6.QtWidgets import QSizePolicy, QToolTip, QWidget
+
+from app.results_model import TierLike, format_score
+from app.tier_colors import tier_color
+
+logger = logging.getLogger(__name__)
+
+BINS = 48
+MARGIN = 10
+CHIP_HEIGHT = 24
+RUG_HEIGHT = 14
+AXIS_HEIGHT = 18
+
+
+@dataclass(frozen=True)
+class PlotTier:
+    rank: int
+    label: str
+    count: int
+    min_score: float
+    max_score: float
+
+
+class TierPlot(QWidget):
+    """Score distribution of one query, with its tiers as clickable bands."""
+
+    tier_clicked = Signal(object)  # rank or None
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.setMinimumHeight(150)
+        self.setMouseTracking(True)
+        self.setAccessibleName("Tier inspector")
+        self._tiers: list[PlotTier] = []
+        self._scores = np.zeros(0)
+        self._score_tiers = np.zeros(0, np.int64)
+        self._background = np.zeros(0)
+        self._given_hist: tuple[np.ndarray, np.ndarray] | None = None
+        self._long_tail = False
+        self._selected: int | None = None
+        self._hist = np.zeros(0)
+        self._edges = np.zeros(0)
+        self._lo = 0.0
+        self._hi = 1.0
+        self._chips: list[tuple[QRect, int | None]] = []
+
+    # ------------------------------------------------------------------ data
+
+    def set_data(
+        self,
+        tiers: Sequence[TierLike],
+        scores: Sequence[float] | np.ndarray,
+        score_tiers: Sequence[int] | np.ndarray,
+        background: Sequence[float] | np.ndarray,
+        long_tail: bool = False,
+        histogram: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        """Show one query: its tiers, the shown results' scores and tiers, and the background.
+
+        Args:
+            background: The query's scores over a sample of the library (a histogram is drawn).
+            histogram: ``(counts, edges)`` of the background, used when ``background`` is empty.
+        """
+        self._tiers = [
+            PlotTier(t.rank, t.label, t.count, float(t.min_score), float(t.max_score)) for t in tiers
+        ]
+        self._tiers.sort(key=lambda t: t.rank)
+        self._scores = np.asarray(scores, dtype=np.float64).ravel()
+        self._score_tiers = np.asarray(score_tiers, dtype=np.int64).ravel()
+        bg = np.asarray(background, dtype=np.float64).ravel()
+        self._background = bg[np.isfinite(bg)]
+        self._long_tail = bool(long_tail)
+        self._given_hist = None
+        if histogram is not None and self._background.size == 0:
+            counts, edges = (np.asarray(a, dtype=np.float64).ravel() for a in histogram)
+            if counts.size and edges.size == counts.size + 1 and np.isfinite(edges).all():
+                self._given_hist = (counts, edges)
+        self._selected = None
+        self._compute_range()
+        self.update()
+
+    def clear(self) -> None:
+        self.set_data([], [], [], [], False)
+
+    def set_selected(self, rank: int | None) -> None:
+        """Highlight one tier (what the grid is filtered to); None highlights none."""
+        if rank != self._selected:
+            self._selected = rank
+            self.update()
+
+    @property
+    def selected(self) -> int | None:
+        return self._selected
+
+    @property
+    def tiers(self) -> list[PlotTier]:
+        return list(self._tiers)
+
+    def has_data(self) -> bool:
+        return bool(self._tiers)
+
+    def _compute_range(self) -> None:
+        finite_scores = self._scores[np.isfinite(self._scores)]
+        values = np.concatenate([self._background, finite_scores])
+        if self._given_hist is not None:
+            values = np.concatenate([values, self._given_hist[1][[0, -1]]])
+        if values.size == 0:
+            self._lo, self._hi = 0.0, 1.0
+            self._hist = np.zeros(0)
+            self._edges = np.zeros(0)
+            return
+        lo, hi = float(values.min()), float(values.max())
+        span = hi - lo
+        if span < 1e-9:
+            lo, hi, span = lo - 0.05, hi + 0.05, 0.1
+        self._lo, self._hi = lo - 0.03 * span, hi + 0.03 * span
+        if self._background.size:
+            counts, edges = np.histogram(self._background, bins=BINS, range=(self._lo, self._hi))
+            self._hist = counts.astype(np.float64)
+            self._edges = edges
+        elif self._given_hist is not None:
+            self._hist, self._edges = self._given_hist
+        else:
+            self._hist = np.zeros(0)
+            self._edges = np.zeros(0)
+
+    # ------------------------------------------------------------------ geometry
+
+    def sizeHint(self) -> QSize:
+        return QSize(600, 190)
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(240, 150)
+
+    def _plot_rect(self) -> QRect:
+        fm = QFontMetrics(self.font())
+        top = MARGIN + CHIP_HEIGHT + 8
+        bottom = self.height() - MARGIN - AXIS_HEIGHT - RUG_HEIGHT - 4
+        left = MARGIN + fm.horizontalAdvance("library") + 8
+        return QRect(left, top, max(10, self.width() - left - MARGIN), max(10, bottom - top))
+
+    def x_of(self, score: float) -> float:
+        """The widget x coordinate of ``score``."""
+        plot = self._plot_rect()
+        return plot.left() + (score - self._lo) / (self._hi - self._lo) * plot.width()
+
+    def score_at(self, x: float) -> float:
+        plot = self._plot_rect()
+        return self._lo + (x - plot.left()) / max(1, plot.width()) * (self._hi - self._lo)
+
+    def band_rect(self, rank: int) -> QRectF | None:
+        """The clickable area of tier ``rank`` (at least a few pixels wide)."""
+        for tier in self._tiers:
+            if tier.rank == rank:
+                plot = self._plot_rect()
+                x0, x1 = self.x_of(tier.min_score), self.x_of(tier.max_score)
+                if x1 - x0 < 6:
+                    mid = (x0 + x1) / 2
+                    x0, x1 = mid - 3, mid + 3
+                return QRectF(x0, plot.top(), x1 - x0, plot.height() + RUG_HEIGHT + 4)
+        return None
+
+    def chip_rect(self, rank: int | None) -> QRect | None:
+        """The clickable chip of tier ``rank`` (None: the "All" chip)."""
+        self._layout_chips()
+        for rect, r in self._chips:
+            if r == rank:
+                return rect
+        return None
+
+    def _layout_chips(self) -> None:
+        bold = QFont(self.font())
+        bold.setBold(True)
+        fm = QFontMetrics(bold)
+        x = MARGIN
+        chips: list[tuple[QRect, int | None]] = []
+        if self._tiers:
+            w = fm.horizontalAdvance("All") + 20
+            chips.append((QRect(x, MARGIN, w, CHIP_HEIGHT), None))
+            x += w + 6
+        for tier in self._tiers:
+            text = self._chip_text(tier)
+            w = fm.horizontalAdvance(text) + 30
+            chips.append((QRect(x, MARGIN, w, CHIP_HEIGHT), tier.rank))
+            x += w + 6
+        self._chips = chips
+
+    @staticmethod
+    def _chip_text(tier: PlotTier) -> str:
+        return f"{tier.label} · {tier.count}"
+
+    def _hit(self, pos: QPointF) -> tuple[bool, int | None]:
+        """What is under ``pos``: (True, rank or None for "All") or (False, None) for nothing."""
+        self._layout_chips()
+        for rect, rank in self._chips:
+            if rect.contains(pos.toPoint()):
+                return True, rank
+        # Bands: the best tier wins where narrow bands overlap.
+        for tier in self._tiers:
+            rect = self.band_rect(tier.rank)
+            if rect is not None and rect.contains(pos):
+                return True, tier.rank
+        return False, None
+
+    # ------------------------------------------------------------------ events
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        if event.button() != Qt.MouseButton.LeftButton:
+            super().mousePressEvent(event)
+            return
+        hit, rank = self._hit(event.position())
+        if not hit:
+            super().mousePressEvent(event)
+            return
+        if rank is not None and rank == self._selected:
+            rank = None
+        self.set_selected(rank)
+        self.tier_clicked.emit(rank)
+        event.accept()
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        hit, _ = self._hit(event.position())
+        self.setCursor(Qt.CursorShape.PointingHandCursor if hit else Qt.CursorShape.ArrowCursor)
+        super().mouseMoveEvent(event)
+
+    def event(self, event) -> bool:
+        if event.type() == event.Type.ToolTip and isinstance(event, QHelpEvent):
+            hit, rank = self._hit(QPointF(event.pos()))
+            text = ""
+            if hit and rank is None:
+                text = "Show every tier"
+            elif hit:
+                tier = next(t for t in self._tiers if t.rank == rank)
+                text = (
+                    f"{tier.label}: {tier.count} photo{'s' if tier.count != 1 else ''}, scores "
+                    f"{format_score(tier.min_score)} to {format_score(tier.max_score)}. "
+                    "Click to show only this tier."
+                )
+            elif self._plot_rect().contains(event.pos()) and self._tiers:
+                text = f"score {format_score(self.score_at(event.pos().x()))}"
+            if text:
+                QToolTip.showText(event.globalPos(), text, self)
+            else:
+                QToolTip.hideText()
+                event.ignore()
+            return True
+        return super().event(event)
+
+    # ------------------------------------------------------------------ painting
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        pal = self.palette()
+        painter.fillRect(self.rect(), pal.color(QPalette.ColorRole.Base))
+        if not self._tiers:
+            painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
+            painter.drawText(
+                self.rect(),
+                Qt.AlignmentFlag.AlignCenter,
+                "Search to see how the results stand out from the rest of the library.",
+            )
+            painter.end()
+            return
+        plot = self._plot_rect()
+        self._paint_bands(painter, plot)
+        self._paint_background(painter, plot)
+        self._paint_rug(painter, plot)
+        self._paint_axis(painter, plot, pal)
+        self._paint_chips(painter, pal)
+        painter.end()
+
+    def _paint_bands(self, painter: QPainter, plot: QRect) -> None:
+        for tier in self._tiers:
+            rect = self.band_rect(tier.rank)
+            if rect is None:
+                continue
+            color = QColor(tier_color(tier.rank, self._long_tail))
+            selected = self._selected == tier.rank
+            dimmed = self._selected is not None and not selected
+            color.setAlpha(30 if dimmed else 90 if selected else 55)
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(color)
+            painter.drawRect(rect)
+            edge = QColor(tier_color(tier.rank, self._long_tail))
+            edge.setAlpha(60 if dimmed else 200)
+            painter.setPen(QPen(edge, 2 if selected else 1))
+            painter.drawLine(QPointF(rect.left(), plot.top()), QPointF(rect.left(), plot.bottom()))
+
+    def _paint_background(self, painter: QPainter, plot: QRect) -> None:
+        pal = self.palette()
+        if self._hist.size == 0 or self._hist.max() <= 0:
+            return
+        peak = self._hist.max()
+        path = QPainterPath()
+        path.moveTo(self.x_of(self._edges[0]), plot.bottom())
+        for i, count in enumerate(self._hist):
+            y = plot.bottom() - (count / peak) * (plot.height() - 4)
+            path.lineTo(self.x_of(self._edges[i]), y)
+            path.lineTo(self.x_of(self._edges[i + 1]), y)
+        path.lineTo(self.x_of(self._edges[-1]), plot.bottom())
+        path.closeSubpath()
+        fill = QColor(pal.color(QPalette.ColorRole.Text))
+        fill.setAlpha(45)
+        painter.setPen(QPen(QColor(pal.color(QPalette.ColorRole.Text).lighter(150)), 1))
+        painter.setBrush(fill)
+        painter.drawPath(path)
+        painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
+        fm = QFontMetrics(self.font())
+        painter.drawText(
+            QRect(MARGIN, plot.bottom() - fm.height(), plot.left() - MARGIN - 4, fm.height()),
+            Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+            "library",
+        )
+
+    def _paint_rug(self, painter: QPainter, plot: QRect) -> None:
+        top = plot.bottom() + 3
+        fm = QFontMetrics(self.font())
+        painter.setPen(self.palette().color(QPalette.ColorRole.PlaceholderText))
+        painter.drawText(
+            QRect(MARGIN, top, plot.left() - MARGIN - 4, RUG_HEIGHT),
+            Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+            "results",
+        )
+        del fm
+        for score, rank in zip(self._scores, self._score_tiers, strict=False):
+            if not math.isfinite(score):
+                continue
+            color = QColor(tier_color(int(rank), self._long_tail))
+            if self._selected is not None and rank != self._selected:
+                color.setAlpha(70)
+            painter.setPen(QPen(color, 1.5))
+            x = self.x_of(float(score))
+            painter.drawLine(QPointF(x, top), QPointF(x, top + RUG_HEIGHT))
+
+    def _paint_axis(self, painter: QPainter, plot: QRect, pal: QPalette) -> None:
+        y = plot.bottom() + RUG_HEIGHT + 6
+        painter.setPen(QPen(pal.color(QPalette.ColorRole.Mid), 1))
+        painter.drawLine(plot.left(), y, plot.right(), y)
+        fm = QFontMetrics(self.font())
+        for value in _nice_ticks(self._lo, self._hi, max(2, plot.width() // 90)):
+            x = self.x_of(value)
+            painter.drawLine(QPointF(x, y), QPointF(x, y + 3))
+            text = f"{value:.2f}"
+            w = fm.horizontalAdvance(text)
+            painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
+            painter.drawText(
+                QRectF(x - w / 2 - 2, y + 3, w + 4, fm.height()), Qt.AlignmentFlag.AlignCenter, text
+            )
+            painter.setPen(QPen(pal.color(QPalette.ColorRole.Mid), 1))
+        painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
+        painter.drawText(
+            QRect(MARGIN, y + 3, plot.left() - MARGIN - 4, fm.height()),
+            Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+            "score",
+        )
+
+    def _paint_chips(self, painter: QPainter, pal: QPalette) -> None:
+        self._layout_chips()
+        for rect, rank in self._chips:
+            selected = rank == self._selected
+            if rank is None:
+                color = pal.color(QPalette.ColorRole.Mid)
+                text = "All"
+            else:
+                color = tier_color(rank, self._long_tail)
+                tier = next(t for t in self._tiers if t.rank == rank)
+                text = self._chip_text(tier)
+            fill = QColor(color)
+            fill.setAlpha(220 if selected else 40)
+            painter.setPen(QPen(color, 1))
+            painter.setBrush(fill)
+            painter.drawRoundedRect(
+                QRectF(rect).adjusted(0.5, 0.5, -0.5, -0.5), CHIP_HEIGHT / 2, CHIP_HEIGHT / 2
+            )
+            text_rect = rect.adjusted(10, 0, -8, 0)
+            if rank is not None:
+                painter.setPen(Qt.PenStyle.NoPen)
+                painter.setBrush(QColor("white") if selected else color)
+                painter.drawEllipse(QRectF(rect.left() + 9, rect.center().y() - 4, 8, 8))
+                text_rect = rect.adjusted(22, 0, -8, 0)
+            painter.setPen(QColor("white") if selected else pal.color(QPalette.ColorRole.Text))
+            font = QFont(self.font())
+            font.setBold(selected)
+            painter.setFont(font)
+            painter.drawText(text_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, text)
+            painter.setFont(self.font())
+
+
+def _nice_ticks(lo: float, hi: float, max_ticks: int) -> list[float]:
+    """Round tick values in [lo, hi], at most about ``max_ticks`` of them."""
+    span = hi - lo
+    if not (math.isfinite(span) and span > 0):
+        return []
+    raw = span / max(1, max_ticks)
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    first = math.ceil(lo / step) * step
+    ticks = []
+    value = first
+    while value <= hi + 1e-12:
+        ticks.append(round(value, 10))
+        value += step
+    return ticks

@@ -1,0 +1,171 @@
+"""Background work for the GUI: a generator (or a plain function) run by a ``QRunnable``.
+
+The shape follows superqt's ``utils/_qthreading.py``: a worker emits ``started``, then ``yielded``
+for every value its generator yields, then ``returned`` with its return value or ``errored`` with the
+exception, and always ``finished`` last. Every ``yield`` is a cancellation point: :meth:`Worker.quit`
+asks the worker to stop, and at its next ``yield`` the generator is closed (``GeneratorExit`` runs its
+``finally`` blocks, so the library it works on stays consistent) and ``aborted`` is emitted instead
+of ``returned``.
+
+Workers never touch widgets. They emit plain data; the signals object lives in the GUI thread, so
+connected slots run there (queued connections). :class:`WorkerPool` keeps a reference to every
+worker until it has finished: a ``QRunnable`` whose Python wrapper is collected mid-run would take
+its signals with it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from collections.abc import Callable, Generator
+from typing import Any
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerSignals(QObject):
+    """The signals of one worker (a ``QRunnable`` cannot carry signals itself)."""
+
+    started = Signal()
+    yielded = Signal(object)
+    returned = Signal(object)
+    errored = Signal(object)
+    aborted = Signal()
+    finished = Signal()
+
+
+class Worker(QRunnable):
+    """Run ``func(*args, **kwargs)`` in a thread pool; a generator function is iterated to its end.
+
+    Connect to :attr:`signals` before the worker is started. :meth:`quit` is safe from any thread.
+    """
+
+    def __init__(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        self.setAutoDelete(False)
+        self.signals = WorkerSignals()
+        self._func = func
+        self._args = args
+        self._kwargs = kwargs
+        self._abort = threading.Event()
+        self._done = threading.Event()
+        self.name = getattr(func, "__name__", type(func).__name__)
+
+    # Convenience aliases, so callers can write ``worker.yielded.connect(...)``.
+    @property
+    def started(self) -> Signal:
+        return self.signals.started
+
+    @property
+    def yielded(self) -> Signal:
+        return self.signals.yielded
+
+    @property
+    def returned(self) -> Signal:
+        return self.signals.returned
+
+    @property
+    def errored(self) -> Signal:
+        return self.signals.errored
+
+    @property
+    def aborted(self) -> Signal:
+        return self.signals.aborted
+
+    @property
+    def finished(self) -> Signal:
+        return self.signals.finished
+
+    @property
+    def abort_requested(self) -> bool:
+        return self._abort.is_set()
+
+    @property
+    def is_done(self) -> bool:
+        """True once :meth:`run` has returned (or the worker was dropped before it ran)."""
+        return self._done.is_set()
+
+    def quit(self) -> None:
+        """Ask the worker to stop at its next cancellation point (the next ``yield``)."""
+        self._abort.set()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until the worker has finished running; False on timeout."""
+        return self._done.wait(timeout_s)
+
+    def run(self) -> None:
+        signals = self.signals
+        try:
+            signals.started.emit()
+            if self._abort.is_set():
+                signals.aborted.emit()
+                return
+            result = self._func(*self._args, **self._kwargs)
+            if inspect.isgenerator(result):
+                finished, result = self._drive(result)
+                if not finished:
+                    signals.aborted.emit()
+                    return
+            signals.returned.emit(result)
+        except Exception as exc:  # every error reaches the GUI as data, never as a crash
+            logger.debug("worker %s failed", self.name, exc_info=True)
+            signals.errored.emit(exc)
+        finally:
+            signals.finished.emit()
+            self._done.set()
+
+    def _drive(self, gen: Generator[Any, Any, Any]) -> tuple[bool, Any]:
+        """Iterate ``gen``; (True, return value) at its end, (False, None) when stopped at a yield."""
+        try:
+            while True:
+                if self._abort.is_set():
+                    return False, None
+                try:
+                    value = next(gen)
+                except StopIteration as stop:
+                    return True, stop.value
+                self.signals.yielded.emit(value)
+        finally:
+            gen.close()
+
+
+class WorkerPool(QObject):
+    """A thread pool that owns its workers until they finish, and can stop them all."""
+
+    def __init__(self, max_threads: int | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._pool = QThreadPool(self)
+        if max_threads is not None:
+            self._pool.setMaxThreadCount(max_threads)
+        self._workers: set[Worker] = set()
+
+    @property
+    def active(self) -> list[Worker]:
+        return [w for w in self._workers if not w.is_done]
+
+    def start(self, worker: Worker, priority: int = 0) -> Worker:
+        """Start ``worker``; the pool holds it until its ``finished`` signal has been delivered."""
+        self._workers.add(worker)
+        worker.signals.finished.connect(lambda w=worker: self._workers.discard(w))
+        self._pool.start(worker, priority)
+        return worker
+
+    def quit_all(self) -> None:
+        """Ask every worker to stop; workers still queued are dropped without running."""
+        for worker in list(self._workers):
+            worker.quit()
+            if self._pool.tryTake(worker):
+                self._workers.discard(worker)
+                worker._done.set()
+
+    def wait_for_done(self, timeout_ms: int = -1) -> bool:
+        """Block until every started worker has returned from ``run`` (False on timeout)."""
+        return self._pool.waitForDone(timeout_ms)
+
+    def shutdown(self, timeout_ms: int = 30_000) -> bool:
+        """Stop every worker and wait for them; True when all are done."""
+        self.quit_all()
+        return self.wait_for_done(timeout_ms)

@@ -1,0 +1,390 @@
+"""The app's flows, driven as a user would, on a real library and the tiny test model."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication
+from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
+
+from app.results_model import PhotoRow, format_score
+from app.session import DEMO_FOLDER
+from tests.app.conftest import DEMO_SIZE, photo_count, small_image, wait_indexed
+
+
+def _readable(photos: Path) -> int:
+    return photo_count(photos) - 2  # broken.jpg and empty.jpg
+
+
+def _drop(widget, paths: list[Path]) -> None:
+    """Drag files or folders from a file manager and drop them on ``widget``."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    pos = QPointF(widget.width() / 2, widget.height() / 2)
+    enter = QDragEnterEvent(
+        pos.toPoint(),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
+    QApplication.sendEvent(widget, enter)
+    assert enter.isAccepted()
+    drop = QDropEvent(
+        pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    )
+    QApplication.sendEvent(widget, drop)
+    assert drop.isAccepted()
+
+
+def _search_typed(qtbot, window, text: str):
+    """Type ``text`` into the search bar; wait for its results (search-as-you-type, no Enter)."""
+    window.search_bar.focus()
+    qtbot.keyClicks(window.search_bar.edit, text)
+    qtbot.waitUntil(
+        lambda: window.last_request is not None and window.last_request.text == text, timeout=30_000
+    )
+    return window._result
+
+
+def _clear_match_result(like: Any) -> Any:
+    """``like``'s photos re-scored so that three of them stand far above the rest."""
+    from core.grading import grade
+    from core.library import LibrarySearchResult, PhotoHit
+
+    rng = np.random.default_rng(0)
+    n = len(like.results)
+    scores = np.sort(np.concatenate([[0.31, 0.305, 0.30], rng.normal(0.12, 0.02, n - 3)]))[::-1]
+    background = rng.normal(0.10, 0.02, 500)
+    g = grade(scores, background)
+    hits = [
+        PhotoHit(h.photo_id, h.path, float(s), float(z), int(t) - 1)
+        for h, s, z, t in zip(like.results, scores, g.z, g.tier_of, strict=True)
+    ]
+    return LibrarySearchResult("clear", like.model, g.long_tail, g.tiers, hits, background.astype(np.float32))
+
+
+def _index_folder(qtbot, window, photos: Path) -> None:
+    with qtbot.waitSignal(window.session.index_finished, timeout=60_000):
+        window.add_folder(str(photos))
+    wait_indexed(qtbot, window)
+
+
+def _gate_indexing(monkeypatch, library):
+    """Hold the indexing run at its first progress record until the returned event is set."""
+    gate = threading.Event()
+    real = library.iter_index
+
+    def gated(*args, **kwargs):
+        run = real(*args, **kwargs)
+        first = True
+        try:
+            while True:
+                record = next(run)
+                yield record
+                if first:
+                    first = False
+                    assert gate.wait(30)
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            run.close()
+
+    monkeypatch.setattr(library, "iter_index", gated)
+    return gate
+
+
+def test_add_folder_search_tiers_filter_details_and_more_like_this(
+    window, photos, qtbot, monkeypatch, opened_urls
+):
+    assert window.pages.currentWidget() is window.welcome  # empty library: the welcome page
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(photos))
+    with qtbot.waitSignal(window.session.index_finished, timeout=60_000) as finished:
+        qtbot.mouseClick(window.welcome.add_button, Qt.MouseButton.LeftButton)
+    report = finished.args[0]
+    assert report.embedded + report.reused == _readable(photos) and report.failed == 2
+    wait_indexed(qtbot, window)
+    assert window.pages.currentWidget() is window.main_splitter
+
+    # Library panel: the folder with its counts, the files that failed and why.
+    folders = window.library_panel.folders_model
+    assert folders.paths() == [str(photos.resolve())]
+    assert folders.index(0, 1).data() == "online"
+    assert folders.index(0, 2).data() == str(_readable(photos))
+    reasons = {Path(p).name: r for p, r in window.library_panel.failures_model.reasons().items()}
+    assert reasons == {"broken.jpg": "not an image", "empty.jpg": "empty file"}
+    assert window.library_panel.failures_box.isVisible()
+    assert "2 could not be read" in window.library_panel.summary.text()
+
+    # Search as you type: tiers under headers, best first, and the inspector shows the same tiers.
+    result = _search_typed(qtbot, window, "red car")
+    model = window.results_model
+    assert len(result.tiers) >= 2
+    assert [model.row(r).rank for r in model.header_rows()] == [t.rank for t in result.tiers]
+    assert len(model.photo_rows()) == len(result.results)
+    assert [t.rank for t in window.tier_plot.tiers] == [t.rank for t in result.tiers]
+    assert "red car" in window.results_summary.text()
+    assert window.grid_stack.currentWidget() is window.results_view
+
+    # Inspector: clicking a tier's chip filters the grid to it; "All" clears.
+    second = result.tiers[1]
+    qtbot.mouseClick(
+        window.tier_plot, Qt.MouseButton.LeftButton, pos=window.tier_plot.chip_rect(second.rank).center()
+    )
+    assert model.tier_filter == second.rank
+    assert {model.row(r).tier for r in model.photo_rows()} == {second.rank}
+    assert len(model.photo_rows()) == second.count
+    assert "showing only" in window.results_summary.text()
+    qtbot.mouseClick(
+        window.tier_plot, Qt.MouseButton.LeftButton, pos=window.tier_plot.chip_rect(None).center()
+    )
+    assert model.tier_filter is None and len(model.photo_rows()) == len(result.results)
+    # ... and Esc clears a filter before it clears the search.
+    band = window.tier_plot.band_rect(result.tiers[0].rank)
+    qtbot.mouseClick(window.tier_plot, Qt.MouseButton.LeftButton, pos=band.center().toPoint())
+    assert model.tier_filter == result.tiers[0].rank
+    qtbot.keyClick(window.results_view, Qt.Key.Key_Escape)
+    assert model.tier_filter is None and window.search_bar.text() == "red car"
+
+    # Keyboard: Down from the search bar enters the grid, arrows move, Enter opens the details.
+    window.search_bar.focus()
+    qtbot.keyClick(window.search_bar.edit, Qt.Key.Key_Down)
+    assert window.results_view.hasFocus()
+    qtbot.keyClick(window.results_view, Qt.Key.Key_Right)
+    current = model.row(window.results_view.currentIndex())
+    assert isinstance(current, PhotoRow)
+    assert current.photo_id == result.results[1].photo_id
+    qtbot.keyClick(window.results_view, Qt.Key.Key_Return)
+    details = window.details
+    assert details.isVisible() and details.details.photo_id == current.photo_id
+    assert details.name_label.text() == Path(current.path).name
+    assert details.score_value.text() == format_score(current.score)
+    assert details.size_value.text().startswith(f"{DEMO_SIZE[0]} × {DEMO_SIZE[1]} px")
+    # The hovered cell's tooltip tells score, z and tier.
+    tip = window.results_view.currentIndex().data(Qt.ItemDataRole.ToolTipRole)
+    assert format_score(current.score) in tip and "tier" in tip
+
+    qtbot.mouseClick(details.open_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(details.folder_button, Qt.MouseButton.LeftButton)
+    assert [u.toLocalFile() for u in opened_urls] == [current.path, str(Path(current.path).parent)]
+    qtbot.mouseClick(details.copy_button, Qt.MouseButton.LeftButton)
+    assert QGuiApplication.clipboard().text() == current.path
+
+    # More like this: a photo query, shown as a chip; the photo itself is left out of its results.
+    qtbot.mouseClick(details.like_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.last_request.like_photo_id == current.photo_id, timeout=30_000)
+    assert window.search_bar.has_photo_query() and Path(current.path).name in window.search_bar.chip.text()
+    assert current.photo_id not in {model.row(r).photo_id for r in model.photo_rows()}
+    assert model.photo_rows()
+
+    # Esc clears the search.
+    qtbot.keyClick(window.results_view, Qt.Key.Key_Escape)
+    assert model.rowCount() == 0 and not window.search_bar.has_photo_query()
+    assert window.search_bar.edit.hasFocus()
+
+
+def test_long_tail_banner_and_dropped_folder_and_image(window, photos, qtbot, tmp_path):
+    with qtbot.waitSignal(window.session.index_finished, timeout=60_000):
+        _drop(window, [photos])  # a folder dropped on the window is added and indexed
+    wait_indexed(qtbot, window)
+    assert window.library_panel.folders_model.paths() == [str(photos.resolve())]
+
+    # The random tiny model tells no scene apart: a text query gets nearest alternatives only.
+    text_result = _search_typed(qtbot, window, "a boat in the desert at sunset")
+    assert text_result.long_tail
+    assert not window.long_tail_banner.isHidden()
+    assert "No exact match" in window.long_tail_banner.text()
+    assert window.results_model.photo_rows()  # alternatives are still shown, graded
+    labels = [window.results_model.row(r).label for r in window.results_model.header_rows()]
+    assert labels == [t.label for t in text_result.tiers] and "alternatives" in labels[0]
+
+    # A query with clear matches (scores graded by the real grading) shows no banner.
+    matched = _clear_match_result(text_result)
+    assert not matched.long_tail
+    window.session.search_finished.emit(window.last_request, matched)
+    assert window.long_tail_banner.isHidden()
+    assert window.results_model.row(0).label == matched.tiers[0].label
+
+    # An image dropped on the search bar searches for photos like it.
+    image = small_image(tmp_path / "probe.jpg")
+    _drop(window.search_bar.edit, [image])
+    qtbot.waitUntil(
+        lambda: window.last_request is not None and window.last_request.image == str(image), timeout=30_000
+    )
+    assert "probe.jpg" in window.search_bar.chip.text()
+    assert window.long_tail_banner.isHidden() == (not window._result.long_tail)
+
+
+def test_cancel_indexing_keeps_what_was_done_and_rescan_finishes(window, library, photos, qtbot, monkeypatch):
+    gate = _gate_indexing(monkeypatch, library)
+    panel = window.library_panel
+    with qtbot.waitSignal(window.session.index_progress, timeout=30_000):
+        window.add_folder(str(photos))
+    assert panel.progress.cancel_button.isVisible() and panel.progress.bar.isVisible()
+    assert not panel.rescan_button.isEnabled()
+    with qtbot.waitSignal(window.session.index_finished, timeout=60_000) as finished:
+        qtbot.mouseClick(panel.progress.cancel_button, Qt.MouseButton.LeftButton)
+        assert not panel.progress.cancel_button.isEnabled()
+        gate.set()
+    assert finished.args == [None]  # cancelled
+    wait_indexed(qtbot, window)
+    assert "stopped" in panel.progress.label.text()
+    status = library.status()
+    assert 0 < status.indexed < _readable(photos)  # the batches finished before the cancel are kept
+    assert panel.progress.cancel_button.isHidden()
+
+    # Re-scan picks up where it stopped.
+    monkeypatch.undo()
+    with qtbot.waitSignal(window.session.index_finished, timeout=60_000) as finished:
+        qtbot.mouseClick(panel.rescan_button, Qt.MouseButton.LeftButton)
+    report = finished.args[0]
+    assert report is not None and not report.cancelled
+    assert report.unchanged == status.indexed
+    wait_indexed(qtbot, window)
+    assert library.status().indexed == _readable(photos)
+
+
+def test_closing_during_indexing_leaves_a_consistent_library(
+    make_window, library, photos, qtbot, monkeypatch, tmp_path, model_spec
+):
+    window = make_window(library)
+    gate = _gate_indexing(monkeypatch, library)
+    with qtbot.waitSignal(window.session.index_progress, timeout=30_000):
+        window.add_folder(str(photos))
+    worker = window.session._index_worker
+    releaser = threading.Thread(target=lambda: (worker._abort.wait(30), gate.set()))
+    releaser.start()
+    window.close()  # stops indexing at its next safe point and waits for it
+    releaser.join(30)
+    assert worker.is_done
+    assert not window.session.is_indexing or worker.is_done
+    monkeypatch.undo()
+    library.close()
+
+    from core.library import Library
+
+    with Library.open(tmp_path / "library", model=model_spec) as reopened:
+        partial = reopened.status()
+        assert 0 < partial.indexed < _readable(photos)
+        assert reopened.search("a red car", k=10).results  # what was indexed is searchable
+        report = reopened.index()
+        assert report.unchanged == partial.indexed and report.failed == 2
+        assert reopened.status().indexed == _readable(photos)
+
+
+def test_model_switch_and_unavailable_model(window, library, photos, qtbot, tmp_path, tiny_arch):
+    import torch
+
+    from core.models import create_architecture, save_checkpoint
+
+    _index_folder(qtbot, window, photos)
+    old_spec = library.model_spec
+    assert old_spec in window.model_box.title.text()
+    assert window.model_box.description.text() == library.model_description
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(99)
+        other = create_architecture(tiny_arch)
+    checkpoint = tmp_path / "other.safetensors"
+    save_checkpoint(other, checkpoint, tiny_arch)
+
+    # Change model…: the dialog takes a spec; the photos are read again in the background.
+    qtbot.mouseClick(window.model_box.change_button, Qt.MouseButton.LeftButton)
+    dialog = window.model_box.dialog
+    assert dialog is not None and dialog.spec() == old_spec
+    dialog.spec_edit.setText(f"file:{checkpoint}")
+    with qtbot.waitSignal(window.session.index_finished, timeout=60_000) as finished:
+        dialog.accept()
+        assert not window.model_box.pending.isHidden()
+    assert finished.args[0] is not None and finished.args[0].embedded == _readable(photos)
+    wait_indexed(qtbot, window)
+    assert library.model_spec == f"file:{checkpoint}"
+    assert str(checkpoint) in window.model_box.title.text() and window.model_box.pending.isHidden()
+    result = _search_typed(qtbot, window, "two kites")
+    assert result.results
+
+    # An open_clip model that is not cached cannot be had offline: a clear message, no traceback,
+    # and the current model stays.
+    window.change_model("openclip:ViT-B-32/laion2b_s34b_b79k")
+    qtbot.waitUntil(lambda: not window.message_banner.isHidden(), timeout=60_000)
+    wait_indexed(qtbot, window)
+    message = window.message_banner.text()
+    assert "not available" in message and "Traceback" not in message
+    assert library.model_spec == f"file:{checkpoint}" and library.target_model_spec is None
+    assert window.model_box.pending.isHidden()
+
+
+def test_welcome_page_demo_library(window, library, qtbot):
+    assert window.pages.currentWidget() is window.welcome
+    assert window.welcome.demo_button.isEnabled()
+    with qtbot.waitSignal(window.session.index_finished, timeout=120_000) as finished:
+        qtbot.mouseClick(window.welcome.demo_button, Qt.MouseButton.LeftButton)
+        assert not window.welcome.demo_button.isEnabled()
+    assert finished.args[0] is not None and finished.args[0].embedded == 12
+    wait_indexed(qtbot, window)
+    demo = Path(library.root) / DEMO_FOLDER
+    assert window.library_panel.folders_model.paths() == [str(demo.resolve())]
+    # An example query runs by itself, so the first thing seen is a search.
+    qtbot.waitUntil(lambda: window.last_request is not None, timeout=30_000)
+    assert window.search_bar.text() == window.last_request.text and window.results_model.photo_rows()
+
+
+def test_empty_library_states_and_remove_folder(window, library, photos, qtbot, monkeypatch):
+    assert window.pages.currentWidget() is window.welcome
+    assert window.tier_plot.has_data() is False
+    _index_folder(qtbot, window, photos)
+    assert "Describe what you are looking for" in window.empty_label.text()
+    window.library_panel.folders_view.selectRow(0)
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    qtbot.mouseClick(window.library_panel.remove_button, Qt.MouseButton.LeftButton)
+    assert library.folders() == []
+    assert window.pages.currentWidget() is window.welcome
+    # A folder that does not exist is refused with a message, not an exception.
+    window.add_folder(str(photos / "no-such-folder"))
+    assert not window.message_banner.isHidden() and "does not exist" in window.message_banner.text()
+
+
+def test_history_window_state_and_shortcuts_persist(make_window, library, photos, qtbot):
+    window = make_window(library)
+    _index_folder(qtbot, window, photos)
+    window.search_bar.focus()
+    qtbot.keyClicks(window.search_bar.edit, "green tree")
+    qtbot.keyClick(window.search_bar.edit, Qt.Key.Key_Return)
+    qtbot.waitUntil(
+        lambda: window.last_request is not None and window.last_request.text == "green tree", timeout=30_000
+    )
+    window.library_dock.hide()
+    window.inspector_action.setChecked(False)
+    window.close()
+
+    again = make_window(library)
+    assert "green tree" in again.search_bar.history_model.stringList()
+    assert again.library_dock.isHidden()
+    assert not again.inspector_action.isChecked() and again.tier_plot.isHidden()
+    again.activateWindow()
+    qtbot.waitUntil(again.isActiveWindow)
+    again.results_view.setFocus()
+    qtbot.keyClick(again.results_view, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier)
+    assert again.search_bar.edit.hasFocus()
+    # The completer offers the remembered query.
+    again.search_bar.edit.clear()
+    qtbot.keyClicks(again.search_bar.edit, "gre")
+    completer = again.search_bar.completer
+    assert completer.completionCount() >= 1 and completer.currentCompletion() == "green tree"
+    again.throttle.cancel()
+
+
+@pytest.mark.parametrize("query", ["", "   "])
+def test_blank_queries_clear_results(window, photos, qtbot, query):
+    _index_folder(qtbot, window, photos)
+    _search_typed(qtbot, window, "car")
+    window.search_bar.edit.clear()
+    qtbot.keyClicks(window.search_bar.edit, query)
+    qtbot.keyClick(window.search_bar.edit, Qt.Key.Key_Return)
+    assert window.results_model.rowCount() == 0 and window.last_request is None
+    assert not window.tier_plot.has_data()

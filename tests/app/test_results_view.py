@@ -1,0 +1,175 @@
+"""The tiered results grid: one model of header + photo rows, a delegate, keyboard navigation."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QModelIndex, Qt
+
+from app.results_model import HeaderRow, PhotoRow, ResultsModel, Role
+from app.results_view import ResultsView
+from core.grading import grade
+
+
+def graded(seed: int = 0, n: int = 30):
+    """Tiers and hits from the real grading of a query with a few clear matches."""
+    rng = np.random.default_rng(seed)
+    background = rng.normal(0.10, 0.03, 2000)
+    scores = np.sort(
+        np.concatenate(
+            [rng.normal(0.32, 0.005, 4), rng.normal(0.22, 0.01, 8), rng.normal(0.15, 0.01, n - 12)]
+        )
+    )[::-1]
+    g = grade(scores, background)
+    hits = [
+        SimpleNamespace(
+            photo_id=100 + i,
+            path=f"/photos/img_{i:03d}.jpg",
+            score=float(s),
+            z=float(g.z[i]),
+            tier=int(g.tier_of[i]),
+        )
+        for i, s in enumerate(scores)
+    ]
+    return g, hits
+
+
+@pytest.fixture
+def grid(qtbot):
+    model = ResultsModel()
+    view = ResultsView()
+    view.setModel(model)
+    qtbot.addWidget(view)
+    view.resize(760, 900)
+    view.show()
+    qtbot.waitExposed(view)
+    return model, view
+
+
+def test_rows_are_each_tier_header_then_its_photos_best_first(grid):
+    model, _ = grid
+    g, hits = graded()
+    shuffled = list(reversed(hits))
+    model.set_results(g.tiers, shuffled, g.long_tail)
+    assert len(g.tiers) >= 2
+    rows = [model.row(i) for i in range(model.rowCount())]
+    assert sum(isinstance(r, HeaderRow) for r in rows) == len(g.tiers)
+    assert sum(isinstance(r, PhotoRow) for r in rows) == len(hits)
+    current_rank = None
+    last_score = np.inf
+    for r in rows:
+        if isinstance(r, HeaderRow):
+            assert current_rank is None or r.rank == current_rank + 1
+            current_rank, last_score = r.rank, np.inf
+            assert r.count == sum(h.tier == r.rank for h in hits)
+        else:
+            assert r.tier == current_rank
+            assert r.score <= last_score
+            last_score = r.score
+    assert isinstance(rows[0], HeaderRow) and rows[0].rank == 1
+
+
+def test_headers_are_not_selectable_and_photos_carry_their_numbers(grid):
+    model, _ = grid
+    g, hits = graded()
+    model.set_results(g.tiers, hits, g.long_tail)
+    header = model.index(0)
+    photo = model.index(1)
+    assert header.data(Role.IS_HEADER) is True
+    assert not model.flags(header) & Qt.ItemFlag.ItemIsSelectable
+    assert model.flags(photo) & Qt.ItemFlag.ItemIsSelectable
+    best = hits[0]
+    assert photo.data(Role.PHOTO_ID) == best.photo_id
+    assert photo.data(Role.SCORE) == pytest.approx(best.score)
+    tip = photo.data(Qt.ItemDataRole.ToolTipRole)
+    assert f"{best.score:.3f}" in tip and f"{best.z:+.1f}" in tip and g.tiers[0].label in tip
+    assert str(g.tiers[0].count) in header.data(Qt.ItemDataRole.ToolTipRole)
+
+
+def test_tier_filter_shows_one_tier_and_clears(grid, qtbot):
+    model, _ = grid
+    g, hits = graded()
+    model.set_results(g.tiers, hits, g.long_tail)
+    second = g.tiers[1]
+    with qtbot.waitSignal(model.filter_changed) as blocker:
+        model.set_tier_filter(second.rank)
+    assert blocker.args == [second.rank]
+    rows = [model.row(i) for i in range(model.rowCount())]
+    assert isinstance(rows[0], HeaderRow) and rows[0].rank == second.rank
+    assert {r.tier for r in rows[1:]} == {second.rank} and len(rows) == second.count + 1
+    model.set_tier_filter(None)
+    assert model.rowCount() == len(hits) + len(g.tiers)
+    model.set_tier_filter(99)  # no such tier: shows everything
+    assert model.tier_filter is None
+
+
+def test_headers_span_the_width_and_each_tier_starts_a_new_line(grid, qtbot):
+    model, view = grid
+    g, hits = graded()
+    model.set_results(g.tiers, hits, g.long_tail)
+    qtbot.waitUntil(lambda: view.visualRect(model.index(1)).isValid(), timeout=2000)
+    viewport_width = view.viewport().width()
+    for r in model.header_rows():
+        rect = view.visualRect(model.index(r))
+        assert rect.width() > 0.9 * viewport_width
+        if r + 1 < model.rowCount():
+            below = view.visualRect(model.index(r + 1))
+            assert below.top() >= rect.bottom()
+            assert below.left() <= rect.left() + 5
+    view.resize(520, 900)
+    qtbot.waitUntil(lambda: view.visualRect(model.index(0)).width() < 520, timeout=2000)
+
+
+def test_arrow_keys_skip_headers_and_enter_opens_details(grid, qtbot):
+    model, view = grid
+    g, hits = graded()
+    model.set_results(g.tiers, hits, g.long_tail)
+    view.setFocus()
+    assert view.select_first_photo()
+    visited = [view.current_photo_id()]
+    for _ in range(len(hits) + 3):
+        qtbot.keyClick(view, Qt.Key.Key_Right)
+        visited.append(view.current_photo_id())
+    assert None not in visited
+    assert visited[-1] == hits[-1].photo_id
+    seen_order = list(dict.fromkeys(visited))
+    assert seen_order == [h.photo_id for h in sorted(hits, key=lambda h: (h.tier, -h.score))]
+    # Down from the last photo of tier 1 lands on a photo of tier 2, not on its header.
+    first_tier_last = max(r for r in model.photo_rows() if model.row(r).tier == 1)
+    view.setCurrentIndex(model.index(first_tier_last))
+    qtbot.keyClick(view, Qt.Key.Key_Down)
+    assert model.row(view.currentIndex()).__class__ is PhotoRow
+    assert model.row(view.currentIndex()).tier == 2
+    with qtbot.waitSignal(view.activated_photo) as blocker:
+        qtbot.keyClick(view, Qt.Key.Key_Return)
+    assert blocker.args == [view.current_photo_id()]
+
+
+def test_mouse_selects_photos_and_ignores_headers(grid, qtbot):
+    model, view = grid
+    g, hits = graded()
+    model.set_results(g.tiers, hits, g.long_tail)
+    photo_rect = view.visualRect(model.index(2))
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=photo_rect.center())
+    assert view.current_photo_id() == model.index(2).data(Role.PHOTO_ID)
+    header_rect = view.visualRect(model.index(0))
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=header_rect.center())
+    assert all(not i.data(Role.IS_HEADER) for i in view.selectionModel().selectedIndexes())
+    with qtbot.waitSignal(view.activated_photo) as blocker:
+        # A real double click is press, release, double-click, release.
+        qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=photo_rect.center())
+        qtbot.mouseDClick(view.viewport(), Qt.MouseButton.LeftButton, pos=photo_rect.center())
+    assert blocker.args == [model.index(2).data(Role.PHOTO_ID)]
+
+
+def test_empty_results_and_painting(grid, qtbot):
+    model, view = grid
+    model.set_results([], [], True)
+    assert model.rowCount() == 0 and model.rowCount(model.index(0)) == 0
+    assert model.data(QModelIndex()) is None
+    g, hits = graded()
+    model.set_results(g.tiers, hits, True)
+    image = view.grab()  # paints every visible header and cell through the delegate
+    assert not image.isNull()

@@ -1,0 +1,73 @@
+"""Thumbnails: decoded in the background, cached on disk by (path, size, mtime, side)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from PIL import Image
+
+from app.thumbnails import ThumbnailLoader, cache_key, make_thumbnail
+
+
+@pytest.fixture
+def loader(qtbot, tmp_path):
+    loader = ThumbnailLoader(cache_dir=tmp_path / "thumbs")
+    yield loader
+    assert loader.shutdown()
+
+
+def _photo(path, size=(640, 480), color=(200, 30, 30)):
+    Image.new("RGB", size, color).save(path, "JPEG")
+    return str(path)
+
+
+def test_thumbnail_arrives_in_the_background_and_is_cached(loader, qtbot, tmp_path):
+    path = _photo(tmp_path / "red.jpg")
+    assert loader.pixmap(path, 64) is None  # requested, not ready yet
+    with qtbot.waitSignal(loader.ready, timeout=10_000) as blocker:
+        pass
+    assert blocker.args == [path, 64]
+    pix = loader.pixmap(path, 64)
+    assert pix is not None and max(pix.width(), pix.height()) == 64
+    assert pix.width() == 64 and pix.height() == 48
+    cached = list((tmp_path / "thumbs").glob("*.jpg"))
+    assert len(cached) == 1
+
+
+def test_the_disk_cache_is_keyed_by_size_and_mtime(tmp_path):
+    path = _photo(tmp_path / "a.jpg", color=(10, 200, 10))
+    cache = tmp_path / "c"
+    first = make_thumbnail(path, 32, cache)
+    stat = os.stat(path)
+    # Same size and mtime, different pixels: the cached thumbnail is served.
+    size_before = stat.st_size
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(bytes(data[:-2]) + b"\0\0")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.stat(path).st_size == size_before
+    again = make_thumbnail(path, 32, cache)
+    assert again.size() == first.size()
+    assert again.pixelColor(5, 5).green() > 150
+    # A new version of the file (new mtime) gets a new thumbnail.
+    _photo(tmp_path / "a.jpg", color=(10, 10, 200))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    fresh = make_thumbnail(path, 32, cache)
+    assert fresh.pixelColor(5, 5).blue() > 150
+    assert cache_key(path, 1, 2, 32) != cache_key(path, 1, 3, 32)
+
+
+def test_unreadable_files_report_why(loader, qtbot, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    with qtbot.waitSignal(loader.failed, timeout=10_000) as blocker:
+        loader.request(str(bad), 64)
+    assert blocker.args[0] == str(bad)
+    assert loader.error(str(bad), 64) == "not an image"
+    assert loader.pixmap(str(bad), 64) is None  # not requested again
+    missing = str(tmp_path / "gone.jpg")
+    with qtbot.waitSignal(loader.failed, timeout=10_000):
+        loader.request(missing, 64)
+    assert loader.error(missing, 64) == "file not found"

@@ -1,0 +1,90 @@
+"""The tier inspector: bands and chips at the right place, clicks filter, painting works."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, Qt
+
+from app.tier_plot import TierPlot, _nice_ticks
+from tests.app.test_results_view import graded
+
+
+@pytest.fixture
+def plot(qtbot):
+    widget = TierPlot()
+    qtbot.addWidget(widget)
+    widget.resize(700, 200)
+    widget.show()
+    qtbot.waitExposed(widget)
+    g, hits = graded()
+    rng = np.random.default_rng(1)
+    widget.set_data(
+        g.tiers, [h.score for h in hits], [h.tier for h in hits], rng.normal(0.10, 0.03, 2000), g.long_tail
+    )
+    return widget, g
+
+
+def test_bands_sit_where_their_scores_are(plot):
+    widget, g = plot
+    assert widget.has_data()
+    xs = []
+    for tier in g.tiers:
+        rect = widget.band_rect(tier.rank)
+        assert rect is not None
+        assert rect.left() <= widget.x_of(tier.min_score) + 1e-6
+        assert rect.right() >= widget.x_of(tier.max_score) - 1e-6
+        xs.append(widget.x_of((tier.min_score + tier.max_score) / 2))
+    assert xs == sorted(xs, reverse=True)  # best tier furthest right
+    assert widget.score_at(widget.x_of(0.2)) == pytest.approx(0.2)
+
+
+def test_clicking_a_band_then_again_toggles_the_filter(plot, qtbot):
+    widget, g = plot
+    band = widget.band_rect(g.tiers[0].rank)
+    with qtbot.waitSignal(widget.tier_clicked) as blocker:
+        qtbot.mouseClick(widget, Qt.MouseButton.LeftButton, pos=band.center().toPoint())
+    assert blocker.args == [g.tiers[0].rank] and widget.selected == g.tiers[0].rank
+    with qtbot.waitSignal(widget.tier_clicked) as blocker:
+        qtbot.mouseClick(widget, Qt.MouseButton.LeftButton, pos=band.center().toPoint())
+    assert blocker.args == [None] and widget.selected is None
+
+
+def test_chips_select_a_tier_and_all_clears(plot, qtbot):
+    widget, g = plot
+    last = g.tiers[-1].rank
+    with qtbot.waitSignal(widget.tier_clicked) as blocker:
+        qtbot.mouseClick(widget, Qt.MouseButton.LeftButton, pos=widget.chip_rect(last).center())
+    assert blocker.args == [last]
+    with qtbot.waitSignal(widget.tier_clicked) as blocker:
+        qtbot.mouseClick(widget, Qt.MouseButton.LeftButton, pos=widget.chip_rect(None).center())
+    assert blocker.args == [None]
+    chips = [widget.chip_rect(t.rank) for t in g.tiers]
+    assert all(widget.rect().contains(c) for c in chips)  # every chip is visible at this width
+
+
+def test_clicking_empty_space_does_nothing(plot, qtbot):
+    widget, _ = plot
+    with qtbot.assertNotEmitted(widget.tier_clicked):
+        qtbot.mouseClick(
+            widget, Qt.MouseButton.LeftButton, pos=QPoint(widget.width() - 3, widget.height() - 3)
+        )
+
+
+def test_paints_with_data_and_empty(plot):
+    widget, _ = plot
+    assert not widget.grab().isNull()
+    widget.set_selected(2)
+    assert not widget.grab().isNull()
+    widget.clear()
+    assert not widget.has_data()
+    assert not widget.grab().isNull()
+
+
+def test_ticks_are_round_and_inside_the_range():
+    ticks = _nice_ticks(0.031, 0.347, 5)
+    assert 2 <= len(ticks) <= 8
+    assert all(0.031 <= t <= 0.347 for t in ticks)
+    steps = np.diff(ticks)
+    assert np.allclose(steps, steps[0])
+    assert _nice_ticks(1.0, 1.0, 4) == []

@@ -1,0 +1,141 @@
+"""The generator worker and its pool: signals, return values, errors, cancellation, ownership."""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+import pytest
+
+from app.workers import Worker, WorkerPool
+
+
+@pytest.fixture
+def pool(qtbot):
+    pool = WorkerPool(max_threads=2)
+    yield pool
+    assert pool.shutdown(10_000)
+
+
+def _collect(worker: Worker) -> dict:
+    seen: dict = {"yielded": [], "returned": [], "errored": [], "aborted": 0, "started": 0}
+    worker.started.connect(lambda: seen.__setitem__("started", seen["started"] + 1))
+    worker.yielded.connect(seen["yielded"].append)
+    worker.returned.connect(seen["returned"].append)
+    worker.errored.connect(seen["errored"].append)
+    worker.aborted.connect(lambda: seen.__setitem__("aborted", seen["aborted"] + 1))
+    return seen
+
+
+def test_generator_yields_then_returns_in_the_gui_thread(qtbot, pool):
+    threads = set()
+
+    def job(n):
+        threads.add(threading.get_ident())
+        for i in range(n):
+            yield i * i
+        return "done"
+
+    worker = Worker(job, 4)
+    seen = _collect(worker)
+    gui_thread = []
+    worker.yielded.connect(lambda _v: gui_thread.append(threading.get_ident()))
+    with qtbot.waitSignal(worker.finished, timeout=5000):
+        pool.start(worker)
+    assert seen["yielded"] == [0, 1, 4, 9]
+    assert seen["returned"] == ["done"]
+    assert seen["errored"] == [] and seen["aborted"] == 0 and seen["started"] == 1
+    assert threads and threading.get_ident() not in threads  # the job ran in a pool thread
+    assert set(gui_thread) == {threading.get_ident()}  # slots ran in the GUI thread
+
+
+def test_plain_function_returns_its_value(qtbot, pool):
+    worker = Worker(lambda a, b: a + b, 2, b=3)
+    seen = _collect(worker)
+    with qtbot.waitSignal(worker.finished, timeout=5000):
+        pool.start(worker)
+    assert seen["returned"] == [5]
+
+
+def test_an_exception_is_delivered_as_data(qtbot, pool):
+    def job():
+        yield 1
+        raise ValueError("bad input")
+
+    worker = Worker(job)
+    seen = _collect(worker)
+    with qtbot.waitSignal(worker.finished, timeout=5000):
+        pool.start(worker)
+    assert seen["yielded"] == [1]
+    assert len(seen["errored"]) == 1 and isinstance(seen["errored"][0], ValueError)
+    assert seen["returned"] == []
+
+
+def test_quit_closes_the_generator_at_its_next_yield(qtbot, pool):
+    gate = threading.Event()
+    cleaned = threading.Event()
+    steps = []
+
+    def job():
+        try:
+            for i in range(1000):
+                steps.append(i)
+                if i == 1:
+                    gate.wait(5)
+                yield i
+            return "finished"
+        finally:
+            cleaned.set()
+
+    worker = Worker(job)
+    seen = _collect(worker)
+    worker.yielded.connect(lambda v: worker.quit() if v == 0 else None)
+    with qtbot.waitSignal(worker.finished, timeout=5000):
+        pool.start(worker)
+        qtbot.waitUntil(lambda: worker.abort_requested, timeout=5000)
+        gate.set()
+    assert cleaned.is_set()  # the generator's finally block ran
+    assert seen["aborted"] == 1 and seen["returned"] == []
+    assert len(steps) <= 3
+
+
+def test_pool_keeps_unreferenced_workers_alive_until_finished(qtbot, pool):
+    results = []
+    release = threading.Event()
+
+    def job():
+        release.wait(5)
+        yield 1
+        return 2
+
+    worker = Worker(job)
+    worker.returned.connect(results.append)
+    done = worker.finished
+    pool.start(worker)
+    del worker
+    gc.collect()
+    assert len(pool.active) == 1
+    with qtbot.waitSignal(done, timeout=5000):
+        release.set()
+    assert results == [2]
+    qtbot.waitUntil(lambda: not pool.active, timeout=5000)
+
+
+def test_shutdown_stops_running_and_drops_queued_workers(qtbot):
+    pool = WorkerPool(max_threads=1)
+    started = threading.Event()
+    ran = []
+
+    def endless(tag):
+        ran.append(tag)
+        started.set()
+        while True:
+            yield tag
+
+    first, second = Worker(endless, "a"), Worker(endless, "b")
+    pool.start(first)
+    pool.start(second)
+    assert started.wait(5)
+    assert pool.shutdown(10_000)
+    assert first.is_done and second.is_done
+    assert ran == ["a"]  # the queued worker never ran
