@@ -1,0 +1,381 @@
+"""Scene-world data for training and validation: rendered images, captions, relevance.
+
+Images are rendered larger than the model's input and downsampled (as the app's decoder does with
+real photos), then cached on disk as one uint8 array per (split, count, seed, size, version), so a
+second run does not render again. Captions are drawn afresh every epoch from a seeded generator, a
+mix of full captions (every attribute) and partial ones, so the relevance between a caption and the
+other scenes of a batch is graded.
+
+Everything here is deterministic given the seed: the same (seed, epoch, step) gives the same
+batch on any machine, which is what makes a resumed run identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.paths import cache_dir
+from trainer import captions as scene_captions
+from trainer import scenes as scene_world
+
+logger = logging.getLogger(__name__)
+
+# Bump when rendering or caching changes so stale caches are not reused.
+DATA_VERSION = 1
+# Scenes are rendered at this multiple of the model's input size, then downsampled.
+RENDER_SCALE = 2
+# Same constants as open_clip's OpenAI preprocessing (what the starter model's config uses).
+DEFAULT_MEAN = (0.48145466, 0.4578275, 0.40821073)
+DEFAULT_STD = (0.26862954, 0.26130258, 0.27577711)
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class SceneSetSpec:
+    """Which scenes, at which size: everything that decides the rendered pixels."""
+
+    split: str  # "train", "test" (held-out seed) or "heldout" (held-out compositions)
+    count: int
+    seed: int
+    image_size: int
+
+    def __post_init__(self) -> None:
+        if self.split not in ("train", "test", "heldout"):
+            raise ValueError(f"split must be train, test or heldout, got {self.split!r}")
+        if self.count < 1:
+            raise ValueError(f"need at least one scene, got {self.count}")
+        if self.image_size < 8:
+            raise ValueError(f"image size must be at least 8 pixels, got {self.image_size}")
+
+    @property
+    def cache_name(self) -> str:
+        return (
+            f"scenes-v{DATA_VERSION}-{renderer_fingerprint()}-{self.split}-n{self.count}-s{self.seed}"
+            f"-{self.image_size}px.npy"
+        )
+
+
+@functools.cache
+def renderer_fingerprint() -> str:
+    """8 hex digits of the scene world's source (sampling and renderer): a change re-renders caches."""
+    import hashlib
+    import inspect
+
+    digest = hashlib.sha256()
+    for module in (scene_world, inspect.getmodule(scene_world.render_scene)):
+        digest.update(Path(inspect.getfile(module)).read_bytes())
+    return digest.hexdigest()[:8]
+
+
+@dataclass
+class SceneSet:
+    """Scenes with their rendered pixels (N, H, W, 3) uint8."""
+
+    spec: SceneSetSpec
+    scenes: list
+    images: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+
+def render_images(
+    scenes: Sequence,
+    image_size: int,
+    on_progress: ProgressFn | None = None,
+    workers: int | None = None,
+    chunk: int = 512,
+) -> np.ndarray:
+    """Render ``scenes`` at RENDER_SCALE x ``image_size`` and downsample to ``image_size`` (bicubic).
+
+    Sets of two chunks or more are rendered by ``workers`` forked processes (default: one per
+    CPU core), ``chunk`` scenes at a time.
+    """
+    out = np.empty((len(scenes), image_size, image_size, 3), dtype=np.uint8)
+    import multiprocessing
+
+    workers = workers if workers is not None else (os.cpu_count() or 1)
+    # Worker processes are forked (Linux): spawning would re-run the caller's main module.
+    can_fork = sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+    if workers <= 1 or len(scenes) < 2 * chunk or not can_fork:
+        for start in range(0, len(scenes), chunk):
+            out[start : start + chunk] = _render_chunk(scenes[start : start + chunk], image_size)
+            if on_progress is not None:
+                on_progress(min(start + chunk, len(scenes)), len(scenes))
+        return out
+    import concurrent.futures
+
+    starts = list(range(0, len(scenes), chunk))
+    context = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {pool.submit(_render_chunk, list(scenes[s : s + chunk]), image_size): s for s in starts}
+        done = 0
+        for future in concurrent.futures.as_completed(futures):
+            start = futures[future]
+            pixels = future.result()
+            out[start : start + len(pixels)] = pixels
+            done += len(pixels)
+            if on_progress is not None:
+                on_progress(done, len(scenes))
+    return out
+
+
+def _render_chunk(scenes: Sequence, image_size: int) -> np.ndarray:
+    from PIL import Image
+
+    big = image_size * RENDER_SCALE
+    out = np.empty((len(scenes), image_size, image_size, 3), dtype=np.uint8)
+    for i, scene in enumerate(scenes):
+        image = scene_world.render_scene(scene, size=(big, big)).convert("RGB")
+        out[i] = np.asarray(image.resize((image_size, image_size), Image.Resampling.BICUBIC))
+    return out
+
+
+def load_scene_set(
+    spec: SceneSetSpec, cache_root: Path | None = None, on_progress: ProgressFn | None = None
+) -> SceneSet:
+    """The scenes of ``spec`` with their pixels, from the cache or rendered (then cached).
+
+    The cache lives in ``<cache>/scenes`` (see :func:`core.paths.cache_dir`); a damaged cache
+    file is rendered again. Writes are atomic, so two processes may race safely.
+    """
+    scenes = list(scene_world.sample_scenes(spec.count, seed=spec.seed, split=spec.split))
+    folder = (cache_root if cache_root is not None else cache_dir()) / "scenes"
+    path = folder / spec.cache_name
+    expected = (spec.count, spec.image_size, spec.image_size, 3)
+    if path.is_file():
+        try:
+            images = np.load(path, mmap_mode="r")
+            if images.shape == expected and images.dtype == np.uint8:
+                return SceneSet(spec, scenes, images)
+            logger.warning(
+                "cached scenes %s have shape %s, expected %s; rendering again", path, images.shape, expected
+            )
+        except (OSError, ValueError) as exc:
+            logger.warning("cached scenes %s are unreadable (%s); rendering again", path, exc)
+    logger.info("rendering %d %s scenes at %d px into %s", spec.count, spec.split, spec.image_size, path)
+    images = render_images(scenes, spec.image_size, on_progress)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            np.save(fh, images)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return SceneSet(spec, scenes, images)
+
+
+@dataclass
+class Captions:
+    """One caption per scene: the text, its tokens and the attributes it names."""
+
+    texts: list[str]
+    attributes: list[dict[str, str]]
+    tokens: torch.Tensor  # (N, context_length) int64
+
+
+# Training captions: half name every attribute, half only some. Partial captions make the
+# relevance between a caption and the other scenes of a batch graded; one-attribute captions
+# are rarer because in a batch of 128 a dozen scenes match them fully (false negatives for a
+# contrastive loss).
+FULL_CAPTION_SHARE = 0.5
+PARTIAL_SIZES = (1, 2, 3, 4)
+PARTIAL_SIZE_WEIGHTS = (0.1, 0.3, 0.3, 0.3)
+
+
+def draw_captions(
+    scenes: Sequence,
+    seed: int,
+    tokenizer: Callable,
+    salt: int = 0,
+    full_share: float = FULL_CAPTION_SHARE,
+) -> Captions:
+    """One caption per scene, drawn from a generator seeded by (seed, salt).
+
+    A ``full_share`` of them name all five attributes; the rest name a random subset (sizes
+    drawn with :data:`PARTIAL_SIZE_WEIGHTS`).
+    """
+    rng = np.random.default_rng([0x1ADDE2, seed, salt & 0xFFFFFFFF])
+    texts: list[str] = []
+    attributes: list[dict[str, str]] = []
+    sizes = np.asarray(PARTIAL_SIZES)
+    weights = np.asarray(PARTIAL_SIZE_WEIGHTS) / sum(PARTIAL_SIZE_WEIGHTS)
+    names = np.asarray(scene_world.ATTRIBUTES)
+    for scene in scenes:
+        if rng.random() < full_share:
+            texts.append(scene_captions.caption(scene, rng))
+            attributes.append(scene.attributes())
+        else:
+            k = int(rng.choice(sizes, p=weights))
+            named = [str(a) for a in names[np.sort(rng.choice(len(names), size=k, replace=False))]]
+            text, attrs = scene_captions.partial_caption(scene, rng, named=named)
+            texts.append(text)
+            attributes.append(attrs)
+    return Captions(texts, attributes, tokenizer(texts))
+
+
+def relevance_of(captions_attributes: Sequence[dict[str, str]], scenes: Sequence) -> np.ndarray:
+    """R[i, j] = relevance of caption j to scene i, as float32 (rows: scenes, columns: captions)."""
+    matrix = scene_world.relevance_matrix(captions_attributes, scenes)  # (Q captions, N scenes)
+    return np.ascontiguousarray(np.asarray(matrix, dtype=np.float32).T)
+
+
+@dataclass
+class Batch:
+    """One training batch. ``relevance[i, j]`` grades caption j against image i; its diagonal is 1."""
+
+    images: torch.Tensor  # (B, 3, H, W) float32, normalised
+    tokens: torch.Tensor  # (B, context_length) int64
+    relevance: torch.Tensor  # (B, B) float32 in [0, 1]
+    indices: torch.Tensor  # (B,) scene indices in the training set
+
+
+class ImageNormalizer:
+    """uint8 (B, H, W, 3) -> normalised float (B, 3, H, W), with optional light augmentation."""
+
+    def __init__(self, mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD):
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    def __call__(self, pixels: np.ndarray, generator: torch.Generator | None = None) -> torch.Tensor:
+        x = torch.from_numpy(np.array(pixels, dtype=np.uint8)).permute(0, 3, 1, 2).float().div_(255.0)
+        if generator is not None:
+            x = augment(x, generator)
+        return (x - self.mean) / self.std
+
+
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Light augmentation that keeps every attribute true: mirror, and shift by a few pixels.
+
+    Colour, brightness and crops are left alone: they carry colour, time of day and count.
+    """
+    b, _, h, w = x.shape
+    flip = torch.rand(b, generator=generator) < 0.5
+    x = torch.where(flip.view(b, 1, 1, 1), x.flip(3), x)
+    pad = max(1, h // 32)
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="replicate")
+    offsets = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator).tolist()
+    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets)])
+
+
+class TrainStream:
+    """Batches of the training set, sharded across processes like ``DistributedSampler``.
+
+    Every process sees ``batches_per_epoch`` batches of ``batch_size`` per epoch; captions are drawn
+    anew each epoch. Nothing depends on global random state.
+    """
+
+    def __init__(
+        self,
+        data: SceneSet,
+        tokenizer: Callable,
+        batch_size: int,
+        seed: int,
+        normalizer: ImageNormalizer,
+        rank: int = 0,
+        world_size: int = 1,
+        augment_images: bool = True,
+    ):
+        if batch_size < 2:
+            raise ValueError(
+                f"batch size must be at least 2 (contrastive losses need negatives), got {batch_size}"
+            )
+        self.data = data
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.seed = seed
+        self.normalizer = normalizer
+        self.rank = rank
+        self.world_size = world_size
+        self.augment_images = augment_images
+        self.per_rank = len(data) // world_size
+        self.batches_per_epoch = self.per_rank // batch_size
+        if self.batches_per_epoch < 1:
+            raise ValueError(
+                f"{len(data)} training scenes cannot fill one batch of {batch_size} on each of {world_size} "
+                "process(es); use more scenes or a smaller batch"
+            )
+        self._captions: tuple[int, Captions] | None = None
+
+    def _order(self, epoch: int) -> list[int]:
+        from torch.utils.data import DistributedSampler
+
+        sampler = DistributedSampler(
+            range(len(self.data)),  # type: ignore[arg-type]
+            num_replicas=self.world_size,
+            rank=self.rank,
+            shuffle=True,
+            seed=self.seed,
+            drop_last=True,
+        )
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    def captions(self, epoch: int) -> Captions:
+        if self._captions is None or self._captions[0] != epoch:
+            self._captions = (
+                epoch,
+                draw_captions(self.data.scenes, self.seed, self.tokenizer, salt=epoch + 1),
+            )
+        return self._captions[1]
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
+        """The batches of ``epoch``, beginning at ``start_batch`` (to resume mid-epoch)."""
+        order = self._order(epoch)
+        caps = self.captions(epoch)
+        for b in range(start_batch, self.batches_per_epoch):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            sorted_idx = np.sort(np.asarray(idx))  # memory-mapped reads go faster in order
+            pixels = self.data.images[sorted_idx]
+            pixels = pixels[np.searchsorted(sorted_idx, idx)]
+            gen = None
+            if self.augment_images:
+                gen = torch.Generator().manual_seed(hash_seed(self.seed, epoch, b, self.rank))
+            images = self.normalizer(pixels, gen)
+            scenes = [self.data.scenes[i] for i in idx]
+            relevance = relevance_of([caps.attributes[i] for i in idx], scenes)
+            yield Batch(images, caps.tokens[idx], torch.from_numpy(relevance), torch.as_tensor(idx))
+
+
+def hash_seed(*parts: int) -> int:
+    """A 63-bit seed mixed from integers (stable across runs and platforms)."""
+    value = 0x9E3779B97F4A7C15
+    for part in parts:
+        value ^= (int(part) + 0x9E3779B97F4A7C15 + (value << 6) + (value >> 2)) & 0xFFFFFFFFFFFFFFFF
+    return value & 0x7FFFFFFFFFFFFFFF
+
+
+@dataclass
+class EvalSet:
+    """A validation pool: scenes, their pixels, one fixed caption per scene and the relevance.
+
+    ``full`` pools caption every scene with all five attributes (R@K is well defined: the
+    ground truth is the captioned scene); partial pools name subsets, for the graded metrics.
+    """
+
+    name: str
+    data: SceneSet
+    captions: Captions
+    relevance: np.ndarray  # (Q captions, N scenes)
+    full: bool = True
+
+
+def build_eval_set(name: str, data: SceneSet, tokenizer: Callable, seed: int, full: bool = True) -> EvalSet:
+    """Fix one caption per scene (seeded) and the caption-by-scene relevance for ``data``."""
+    caps = draw_captions(
+        data.scenes, seed, tokenizer, salt=-1 if full else -2, full_share=1.0 if full else 0.0
+    )
+    relevance = np.asarray(scene_world.relevance_matrix(caps.attributes, data.scenes), dtype=np.float32)
+    return EvalSet(name, data, caps, relevance, full)

@@ -1,0 +1,110 @@
+"""Training objectives named by short specs: one loss, or a weighted sum of several.
+
+Spec grammar: ``TERM [+ TERM ...]`` where ``TERM`` is ``[WEIGHT*]NAME``, e.g. ``infonce``,
+``adaptive`` or ``infonce+0.5*adaptive``. Names:
+
+- ``triplet``: VSE++ hardest-negative triplet (the ladder with one level)
+- ``infonce``: symmetric InfoNCE (the CLIP loss), uses the model's logit scale
+- ``ladder2`` (alias ``ladder``): ladder loss, L = 2
+- ``ladder3``: ladder loss, L = 3
+- ``adaptive``: adaptive ladder loss (levels found per query by 1-D k-means)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+# Ladder thresholds for the scene world. Relevance there is a weighted share of agreeing
+# attributes (kind .35, colour .25, setting .20, time .10, count .10): 0.63 separates captions
+# that get the object right and at most two minor attributes wrong from the rest; 0.40 then
+# separates "something important in common" from "almost nothing in common".
+LADDER2_THRESHOLDS = (0.63,)
+LADDER3_THRESHOLDS = (0.63, 0.40)
+
+
+def _factories() -> dict[str, Callable[[], nn.Module]]:
+    from trainer import losses
+
+    # Hinge losses are averaged over the batch ("mean"), not summed as in the references: with
+    # AdamW the scale barely matters alone, and it keeps weights in sums such as
+    # "infonce+0.5*adaptive" readable and independent of the batch size.
+    return {
+        "triplet": lambda: losses.TripletLoss(margin=0.2, reduction="mean"),
+        "infonce": lambda: losses.InfoNCELoss(),
+        "ladder2": lambda: losses.LadderLoss(
+            thresholds=LADDER2_THRESHOLDS, margins=(0.2, 0.01), betas=(1.0, 0.25), reduction="mean"
+        ),
+        "ladder3": lambda: losses.LadderLoss(
+            thresholds=LADDER3_THRESHOLDS,
+            margins=(0.2, 0.01, 0.01),
+            betas=(1.0, 0.25, 0.125),
+            reduction="mean",
+        ),
+        "adaptive": lambda: losses.AdaptiveLadderLoss(reduction="mean"),
+    }
+
+
+ALIASES = {"ladder": "ladder2", "clip": "infonce", "adaptive-ladder": "adaptive"}
+LOSS_NAMES = ("triplet", "infonce", "ladder2", "ladder3", "adaptive")
+
+_TERM = re.compile(r"^\s*(?:(?P<weight>[0-9]*\.?[0-9]+(?:e-?[0-9]+)?)\s*\*\s*)?(?P<name>[a-z0-9_-]+)\s*$")
+
+
+def parse_objective(spec: str) -> list[tuple[float, str]]:
+    """Split a spec into (weight, canonical name) terms; raise ValueError with the valid names."""
+    terms: list[tuple[float, str]] = []
+    for raw in spec.lower().split("+"):
+        match = _TERM.match(raw)
+        if not match:
+            raise ValueError(
+                f"cannot read loss term {raw.strip()!r} in {spec!r}; write e.g. 'infonce+0.5*adaptive'"
+            )
+        name = ALIASES.get(match["name"], match["name"])
+        if name not in LOSS_NAMES:
+            raise ValueError(f"unknown loss {match['name']!r}; choose from {', '.join(LOSS_NAMES)}")
+        weight = float(match["weight"]) if match["weight"] else 1.0
+        if not math.isfinite(weight) or weight <= 0:
+            raise ValueError(f"loss weight must be a positive number, got {weight} in {spec!r}")
+        if any(n == name for _, n in terms):
+            raise ValueError(f"loss {name!r} appears twice in {spec!r}")
+        terms.append((weight, name))
+    if not terms:
+        raise ValueError("no loss given")
+    return terms
+
+
+class Objective(nn.Module):
+    """A weighted sum of losses; ``forward`` returns ``loss`` plus every named term, prefixed."""
+
+    def __init__(self, spec: str):
+        super().__init__()
+        self.spec = spec
+        self.terms = parse_objective(spec)
+        factories = _factories()
+        self.parts = nn.ModuleDict({name: factories[name]() for _, name in self.terms})
+
+    @property
+    def uses_logit_scale(self) -> bool:
+        return any(name == "infonce" for _, name in self.terms)
+
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        relevance: torch.Tensor,
+        logit_scale: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        total = image_features.new_zeros(())
+        for weight, name in self.terms:
+            terms = self.parts[name](image_features, text_features, relevance, logit_scale=logit_scale)
+            total = total + weight * terms["loss"]
+            for key, value in terms.items():
+                out[name if key == "loss" else f"{name}/{key}"] = value.detach() if key != "loss" else value
+        out["loss"] = total
+        return out
