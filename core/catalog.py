@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from core.errors import FolderError, LibraryError
 
@@ -90,6 +90,15 @@ class Photo:
     taken_at: str | None
     orientation: int | None
     indexed_at: float
+
+
+class FileState(NamedTuple):
+    """What a re-scan needs of a catalogued file to tell whether it changed."""
+
+    id: int
+    size: int
+    mtime_ns: int
+    content_hash: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -710,6 +719,35 @@ class Catalog:
             f"SELECT {_PHOTO_COLUMNS} FROM photos WHERE folder_id = ?", (folder_id,)
         )
         return {photo.path: photo for photo in map(_photo, rows)}
+
+    def folder_file_states(self, folder_id: int) -> dict[str, FileState]:
+        """``path -> FileState(id, size, mtime_ns, content_hash)`` of a root: what a re-scan compares.
+
+        Lighter than :meth:`folder_photos` (no full rows), for libraries of many photos.
+        """
+        rows = self.connection().execute(
+            "SELECT path, id, size, mtime_ns, content_hash FROM photos WHERE folder_id = ?", (folder_id,)
+        )
+        return {_py_path(row[0]): FileState(*row[1:]) for row in rows}
+
+    def mark_all_seen(self, folder_id: int, except_ids: Iterable[int] = ()) -> None:
+        """Mark every photo of a root found by the current scan, but ``except_ids``.
+
+        One statement instead of one per photo: a re-scan marks what did not change this way, and
+        leaves out the few photos that vanished or changed (they are swept or updated).
+        """
+        skip = sorted(set(except_ids))
+        with self.transaction() as conn:
+            scan_id = self._scan_id(conn, folder_id)
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS _skip_ids(id INTEGER PRIMARY KEY)")
+            conn.execute("DELETE FROM _skip_ids")
+            conn.executemany("INSERT OR IGNORE INTO _skip_ids(id) VALUES (?)", ((i,) for i in skip))
+            conn.execute(
+                "UPDATE photos SET seen_scan = ? "
+                "WHERE folder_id = ? AND id NOT IN (SELECT id FROM _skip_ids)",
+                (scan_id, folder_id),
+            )
+            conn.execute("DELETE FROM _skip_ids")
 
     def photo_count(self, folder_id: int | None = None) -> int:
         if folder_id is None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .catalog import Catalog, Folder, Photo, PhotoEntry
+from .catalog import Catalog, FileState, Folder, PhotoEntry
 from .decode import DecodedImage, decode_parallel, default_workers, open_image
 from .errors import DecodeError, FolderError
 from .hashing import content_hash
@@ -173,9 +173,9 @@ class Indexer:
             self.catalog.set_folder_state(folder.id, "online")
             folder = self.catalog.folder(folder.id)
         scan_id = self.catalog.begin_scan(folder.id)
-        known = self.catalog.folder_photos(folder.id)
+        known = self.catalog.folder_file_states(folder.id)
         failures = {f.path: f for f in self.catalog.failures(folder.id)}
-        unchanged_candidates: list[Photo] = []  # catalogued with the same size and mtime
+        unchanged_candidates: list[tuple[str, FileState]] = []  # same size and mtime as catalogued
         unchanged_failures: list[str] = []
         keep_prefixes: list[str] = []
         excludes = tuple(DEFAULT_EXCLUDES) + tuple(folder.excludes)
@@ -193,7 +193,7 @@ class Indexer:
                 report.scanned += 1
                 photo = known.get(item.path)
                 if photo is not None and photo.size == item.size and photo.mtime_ns == item.mtime_ns:
-                    unchanged_candidates.append(photo)
+                    unchanged_candidates.append((item.path, photo))
                     continue
                 failure = failures.get(item.path)
                 if failure is not None and failure.size == item.size and failure.mtime_ns == item.mtime_ns:
@@ -206,17 +206,19 @@ class Indexer:
             report.problems.append((folder.path, str(e)))
             keep_prefixes.append(folder.path)
         # Unchanged files need nothing if this model already has their vector; otherwise they
-        # are embedded, but their hash is already known.
-        if unchanged_candidates:
-            has = self.store.has([p.content_hash for p in unchanged_candidates])
-            seen = [p.id for p, ok in zip(unchanged_candidates, has, strict=True) if ok]
-            report.unchanged += len(seen)
-            work.extend(
-                _Work(folder.id, ScannedFile(p.path, p.size, p.mtime_ns), p.content_hash)
-                for p, ok in zip(unchanged_candidates, has, strict=True)
-                if not ok
-            )
-            self.catalog.mark_seen(folder.id, photo_ids=seen)
+        # are embedded, but their hash is already known. Everything else catalogued under the
+        # root (vanished, changed, or not yet embedded) is left unmarked for now.
+        has = self.store.has([p.content_hash for _, p in unchanged_candidates])
+        seen_ids = set()
+        for (path, p), ok in zip(unchanged_candidates, has, strict=True):
+            if ok:
+                seen_ids.add(p.id)
+            else:
+                work.append(_Work(folder.id, ScannedFile(path, p.size, p.mtime_ns), p.content_hash))
+        report.unchanged += len(seen_ids)
+        self.catalog.mark_all_seen(
+            folder.id, except_ids=(p.id for p in known.values() if p.id not in seen_ids)
+        )
         if unchanged_failures:
             self.catalog.mark_seen(folder.id, failure_paths=unchanged_failures)
         yield IndexProgress("scan", report.scanned, None, path=folder.path)

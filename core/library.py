@@ -392,13 +392,16 @@ class Library:
         if spec == self._active:
             self._record_identity(spec, state)  # status() counts this model's vectors from now on
         completed = False
+        report: IndexReport | None = None
         try:
             report = yield from indexer.run(chosen)
             completed = not report.cancelled
         finally:
-            with self._lock:
-                self._save_index(state.index, state.index_path)
-                state.searcher = None  # the background sample is stale
+            changed = report is None or report.embedded or report.reused or report.removed
+            if changed or not state.index_path.exists():
+                with self._lock:
+                    self._save_index(state.index, state.index_path)
+                    state.searcher = None  # the background sample is stale
             if completed and folders is None:
                 self._promote(spec, state)
         return report

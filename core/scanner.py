@@ -13,6 +13,7 @@ import fnmatch
 import importlib.util
 import logging
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -93,15 +94,20 @@ class _Excludes:
             if not pattern:
                 continue
             (self.path_patterns if "/" in pattern else self.name_patterns).append(pattern)
+        # One compiled alternation per kind: one regex match per entry, not one fnmatch per pattern.
+        self._name = _compile(self.name_patterns)
+        self._path = _compile(self.path_patterns)
 
     def match(self, name: str, rel_path: str) -> bool:
-        lname = name.lower()
-        if any(fnmatch.fnmatchcase(lname, p) for p in self.name_patterns):
+        if self._name is not None and self._name.match(name.lower()):
             return True
-        if self.path_patterns:
-            lrel = rel_path.lower()
-            return any(fnmatch.fnmatchcase(lrel, p) for p in self.path_patterns)
-        return False
+        return self._path is not None and self._path.match(rel_path.lower()) is not None
+
+
+def _compile(patterns: list[str]) -> re.Pattern[str] | None:
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
 
 
 def _is_hidden(entry: os.DirEntry[str]) -> bool:
