@@ -63,9 +63,11 @@ class _Preview(QLabel):
         super().__init__()
         self._pixmap: QPixmap | None = None
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.setMinimumSize(QSize(160, 160))
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setMinimumSize(QSize(160, 120))
+        policy = QSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        policy.setHeightForWidth(True)
+        self.setSizePolicy(policy)
+        self.setFrameShape(QFrame.Shape.NoFrame)
 
     def set_image(self, pixmap: QPixmap | None, message: str = "") -> None:
         self._pixmap = pixmap
@@ -74,9 +76,19 @@ class _Preview(QLabel):
             self.setText(message)
         else:
             self._rescale()
+        self.updateGeometry()
 
     def has_image(self) -> bool:
         return self._pixmap is not None
+
+    def hasHeightForWidth(self) -> bool:
+        return True
+
+    def heightForWidth(self, width: int) -> int:
+        """As tall as the photo at this width (4:3 until a photo is shown), within limits."""
+        if self._pixmap is None or self._pixmap.width() == 0:
+            return max(160, width * 3 // 4)
+        return max(120, min(width * self._pixmap.height() // self._pixmap.width(), 2 * width))
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
@@ -153,11 +165,12 @@ class DetailsPane(QWidget):
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 8, 8, 8)
-        layout.addWidget(self.preview, 1)
+        layout.addWidget(self.preview)
         layout.addWidget(self.name_label)
         layout.addLayout(form)
         layout.addLayout(row1)
         layout.addLayout(row2)
+        layout.addStretch(1)
         thumbnails.ready.connect(self._on_thumbnail)
         thumbnails.failed.connect(self._on_thumbnail)
         self.show_details(None)

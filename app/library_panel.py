@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -112,9 +113,9 @@ def _last_scan_text(value: Any) -> str:
 
 
 class FoldersModel(QAbstractTableModel):
-    """The library's folders: path, state, photo count, failures, last scan."""
+    """The library's folders: name, searchable photos, failures, state (details in the tooltip)."""
 
-    HEADERS = ("Folder", "State", "Photos", "Failed", "Last scan")
+    HEADERS = ("Folder", "Photos", "Failed", "State")
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -151,28 +152,29 @@ class FoldersModel(QAbstractTableModel):
             return None
         f = self._folders[index.row()]
         col = index.column()
-        state = str(getattr(f, "state", "online"))
+        offline = str(getattr(f, "state", "online")) == "offline"
+        photos = int(getattr(f, "photos", 0) or 0)
+        indexed = int(getattr(f, "indexed", photos) or 0)
         if role == Qt.ItemDataRole.DisplayRole:
             if col == 0:
                 return os.path.basename(os.path.normpath(str(f.path))) or str(f.path)
             if col == 1:
-                return "offline" if state == "offline" else "online"
+                return f"{indexed:,}" if indexed == photos else f"{indexed:,} / {photos:,}"
             if col == 2:
-                return f"{int(getattr(f, 'photos', 0) or 0):,}"
-            if col == 3:
                 return f"{int(getattr(f, 'failures', 0) or 0):,}"
-            if col == 4:
-                return _last_scan_text(getattr(f, "last_scan", None))
+            if col == 3:
+                return "offline" if offline else "online"
         if role == Qt.ItemDataRole.ToolTipRole:
-            tip = str(f.path)
-            if state == "offline":
-                tip += "\nThis folder cannot be reached (a disconnected drive?). Its photos stay searchable."
-            return tip
-        if role == Qt.ItemDataRole.ForegroundRole and state == "offline":
-            from PySide6.QtGui import QColor
-
+            lines = [str(f.path), f"{indexed:,} of {photos:,} photos searchable"]
+            lines.append(f"last scan: {_last_scan_text(getattr(f, 'last_scan', None))}")
+            if offline:
+                lines.append(
+                    "This folder cannot be reached (a disconnected drive?). Its photos stay searchable."
+                )
+            return "\n".join(lines)
+        if role == Qt.ItemDataRole.ForegroundRole and offline:
             return QColor("#b25a00")
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in (2, 3):
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (1, 2):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
@@ -301,7 +303,7 @@ class LibraryPanel(QWidget):
         self.folders_view.setWordWrap(False)
         header = self.folders_view.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for col in range(1, FoldersModel.HEADERS.__len__()):
+        for col in range(1, len(FoldersModel.HEADERS)):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
         self.folders_view.setAccessibleName("Library folders")
 
@@ -338,13 +340,15 @@ class LibraryPanel(QWidget):
         self.failures_box.hide()
 
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(8, 8, 8, 8)
+        layout.setContentsMargins(0, 8, 0, 8)
         layout.addWidget(self.summary)
-        layout.addWidget(self.folders_view, 2)
+        layout.addWidget(self.folders_view)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.failures_box, 1)
+        layout.addStretch(0)
         self.folders_view.selectionModel().selectionChanged.connect(self._update_buttons)
+        self._fit_folders_height()
         self._indexing = False
         self._update_buttons()
 
@@ -352,7 +356,16 @@ class LibraryPanel(QWidget):
 
     def set_folders(self, folders: Sequence[Any]) -> None:
         self.folders_model.set_folders(folders)
+        self._fit_folders_height()
         self._update_buttons()
+
+    def _fit_folders_height(self) -> None:
+        """As tall as its rows (between 3 and 10 of them): the space left goes to the failures list."""
+        view = self.folders_view
+        rows = min(max(self.folders_model.rowCount(), 3), 10)
+        row_height = view.verticalHeader().defaultSectionSize()
+        frame = 2 * view.frameWidth()
+        view.setFixedHeight(view.horizontalHeader().sizeHint().height() + rows * row_height + frame)
 
     def set_failures(self, failures: Sequence[Any]) -> None:
         self.failures_model.set_failures(failures)

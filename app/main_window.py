@@ -24,6 +24,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import (
     QDockWidget,
+    QGroupBox,
     QHBoxLayout,
     QLabel,
     QMainWindow,
@@ -158,9 +159,13 @@ class MainWindow(QMainWindow):
         self.model_box = ModelBox()
         dock_body = QWidget()
         dock_layout = QVBoxLayout(dock_body)
-        dock_layout.setContentsMargins(0, 0, 0, 0)
+        dock_layout.setContentsMargins(8, 0, 8, 8)
         dock_layout.addWidget(self.library_panel, 1)
-        dock_layout.addWidget(self.model_box)
+        model_group = QGroupBox("Model")
+        model_layout = QVBoxLayout(model_group)
+        model_layout.setContentsMargins(0, 0, 0, 0)
+        model_layout.addWidget(self.model_box)
+        dock_layout.addWidget(model_group)
         self.library_dock = QDockWidget("Library", self)
         self.library_dock.setObjectName("libraryDock")
         self.library_dock.setWidget(dock_body)
@@ -168,6 +173,7 @@ class MainWindow(QMainWindow):
             QDockWidget.DockWidgetFeature.DockWidgetClosable | QDockWidget.DockWidgetFeature.DockWidgetMovable
         )
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.library_dock)
+        self.resizeDocks([self.library_dock], [330], Qt.Orientation.Horizontal)
 
         self.status_label = QLabel()
         self.statusBar().addPermanentWidget(self.status_label)

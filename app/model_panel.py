@@ -114,7 +114,7 @@ class ModelBox(QWidget):
     def set_model(self, spec: str, description: str, is_starter: bool) -> None:
         self._spec = spec
         badge = " <span style='color:#8a6d00'>(starter model)</span>" if is_starter else ""
-        self.title.setText(f"<b>Model:</b> {_escape(spec)}{badge}")
+        self.title.setText(f"<b>{_escape(spec)}</b>{badge}")
         self.description.setText(description)
 
     def set_pending(self, text: str | None) -> None:

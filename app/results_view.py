@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 CELL_PADDING = 6
 SPACING = 6
 HEADER_HEIGHT = 40
+THUMB_BOX_HEIGHT = THUMB_SIDE * 4 // 5  # landscape photos fill it; portrait ones are centred in it
 
 
 class ResultsDelegate(QStyledItemDelegate):
@@ -41,7 +42,7 @@ class ResultsDelegate(QStyledItemDelegate):
 
     def cell_size(self, option: QStyleOptionViewItem) -> QSize:
         line = QFontMetrics(option.font).height()
-        return QSize(THUMB_SIDE + 2 * CELL_PADDING, THUMB_SIDE + 2 * CELL_PADDING + line + 4)
+        return QSize(THUMB_SIDE + 2 * CELL_PADDING, THUMB_BOX_HEIGHT + 2 * CELL_PADDING + line + 4)
 
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
         if index.data(Role.IS_HEADER):
@@ -83,7 +84,9 @@ class ResultsDelegate(QStyledItemDelegate):
         title_font.setBold(True)
         title_font.setPointSizeF(option.font.pointSizeF() * 1.1)
         painter.setFont(title_font)
-        painter.setPen(pal.color(QPalette.ColorRole.Text))
+        # Headers are not enabled items (so the cursor skips them); paint them in active colours anyway.
+        active = QPalette.ColorGroup.Active
+        painter.setPen(pal.color(active, QPalette.ColorRole.Text))
         label = str(index.data(Role.TIER_LABEL) or "")
         count = int(index.data(Role.TIER_COUNT) or 0)
         lo, hi = index.data(Role.SCORE_RANGE) or (math.nan, math.nan)
@@ -94,7 +97,7 @@ class ResultsDelegate(QStyledItemDelegate):
         painter.setFont(option.font)
         detail = f"{count} photo{'s' if count != 1 else ''} · scores {format_score(hi)} – {format_score(lo)}"
         detail_rect = text_rect.adjusted(fm.horizontalAdvance(title) + 14, 0, 0, 0)
-        painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
+        painter.setPen(pal.color(active, QPalette.ColorRole.PlaceholderText))
         painter.drawText(detail_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, detail)
 
     def _paint_photo(
@@ -122,12 +125,13 @@ class ResultsDelegate(QStyledItemDelegate):
             painter.setBrush(Qt.BrushStyle.NoBrush)
             painter.drawRoundedRect(cell.adjusted(1, 1, -1, -1), 6, 6)
 
-        thumb_box = QRect(rect.left() + CELL_PADDING, rect.top() + CELL_PADDING, THUMB_SIDE, THUMB_SIDE)
+        thumb_box = QRect(rect.left() + CELL_PADDING, rect.top() + CELL_PADDING, THUMB_SIDE, THUMB_BOX_HEIGHT)
         pix = index.data(Role.THUMBNAIL)
         if pix is not None and not pix.isNull():
             size = pix.size().scaled(thumb_box.size(), Qt.AspectRatioMode.KeepAspectRatio)
             target = QRect(0, 0, size.width(), size.height())
             target.moveCenter(thumb_box.center())
+            target.moveBottom(thumb_box.bottom())  # captions sit right under the picture
             painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
             painter.drawPixmap(target, pix)
         else:

@@ -303,6 +303,7 @@ class TierPlot(QWidget):
         self._paint_rug(painter, plot)
         self._paint_axis(painter, plot, pal)
         self._paint_chips(painter, pal)
+        self._paint_legend(painter, pal)
         painter.end()
 
     def _paint_bands(self, painter: QPainter, plot: QRect) -> None:
@@ -390,6 +391,20 @@ class TierPlot(QWidget):
             "score",
         )
 
+    def _paint_legend(self, painter: QPainter, pal: QPalette) -> None:
+        """What the plot shows, right-aligned on the chips' row when there is room for it."""
+        chips_right = max((rect.right() for rect, _ in self._chips), default=MARGIN)
+        fm = QFontMetrics(self.font())
+        width = fm.horizontalAdvance(LEGEND)
+        if chips_right + 24 + width > self.width() - MARGIN:
+            return
+        painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
+        painter.drawText(
+            QRect(self.width() - MARGIN - width, MARGIN, width, CHIP_HEIGHT),
+            Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight,
+            LEGEND,
+        )
+
     def _paint_chips(self, painter: QPainter, pal: QPalette) -> None:
         self._layout_chips()
         for rect, rank in self._chips:
@@ -420,6 +435,9 @@ class TierPlot(QWidget):
             painter.setFont(font)
             painter.drawText(text_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, text)
             painter.setFont(self.font())
+
+
+LEGEND = "grey: this query's scores over the whole library · ticks: the results"
 
 
 def _nice_ticks(lo: float, hi: float, max_ticks: int) -> list[float]:

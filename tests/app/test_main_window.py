@@ -114,8 +114,9 @@ def test_add_folder_search_tiers_filter_details_and_more_like_this(
     # Library panel: the folder with its counts, the files that failed and why.
     folders = window.library_panel.folders_model
     assert folders.paths() == [str(photos.resolve())]
-    assert folders.index(0, 1).data() == "online"
-    assert folders.index(0, 2).data() == str(_readable(photos))
+    assert folders.index(0, 1).data() == str(_readable(photos))
+    assert folders.index(0, 2).data() == "2"
+    assert folders.index(0, 3).data() == "online"
     reasons = {Path(p).name: r for p, r in window.library_panel.failures_model.reasons().items()}
     assert reasons == {"broken.jpg": "not an image", "empty.jpg": "empty file"}
     assert window.library_panel.failures_box.isVisible()
