@@ -240,6 +240,7 @@ class Batch:
     tokens: torch.Tensor  # (B, context_length) int64
     relevance: torch.Tensor  # (B, B) float32 in [0, 1]
     indices: torch.Tensor  # (B,) scene indices in the training set
+    attributes: list[dict[str, str]]  # what each caption names
 
 
 class ImageNormalizer:
@@ -275,6 +276,12 @@ class TrainStream:
 
     Every process sees ``batches_per_epoch`` batches of ``batch_size`` per epoch; captions are drawn
     anew each epoch. Nothing depends on global random state.
+
+    With ``unambiguous`` (the default), a partial caption that fully matches another scene of its
+    batch ("a red car" beside another red car) is replaced by its scene's full caption for that
+    batch: every loss of the family treats the diagonal as the one best match, and a second
+    perfect match would be a false negative (InfoNCE) or an unsatisfiable hinge (the ladder's
+    triplet boundary). Twins (two scenes with all five attributes equal) stay as they are.
     """
 
     def __init__(
@@ -287,6 +294,7 @@ class TrainStream:
         rank: int = 0,
         world_size: int = 1,
         augment_images: bool = True,
+        unambiguous: bool = True,
     ):
         if batch_size < 2:
             raise ValueError(
@@ -300,6 +308,7 @@ class TrainStream:
         self.rank = rank
         self.world_size = world_size
         self.augment_images = augment_images
+        self.unambiguous = unambiguous
         self.per_rank = len(data) // world_size
         self.batches_per_epoch = self.per_rank // batch_size
         if self.batches_per_epoch < 1:
@@ -308,6 +317,7 @@ class TrainStream:
                 "process(es); use more scenes or a smaller batch"
             )
         self._captions: tuple[int, Captions] | None = None
+        self._full_captions: tuple[int, Captions] | None = None
 
     def _order(self, epoch: int) -> list[int]:
         from torch.utils.data import DistributedSampler
@@ -331,6 +341,15 @@ class TrainStream:
             )
         return self._captions[1]
 
+    def full_captions(self, epoch: int) -> Captions:
+        """Full captions of every scene for ``epoch`` (what ambiguous partial captions become)."""
+        if self._full_captions is None or self._full_captions[0] != epoch:
+            caps = draw_captions(
+                self.data.scenes, self.seed, self.tokenizer, salt=-(epoch + 3), full_share=1.0
+            )
+            self._full_captions = (epoch, caps)
+        return self._full_captions[1]
+
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
         """The batches of ``epoch``, beginning at ``start_batch`` (to resume mid-epoch)."""
         order = self._order(epoch)
@@ -345,8 +364,21 @@ class TrainStream:
                 gen = torch.Generator().manual_seed(hash_seed(self.seed, epoch, b, self.rank))
             images = self.normalizer(pixels, gen)
             scenes = [self.data.scenes[i] for i in idx]
-            relevance = relevance_of([caps.attributes[i] for i in idx], scenes)
-            yield Batch(images, caps.tokens[idx], torch.from_numpy(relevance), torch.as_tensor(idx))
+            attributes = [caps.attributes[i] for i in idx]
+            tokens = caps.tokens[idx]
+            relevance = relevance_of(attributes, scenes)
+            if self.unambiguous:
+                off_diagonal = relevance >= 1.0 - 1e-6
+                np.fill_diagonal(off_diagonal, False)
+                ambiguous = [j for j in np.flatnonzero(off_diagonal.any(axis=0)) if len(attributes[j]) < 5]
+                if ambiguous:
+                    full = self.full_captions(epoch)
+                    tokens = tokens.clone()
+                    for j in ambiguous:
+                        attributes[j] = full.attributes[idx[j]]
+                        tokens[j] = full.tokens[idx[j]]
+                    relevance = relevance_of(attributes, scenes)
+            yield Batch(images, tokens, torch.from_numpy(relevance), torch.as_tensor(idx), attributes)
 
 
 def hash_seed(*parts: int) -> int:

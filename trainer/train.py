@@ -84,6 +84,7 @@ class TrainConfig:
     heldout_scenes: int = 500
     scene_seed: int = 0  # which scenes (separate from the training seed, so seeds share data)
     augment: bool = True
+    unambiguous: bool = True  # partial captions that fully match another scene of the batch become full
     eval_every: int | None = None  # steps between validations (default: once an epoch)
     select_metric: str = "score"
     out_dir: str = "runs/train"
@@ -564,6 +565,7 @@ def _train(config, resume, on_progress, objective_factory, dist_info: _Dist) -> 
         rank=dist_info.rank,
         world_size=dist_info.world_size,
         augment_images=config.augment,
+        unambiguous=config.unambiguous,
     )
     eval_sets = []
     if dist_info.is_main:

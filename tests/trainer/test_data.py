@@ -96,7 +96,6 @@ def test_batches_carry_graded_relevance_with_unit_diagonal(train_set, tokenizer)
     assert len(batches) == 3
     seen = torch.cat([b.indices for b in batches])
     assert sorted(seen.tolist()) == list(range(48))
-    caps = stream.captions(0)
     for batch in batches:
         assert batch.images.shape == (16, 3, SIZE, SIZE) and batch.images.dtype == torch.float32
         assert batch.tokens.shape[0] == 16
@@ -106,10 +105,32 @@ def test_batches_carry_graded_relevance_with_unit_diagonal(train_set, tokenizer)
         assert float(r.min()) >= 0.0 and float(r.max()) <= 1.0
         idx = batch.indices.tolist()
         for i, j in [(0, 1), (3, 7), (15, 2)]:
-            expected = scenes.relevance(caps.attributes[idx[j]], train_set.scenes[idx[i]])
+            expected = scenes.relevance(batch.attributes[j], train_set.scenes[idx[i]])
             assert float(r[i, j]) == pytest.approx(expected)
+        # no partial caption matches another scene of its batch as well as its own
+        for j, attrs in enumerate(batch.attributes):
+            assert all(train_set.scenes[idx[j]].attributes()[k] == v for k, v in attrs.items())
+            others = [float(r[i, j]) for i in range(16) if i != j]
+            assert len(attrs) == 5 or max(others) < 1.0
     values = torch.cat([b.relevance.flatten() for b in batches])
     assert ((values > 0) & (values < 1)).any()  # graded, not 0/1
+
+
+def test_ambiguous_partial_captions_are_kept_when_asked(train_set, tokenizer):
+    def ambiguous_columns(unambiguous: bool) -> int:
+        stream = TrainStream(
+            train_set, tokenizer, batch_size=16, seed=0, normalizer=ImageNormalizer(), unambiguous=unambiguous
+        )
+        count = 0
+        for batch in stream.epoch(0):
+            full_match = (batch.relevance >= 1) & ~torch.eye(16, dtype=torch.bool)
+            count += sum(
+                1 for j in range(16) if len(batch.attributes[j]) < 5 and bool(full_match[:, j].any())
+            )
+        return count
+
+    assert ambiguous_columns(True) == 0
+    assert ambiguous_columns(False) > 0
 
 
 def test_stream_is_deterministic_and_resumable_mid_epoch(train_set, tokenizer):
