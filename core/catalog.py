@@ -202,9 +202,22 @@ def _migrate_to_1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def _migrate_to_2(conn: sqlite3.Connection) -> None:
+    """Tags given in the app, keyed by content so they follow a renamed or moved photo."""
+    conn.execute(
+        """CREATE TABLE user_tags (
+            content_hash TEXT NOT NULL,
+            tag TEXT NOT NULL,
+            added REAL NOT NULL,
+            PRIMARY KEY (content_hash, tag)
+        ) WITHOUT ROWID"""
+    )
+    conn.execute("CREATE INDEX user_tags_tag ON user_tags(tag)")
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: list[Migration] = [_migrate_to_1]
+MIGRATIONS: list[Migration] = [_migrate_to_1, _migrate_to_2]
 """The ladder: ``MIGRATIONS[i]`` takes the schema from version i to i + 1 (0 is an empty file)."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -42,3 +42,11 @@ class IndexCorruptError(LadderLensError):
 
 class QueryError(LadderLensError):
     """A search query is empty or malformed."""
+
+
+class ProfileError(LadderLensError):
+    """A fine-tune profile is missing, damaged, or made for another base model."""
+
+
+class FinetuneError(LadderLensError):
+    """A fine-tune cannot start or go on: too few tagged photos, too few tags, bad settings."""
