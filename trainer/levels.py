@@ -9,9 +9,10 @@ over rows.
 
 How, and why it is exact where it matters:
 
-* Each row is sorted and reduced to its distinct values with multiplicities. Relevance degrees
-  computed from tags or attributes take few distinct values (a few dozen), so this shrinks a
-  row of hundreds of candidates to a few dozen weighted points, without changing any result.
+* Each row is sorted (numpy's vectorised sort on the CPU, much faster there than torch's) and
+  reduced to its distinct values with multiplicities. Relevance degrees computed from tags or
+  attributes take few distinct values (a few dozen), so this shrinks a row of hundreds of
+  candidates to a few dozen weighted points, without changing any result.
 * In 1-D every k-means solution splits the sorted values into contiguous segments, and the
   best split for every k up to k_max comes out of one dynamic programme over split points
   (the classic optimal 1-D k-means, as in Ckmeans.1d.dp), batched over rows. A row with at
@@ -46,12 +47,9 @@ logger = logging.getLogger(__name__)
 EXACT_MAX_DISTINCT = 32
 """Rows with at most this many distinct values get the exact optimal k-means split."""
 
-BUCKETS = 256
-"""Rows are first binned into this many equal buckets to find their distinct values without
-sorting; when a bucket holds two different values, the rows are sorted instead."""
-
 SAME_VALUE_RTOL = 1e-6
-"""Values closer than this fraction of their row's range may be merged into one (rounding)."""
+"""Values of a row closer than this fraction of the row's range are one value (so that rounding
+noise, e.g. 0.6 against 0.6000000000000001, does not split a level)."""
 
 COARSE_BINS = 32
 """Rows with more distinct values are first split optimally at the edges of this many groups."""
@@ -116,11 +114,8 @@ class _Compressed:
     shift: Tensor  # (G, 1) row mean that was subtracted
     distinct: Tensor  # (G,) number of distinct values
     n: int  # original row length
-    # how to find the position of an original entry: by bucket, or by value
-    bucket: Tensor | None  # (G, N) bucket of every entry
-    slot: Tensor | None  # (G, BUCKETS) position of every bucket (M where empty)
-    raw: Tensor | None  # (G, N) original values (work dtype), when there are no buckets
-    raw_sorted: Tensor | None  # (G, M) distinct original values (work dtype)
+    raw: Tensor  # (G, N) original values (float32 or float64)
+    raw_sorted: Tensor  # (G, M) distinct original values (work dtype), padded with the row maximum
 
 
 def _check_values(values: Tensor) -> None:
@@ -136,10 +131,10 @@ def _prefix(x: Tensor) -> Tensor:
     return torch.cat([x.new_zeros(x.shape[0], 1), x.cumsum(1)], dim=1)
 
 
-def _with_prefix(
-    vals: Tensor, weights: Tensor, distinct: Tensor, n: int, **lookup: Tensor | None
-) -> _Compressed:
+def _with_prefix(vals: Tensor, weights: Tensor, distinct: Tensor, raw: Tensor) -> _Compressed:
+    n = raw.shape[1]
     shift = (vals * weights).sum(dim=1, keepdim=True) / n
+    raw_sorted = vals
     vals = vals - shift
     wv = weights * vals
     return _Compressed(
@@ -151,10 +146,8 @@ def _with_prefix(
         shift=shift,
         distinct=distinct,
         n=n,
-        bucket=lookup.get("bucket"),
-        slot=lookup.get("slot"),
-        raw=lookup.get("raw"),
-        raw_sorted=lookup.get("raw_sorted"),
+        raw=raw,
+        raw_sorted=raw_sorted,
     )
 
 
@@ -168,75 +161,46 @@ def _sort_rows(x: Tensor) -> Tensor:
 def _compress_sorted(values: Tensor) -> _Compressed:
     """Exact distinct values of every row, by sorting each row."""
     g, n = values.shape
-    work = work_dtype(values.device)
-    raw = values.detach().to(work)
-    v = _sort_rows(raw)
-    new = v[:, 1:] != v[:, :-1]
+    raw = values.detach()
+    if raw.dtype not in (torch.float32, torch.float64):
+        raw = raw.to(torch.float32)  # exact for half precision, bfloat16 and small integers
+    v = _sort_rows(raw).to(work_dtype(values.device))
+    gaps = v[:, 1:] - v[:, :-1]
+    new = gaps > SAME_VALUE_RTOL * (v[:, -1:] - v[:, :1])  # a new distinct value starts
     distinct = new.sum(dim=1) + 1
     m = int(distinct.max())
     if int(distinct.min()) == n:  # all distinct: nothing to merge
         vals, weights = v, torch.ones_like(v)
     else:
-        seg = torch.cat([new.new_zeros(g, 1, dtype=torch.int64), new.cumsum(1)], dim=1)
-        vals = v[:, -1:].expand(g, m).clone().scatter_(1, seg, v)
+        starts = torch.cat([new.new_ones(g, 1), new], dim=1)
+        seg = starts.cumsum(1) - 1
+        # a run of equal values is represented by its first (smallest) value: one non-zero term
+        # per run, so the sum is exact whatever the order of the additions
+        vals = v.new_zeros(g, m).scatter_add_(1, seg, v * starts)
         weights = v.new_zeros(g, m).scatter_add_(1, seg, torch.ones_like(v))
-    return _with_prefix(vals, weights, distinct, n, raw=raw, raw_sorted=vals)
-
-
-def _compress_buckets(values: Tensor) -> _Compressed | None:
-    """Distinct values of every row without sorting, when they are few and well apart.
-
-    Each row's range is cut into ``BUCKETS`` equal buckets. If no bucket holds values that
-    differ by more than ``SAME_VALUE_RTOL`` of the row's range, the occupied buckets are the
-    distinct values; otherwise (continuous data) this returns None.
-    """
-    g, n = values.shape
-    work = work_dtype(values.device)
-    x = values.detach().to(work)
-    lo = x.amin(dim=1, keepdim=True)
-    span = x.amax(dim=1, keepdim=True) - lo
-    scale = torch.where(span > 0, BUCKETS / torch.where(span > 0, span, 1.0), 0.0)
-    bucket = ((x - lo) * scale).long().clamp_(max=BUCKETS - 1)
-    y = x - lo  # in [0, span]: keeps the variance test below well conditioned
-    counts = x.new_zeros(g, BUCKETS).scatter_add_(1, bucket, torch.ones_like(x))
-    sums = x.new_zeros(g, BUCKETS).scatter_add_(1, bucket, y)
-    squares = x.new_zeros(g, BUCKETS).scatter_add_(1, bucket, y * y)
-    occupied = counts > 0
-    safe = torch.where(occupied, counts, 1.0)
-    spread = squares - sums * sums / safe  # count * variance of each bucket
-    if bool((spread > counts * (SAME_VALUE_RTOL * span) ** 2).any()):
-        return None
-    slot = occupied.cumsum(1) - 1  # position of every occupied bucket
-    distinct = slot[:, -1] + 1
-    m = int(distinct.max())
-    slot = torch.where(occupied, slot, m)  # empty buckets go to an extra column, dropped
-    means = sums / safe + lo
-    vals = (lo + span).expand(g, m + 1).clone().scatter_(1, slot, means)[:, :m]
-    weights = counts.new_zeros(g, m + 1).scatter_(1, slot, counts)[:, :m]
-    return _with_prefix(vals, weights, distinct, n, bucket=bucket, slot=slot)
+        vals = vals + (weights == 0) * v[:, -1:]  # padding repeats the row maximum
+    return _with_prefix(vals, weights, distinct, raw)
 
 
 def _compress(values: Tensor) -> _Compressed:
-    rows = _compress_buckets(values)
-    return rows if rows is not None else _compress_sorted(values)
+    return _compress_sorted(values)
 
 
-def _entry_labels(rows: _Compressed, bounds: Tensor) -> Tensor:
-    """Ascending cluster of every original entry (G, N) from split boundaries (G, K+1)."""
+def _entry_levels(rows: _Compressed, bounds: Tensor, top: Tensor) -> Tensor:
+    """Level ``top - cluster`` of every original entry (G, N), clusters ascending from 0.
+
+    ``bounds`` (G, K+1) splits each row's distinct values; ``top`` (G,) is k - 1 for levels
+    numbered from the most relevant, or 0 with bounds that split nothing.
+    """
     inner = bounds[:, 1:-1]
-    if rows.slot is not None and rows.bucket is not None:
-        # cluster of every bucket, then of every entry through its bucket
-        table = (rows.slot[:, :, None] >= inner[:, None, :]).sum(dim=2)
-        return table.gather(1, rows.bucket)
-    assert rows.raw is not None and rows.raw_sorted is not None
     m = rows.raw_sorted.shape[1]
     # smallest value of every cluster but the first; +inf for the unused ones
     first = rows.raw_sorted.gather(1, inner.clamp(max=m - 1))
-    first = torch.where(inner < rows.distinct[:, None], first, float("inf"))
-    labels = torch.zeros_like(rows.raw, dtype=torch.int64)
+    first = torch.where(inner < rows.distinct[:, None], first, float("inf")).to(rows.raw.dtype)
+    out = top[:, None].expand_as(rows.raw).clone()
     for j in range(first.shape[1]):  # k - 1 boundaries, not rows
-        labels += rows.raw >= first[:, j : j + 1]
-    return labels
+        out -= (rows.raw >= first[:, j : j + 1]).long()
+    return out
 
 
 def _gather_rows(table: Tensor, idx: Tensor) -> Tensor:
@@ -263,11 +227,15 @@ def _optimal_bounds(rows: _Compressed, cand: Tensor, ks: tuple[int, ...]) -> Ten
     w = rows.prefix_w.gather(1, cand)
     s = rows.prefix_s.gather(1, cand)
     q = rows.prefix_q.gather(1, cand)
-    # cost[row, end, start]: squared deviations of the segment [start, end); +inf if empty
-    dw = w[:, :, None] - w[:, None, :]
+    # cost[row, end, start]: squared deviations of the segment [start, end). Weights are whole
+    # counts, so clamping them at 1 only touches empty segments, which cost 0: an optimum never
+    # has an empty segment when the row has k distinct values (splitting a segment that holds
+    # two values lowers its cost), and where it does, the split is flagged invalid later.
+    # Arithmetic only (no masks, no 0/0): both are slow on large tensors on the CPU.
+    dw = (w[:, :, None] - w[:, None, :]).clamp_(min=1.0)
     ds = s[:, :, None] - s[:, None, :]
     cost = q[:, :, None] - q[:, None, :] - ds * ds / dw
-    cost = torch.where(dw > 0, cost, float("inf"))
+    cost += torch.full((c1, c1), float("inf"), dtype=cost.dtype, device=cost.device).triu_(1)  # start > end
     k_max = max(ks)
     # best[j][row, end]: least cost of j+1 segments covering [0, end)
     best = [cost[:, :, 0]]
@@ -294,17 +262,18 @@ def _lloyd_polish(rows: _Compressed, bounds: Tensor, ks: tuple[int, ...], max_it
     first = bounds[:, :, :1]
     last = bounds[:, :, -1:]
     inner = bounds[:, :, 1:-1].contiguous()
-    top = rows.distinct.view(g, 1, 1).expand_as(inner)
     for _ in range(max_iter):
         full = torch.cat([first, inner, last], dim=2)
         w = _gather_rows(rows.prefix_w, full).diff(dim=2)
         s = _gather_rows(rows.prefix_s, full).diff(dim=2)
-        cent = torch.where((w > 0) & ~unused, s / w, float("inf"))
+        filled = (w > 0) & ~unused
+        cent = torch.where(filled, s / torch.where(filled, w, 1.0), float("inf"))
         cent = cent.sort(dim=2).values  # an emptied cluster (+inf) goes last
         mids = (cent[:, :, :-1] + cent[:, :, 1:]) * 0.5
-        # a value exactly halfway goes to the lower cluster, as an argmin over distances does
+        # a value exactly halfway goes to the lower cluster, as an argmin over distances does;
+        # the midpoints of unused clusters are +inf, so their boundaries stay at M, past the
+        # padding, which stays in the last used cluster
         new_inner = torch.searchsorted(rows.values, mids.view(g, -1), right=True).view(g, nk, k1 - 2)
-        new_inner = torch.minimum(new_inner, top)
         if torch.equal(new_inner, inner):
             break
         inner = new_inner
@@ -378,13 +347,13 @@ def _silhouettes(rows: _Compressed, st: _SplitStats) -> Tensor:
     # = x (2 W[p] - W[lo] - W[hi]) - 2 S[p] + S[lo] + S[hi]   (the copies of x add 0)
     intra = x * (2 * rows.prefix_w[:, None, :-1] - ends_w.gather(2, lab))
     intra = intra - 2 * rows.prefix_s[:, None, :-1] + ends_s.gather(2, lab)
-    size = st.counts.gather(2, lab)
-    a = intra / (size - 1).clamp(min=1)
+    a = intra / (st.counts - 1).clamp(min=1).gather(2, lab)
     b = torch.minimum(x - lower.gather(2, lab), upper.gather(2, lab) - x)
-    denom = torch.maximum(a, b)
-    ok = (size > 1) & (denom > 0) & torch.isfinite(b)
-    s = torch.where(ok, (b - a) / torch.where(ok, denom, 1.0), 0.0)
-    sil = (s * rows.weights[:, None, :]).sum(dim=2) / rows.n
+    # b > 0 in a valid split (every other cluster lies strictly on one side); a point alone in
+    # its cluster scores 0, so its weight is dropped; invalid splits are discarded below
+    s = (b - a) / torch.maximum(a, b)
+    not_alone = (st.counts > 1).to(s.dtype).gather(2, lab)
+    sil = (s * not_alone * rows.weights[:, None, :]).sum(dim=2) / rows.n
     return torch.where(st.valid, sil, -float("inf"))
 
 
@@ -416,7 +385,7 @@ def kmeans_1d(values: Tensor, k: int, *, max_iter: int = DEFAULT_MAX_ITER) -> KM
         rows = _compress(values)
         ks = (k,)
         st = _split_stats(rows, _best_bounds(rows, ks, max_iter), ks)
-        labels = _entry_labels(rows, st.bounds[:, 0, :])
+        labels = -_entry_levels(rows, st.bounds[:, 0, :], torch.zeros_like(rows.distinct))
     return KMeans1D(
         labels=labels,
         centroids=st.means[:, 0, :k] + rows.shift,
@@ -456,9 +425,11 @@ def adaptive_levels(
         any_valid = torch.isfinite(best_sil)
         k_col = torch.tensor(ks, device=values.device)[best.squeeze(1)]
         bounds = st.bounds.gather(1, best[:, :, None].expand(g, 1, st.bounds.shape[2])).squeeze(1)
-        ascending = _entry_labels(rows, bounds)
-        levels = torch.where(any_valid[:, None], k_col[:, None] - 1 - ascending, 0)
+        # a row with no valid split is one level: bounds that split nothing
+        bounds = torch.where(any_valid[:, None], bounds, torch.full_like(bounds, rows.values.shape[1]))
+        bounds[:, 0] = 0
         k_out = torch.where(any_valid, k_col, 1)
+        levels = _entry_levels(rows, bounds, k_out - 1)
         sil_out = torch.where(any_valid, best_sil, float("nan"))
     return LevelAssignment(levels=levels, k=k_out, silhouette=sil_out)
 

@@ -21,9 +21,9 @@ candidates. For every boundary l = 0, 1, ... the hinge
 asks every candidate at or above the boundary to beat every candidate below it by margin_l,
 and is weighted by beta_l. Boundary 0 is exactly the VSE++ hardest-negative triplet term. A
 boundary with nothing below it contributes nothing (the reference implementation adds a
-spurious constant there). The per-level minima and maxima come from one scatter over the
-levels and a cumulative min/max across levels, so the cost does not grow with the number of
-levels.
+spurious constant there). The worst and best candidates of every level come from one
+scatter over the levels and a cumulative min/max across levels, so the cost hardly grows with
+the number of levels, and the gradient only touches the two candidates of each hinge.
 
 Reduction: "sum" (default) sums the hinges over the queries of both directions, as the
 VSE++ and ladder-loss references do, so the loss grows with the batch size and the learning
@@ -120,6 +120,18 @@ def _similarity(image_features: Tensor, text_features: Tensor) -> Tensor:
 # the shared ladder formulation
 
 
+def _order_keys(scores: Tensor) -> Tensor:
+    """int64 keys ordered as (score, candidate index): float32 score bits high, index low.
+
+    The float32 bit pattern, with the lower 31 bits flipped for negative numbers, orders as the
+    numbers do; the candidate index in the low 32 bits breaks ties by the lower index.
+    """
+    bits = scores.detach().to(torch.float32).contiguous().view(torch.int32)
+    ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    index = torch.arange(scores.shape[-1], device=scores.device, dtype=torch.int64)
+    return (ordered.to(torch.int64) << 32) | index
+
+
 def ladder_hinges(scores: Tensor, levels: Tensor, margins: Tensor) -> Tensor:
     """Hard-contrastive hinges of every query at every level boundary.
 
@@ -132,17 +144,29 @@ def ladder_hinges(scores: Tensor, levels: Tensor, margins: Tensor) -> Tensor:
     Returns:
         (..., Q, L) tensor: [margin_l - min_{level <= l} S + max_{level > l} S]_+, zero where a
         query has nothing above or nothing below boundary l.
+
+    The worst candidate above and the best below every boundary are located without gradient,
+    in one pass: the per-level minimum and maximum of (score, index) keys (scores rounded to
+    float32 for this, ties broken by the lower index), then a cumulative min / max across
+    levels. The hinge then reads those scores with ``gather``, so the gradient is sparse: two
+    entries per query and boundary.
     """
-    n_levels = margins.shape[0] + 1
-    shape = (*scores.shape[:-1], n_levels)
-    # best and worst score on each level; empty levels hold +inf / -inf
-    level_min = scores.new_full(shape, float("inf")).scatter_reduce(-1, levels, scores, "amin")
-    level_max = scores.new_full(shape, -float("inf")).scatter_reduce(-1, levels, scores, "amax")
-    worst_above = torch.cummin(level_min, dim=-1).values[..., :-1]  # min over levels <= l
-    best_below = torch.cummax(level_max.flip(-1), dim=-1).values.flip(-1)[..., 1:]  # max over levels > l
-    # worst_above is finite (or +inf) and best_below finite (or -inf), so an empty side gives
-    # -inf here: the hinge and its gradient are 0 with no NaN
-    return F.relu(margins - worst_above + best_below)
+    n_boundaries = margins.shape[0]
+    shape = (*scores.shape[:-1], n_boundaries + 1)
+    with torch.no_grad():
+        keys = _order_keys(scores)
+        top = torch.iinfo(torch.int64).max
+        bottom = torch.iinfo(torch.int64).min
+        level_min = torch.full(shape, top, device=scores.device).scatter_reduce_(-1, levels, keys, "amin")
+        level_max = torch.full(shape, bottom, device=scores.device).scatter_reduce_(-1, levels, keys, "amax")
+        worst_above = torch.cummin(level_min, dim=-1).values[..., :-1]  # over levels <= l
+        best_below = torch.cummax(level_max.flip(-1), dim=-1).values.flip(-1)[..., 1:]  # levels > l
+        both_sides = (worst_above != top) & (best_below != bottom)
+        low_bits = 0xFFFFFFFF
+        above_index = torch.where(both_sides, worst_above & low_bits, 0)
+        below_index = torch.where(both_sides, best_below & low_bits, 0)
+    violation = margins - scores.gather(-1, above_index) + scores.gather(-1, below_index)
+    return F.relu(violation) * both_sides
 
 
 class _LadderBase(nn.Module):
@@ -183,6 +207,19 @@ class _LadderBase(nn.Module):
         for name, value in zip(self._term_names(), weighted.unbind(0), strict=True):
             out[name] = value
         return out
+
+
+def _off_diagonal(matrix: Tensor) -> Tensor:
+    """(B, B) -> (B, B-1): every row without its diagonal entry, in order."""
+    b = matrix.shape[0]
+    return matrix.reshape(-1)[1:].view(b - 1, b + 1)[:, :-1].reshape(b, b - 1)
+
+
+def _with_diagonal(rows: Tensor) -> Tensor:
+    """(B, B-1) -> (B, B): the inverse of :func:`_off_diagonal`, with zeros on the diagonal."""
+    b = rows.shape[0]
+    body = F.pad(rows.reshape(b - 1, b), (0, 1)).reshape(-1)
+    return F.pad(body, (1, 0)).view(b, b)
 
 
 def _eye_levels(batch: int, device: torch.device) -> Tensor:
@@ -360,15 +397,12 @@ class AdaptiveLadderLoss(_LadderBase):
         batch = relevance.shape[0]
         if relevance.shape != (batch, batch):
             raise ValueError(f"relevance must be square, got shape {tuple(relevance.shape)}")
-        levels = torch.zeros(2, batch, batch, dtype=torch.int64, device=relevance.device)
         if batch < 2:
-            return levels
-        off_diag = ~torch.eye(batch, dtype=torch.bool, device=relevance.device)
-        both = torch.stack([relevance, relevance.T])
-        candidates = both[:, off_diag].reshape(2 * batch, batch - 1)
+            return torch.zeros(2, batch, batch, dtype=torch.int64, device=relevance.device)
+        candidates = torch.cat([_off_diagonal(relevance), _off_diagonal(relevance.T)])
         assignment = adaptive_levels(candidates, self.k_min, self.k_max, max_iter=self.max_iter)
-        levels[:, off_diag] = (assignment.levels + 1).reshape(2, -1)
-        return levels
+        levels = assignment.levels + 1
+        return torch.stack([_with_diagonal(levels[:batch]), _with_diagonal(levels[batch:])])
 
     def forward(
         self,

@@ -61,6 +61,16 @@ def discrete_rows(rng: np.random.Generator, rows: int, n: int) -> np.ndarray:
     return ((items == query) * weights).sum(-1)
 
 
+def continuous_rows(rng: np.random.Generator, rows: int, n: int) -> np.ndarray:
+    """Rows of distinct values, no two closer than 5e-6 (uniform, skewed and clustered)."""
+    grid = np.stack([rng.choice(20000, n, replace=False) for _ in range(3 * rows)]) / 20000
+    uniform = grid[:rows]
+    skewed = (0.05 + 0.95 * grid[rows : 2 * rows]) ** 2
+    centres = rng.choice([0.1, 0.5, 0.9], (rows, n))
+    clustered = centres + grid[2 * rows :] / 10
+    return np.concatenate([uniform, skewed, clustered])
+
+
 def as_tensor(x: np.ndarray) -> torch.Tensor:
     return torch.tensor(x, dtype=torch.float64)
 
@@ -107,7 +117,7 @@ def test_kmeans_is_optimal_when_values_are_few(k):
 def test_kmeans_on_continuous_rows_is_a_lloyd_fixed_point_near_the_optimum():
     rng = np.random.default_rng(1)
     n = 2 * levels.EXACT_MAX_DISTINCT + 6  # too many distinct values for the exact path
-    x = np.concatenate([rng.random((4, n)), rng.beta(0.5, 3.0, (4, n))])
+    x = continuous_rows(rng, 3, n)
     for k in (2, 3):
         km = kmeans_1d(as_tensor(x), k)
         assert km.valid.all()
@@ -157,16 +167,36 @@ def _brute_choice(row: np.ndarray, k_min: int, k_max: int) -> tuple[int, float, 
 @pytest.mark.parametrize("kind", ["discrete", "continuous"])
 def test_adaptive_choice_matches_brute_force_silhouette(kind):
     rng = np.random.default_rng(7)
-    if kind == "discrete":
-        x = discrete_rows(rng, 24, 30)
-    else:
-        x = np.concatenate([rng.random((8, 40)), rng.beta(0.4, 2.0, (8, 40)), rng.normal(0.5, 0.2, (8, 40))])
+    x = discrete_rows(rng, 24, 30) if kind == "discrete" else continuous_rows(rng, 8, 40)
     got = adaptive_levels(as_tensor(x), 2, 4)
     for i, row in enumerate(x):
         k, s, want_levels = _brute_choice(row, 2, 4)
         assert int(got.k[i]) == k, f"row {i}"
         assert float(got.silhouette[i]) == pytest.approx(s, abs=1e-9)
         assert got.levels[i].tolist() == want_levels.tolist()
+
+
+def test_a_batch_gives_what_its_rows_give_alone():
+    # rows of very different numbers of distinct values share one padded layout in a batch,
+    # both below and above the exact-split limit
+    rng = np.random.default_rng(13)
+    n = 3 * levels.EXACT_MAX_DISTINCT
+    x = np.concatenate(
+        [
+            np.round(rng.random((4, n)), 1),  # about 11 distinct values
+            np.round(rng.random((4, n)), 2),  # more than the exact limit, with repeats
+            rng.random((4, n)),  # all distinct
+            discrete_rows(rng, 4, n),
+        ]
+    )
+    for values in (as_tensor(x), as_tensor(x[4:])):
+        batched = adaptive_levels(values)
+        assert torch.isfinite(batched.silhouette).all()
+        for i in range(values.shape[0]):
+            alone = adaptive_levels(values[i : i + 1])
+            assert int(batched.k[i]) == int(alone.k[0])
+            assert batched.levels[i].tolist() == alone.levels[0].tolist()
+            assert float(batched.silhouette[i]) == pytest.approx(float(alone.silhouette[0]), abs=1e-12)
 
 
 def test_levels_descend_with_relevance():
@@ -177,17 +207,6 @@ def test_levels_descend_with_relevance():
         assert sorted(set(lev.tolist())) == list(range(k))
         for level in range(k - 1):  # every value of level l is above every value of level l+1
             assert row[lev == level].min() > row[lev == level + 1].max()
-
-
-def test_bucketed_and_sorted_paths_agree(monkeypatch):
-    rng = np.random.default_rng(5)
-    x = as_tensor(discrete_rows(rng, 16, 50))
-    fast = adaptive_levels(x)
-    monkeypatch.setattr(levels, "_compress_buckets", lambda values: None)
-    slow = adaptive_levels(x)
-    assert torch.equal(fast.levels, slow.levels)
-    assert torch.equal(fast.k, slow.k)
-    torch.testing.assert_close(fast.silhouette, slow.silhouette, rtol=0, atol=1e-12)
 
 
 def test_rows_that_cannot_be_split_are_one_level():
@@ -216,12 +235,27 @@ def test_levels_follow_a_permutation_of_the_columns():
     assert torch.equal(a.k, b.k)
 
 
-def test_float32_input_gives_the_same_levels_as_float64():
+def test_float32_and_half_inputs_are_handled_exactly():
     rng = np.random.default_rng(2)
-    x = discrete_rows(rng, 12, 25).astype(np.float32)
-    a = adaptive_levels(torch.from_numpy(x))
-    b = adaptive_levels(torch.from_numpy(x.astype(np.float64)))
-    assert torch.equal(a.levels, b.levels)
+    x = torch.from_numpy(discrete_rows(rng, 12, 25).astype(np.float32))
+    want = adaptive_levels(x.double())  # the same numbers in float64
+    for values in (x, x.to(torch.bfloat16).float(), x.half()):
+        got = adaptive_levels(values)
+        ref = adaptive_levels(values.double())
+        assert torch.equal(got.levels, ref.levels)
+        assert torch.equal(got.k, ref.k)
+    assert torch.equal(adaptive_levels(x).levels, want.levels)
+
+
+def test_rounding_noise_does_not_split_a_value():
+    # 0.35 + 0.25 and 0.25 + 0.35 need not be the same float: they must be one relevance value
+    rng = np.random.default_rng(9)
+    x = discrete_rows(rng, 8, 30)
+    noisy = x + rng.choice([0.0, 1e-15, -1e-15], x.shape) * (x > 0)
+    clean = adaptive_levels(as_tensor(x))
+    assert torch.equal(adaptive_levels(as_tensor(noisy)).levels, clean.levels)
+    km = kmeans_1d(as_tensor(np.array([[0.2, 0.2 + 1e-12, 0.2 - 1e-12, 0.9, 0.9]])), 3)
+    assert not bool(km.valid[0])  # two values, not four
 
 
 @pytest.mark.parametrize(
