@@ -5,12 +5,21 @@ A library is a folder::
     catalog.sqlite          folders, photos, failures, model identities, settings
     vectors/<model>.g<N>.f32  the vectors of each model identity (keyed by content)
     index/<model>.idx       the search index of each model identity (rebuilt when missing)
+    profiles/<name>/vN.*    fine-tune profiles (see :mod:`core.profiles`)
 
 Opening a library is cheap: the model (torch, open_clip) is loaded on the first search or index.
 The library has one *active* model, whose vectors answer searches. Switching models
 (:meth:`Library.set_model`) sets a *target*: the next :meth:`Library.iter_index` embeds the photos
 for it, and the target becomes active only once its vectors are complete, so searches never see a
 half-embedded library and vectors of two models never mix.
+
+A fine-tune *profile* (:meth:`Library.use_profile`) can answer searches instead of the bare model.
+An adapter profile keeps vectors of its own (the model's stored vectors, transformed; no photo is
+decoded again) under the model identity with the adapter's id, and its own index; they are built
+completely before the profile takes over, so a switch is atomic and switching back to the bare
+model is instant (its vectors are never touched). Indexing keeps the active profile's vectors in
+step. A full profile is a model of its own: using it re-embeds the library like
+:meth:`Library.set_model`.
 """
 
 from __future__ import annotations
@@ -27,10 +36,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .catalog import Catalog, Failure, Folder
-from .errors import FolderError, IndexCorruptError, LibraryError, QueryError
+from .errors import FolderError, IndexCorruptError, LibraryError, ProfileError, QueryError
 from .grading import MatchGate, Tier
 from .indexer import Indexer, IndexProgress, IndexReport, drive
 from .paths import library_dir
+from .profiles import ProfileInfo, ProfileProgress, ProfileStore
 from .query import Query
 
 if TYPE_CHECKING:
@@ -46,6 +56,8 @@ BACKGROUND_SAMPLE = 2000
 _META_MODEL = "model"
 _META_TARGET = "model_target"
 _META_IDENTITY = "model_identity"
+_META_PROFILE = "profile"
+PROFILE_APPLY_CHUNK = 16384
 
 STARTER_DESCRIPTION = (
     "LadderLens starter model (bundled, small, trained only on the LadderLens scene world). "
@@ -80,6 +92,7 @@ class LibraryStatus:
     failures: int
     folders: list[FolderStatus]
     target_model: str | None = None  # a model being switched to, when not complete yet
+    profile: str | None = None  # the fine-tune profile answering searches ("name vN"), if any
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +101,7 @@ class LibraryStatus:
             "model_spec": self.model_spec,
             "is_starter": self.is_starter,
             "target_model": self.target_model,
+            "profile": self.profile,
             "photos": self.photos,
             "indexed": self.indexed,
             "failures": self.failures,
@@ -174,6 +188,7 @@ class Library:
         except OSError as e:
             raise LibraryError(f"Cannot create the library folder {root}: {e.strerror}.") from e
         self.catalog = Catalog(root / "catalog.sqlite")
+        self.profile_store = ProfileStore(root)
         self._device = device
         self._lock = threading.RLock()
         self._models: dict[str, _ModelState] = {}  # by spec text
@@ -404,6 +419,8 @@ class Library:
                     state.searcher = None  # the background sample is stale
             if completed and folders is None:
                 self._promote(spec, state)
+            if spec == self._active:
+                self._sync_profile(state)
         return report
 
     def index(
@@ -434,6 +451,8 @@ class Library:
         self.catalog.set_meta(_META_TARGET, None)
         self.catalog.set_meta(_META_MODEL, spec)
         self._record_identity(spec, state)
+        if not self._profile_serves(self._profile_record(), spec):
+            self._set_profile_record(None)  # a profile of the previous model does not apply
 
     def _record_identity(self, spec: str, state: _ModelState) -> None:
         key = state.embedder.identity.key
@@ -465,7 +484,7 @@ class Library:
             query = Query(query.terms, photo_id=int(like_photo_id), text=query.text)
         if not query.terms and not query.has_example:
             raise QueryError("Type something to search for, or give an example image.")
-        state = self._state(self._active)
+        state = self._serving()
         searcher = self._searcher(state)
         result = searcher.search(query, k)
         photos = self.catalog.photos(h.photo_id for h in result.hits)
@@ -517,6 +536,301 @@ class Library:
 
         return encode
 
+    # ------------------------------------------------------------------ profiles
+
+    def profiles(self) -> list[ProfileInfo]:
+        """Every saved fine-tune profile version of this library."""
+        return self.profile_store.list()
+
+    def vectors(self) -> VectorStore:
+        """The active model's stored photo vectors (never adapted; loads the model on first use)."""
+        return self._state(self._active).store
+
+    @property
+    def active_profile(self) -> ProfileInfo | None:
+        """The profile answering searches, or None (the bare model answers)."""
+        record = self._profile_record()
+        if record is None:
+            return None
+        try:
+            info = self.profile_store.get(record["name"], record["version"])
+        except ProfileError as e:
+            logger.warning("the active profile is gone (%s); the model answers searches alone", e)
+            return None
+        return info if self._profile_serves(record, self._active) else None
+
+    def _profile_record(self) -> dict[str, Any] | None:
+        text = self.catalog.get_meta(_META_PROFILE)
+        if not text:
+            return None
+        try:
+            record = json.loads(text)
+            record["version"] = int(record["version"])
+            str(record["name"])
+        except (ValueError, KeyError, TypeError):
+            logger.warning("ignoring a malformed profile setting: %r", text)
+            return None
+        return record
+
+    def _set_profile_record(self, info: ProfileInfo | None) -> None:
+        if info is None:
+            self.catalog.set_meta(_META_PROFILE, None)
+            return
+        record = {
+            "name": info.name,
+            "version": info.version,
+            "mode": info.mode,
+            "base_spec": info.base_spec,
+            "model_spec": info.model_spec,
+        }
+        self.catalog.set_meta(_META_PROFILE, json.dumps(record))
+
+    def _profile_serves(self, record: dict[str, Any] | None, spec: str) -> bool:
+        """Whether a profile setting applies when ``spec`` is the active model."""
+        if record is None:
+            return False
+        if record.get("mode") == "full":
+            return record.get("model_spec") == spec
+        return record.get("base_spec") == spec
+
+    def iter_use_profile(
+        self, name: str | None, version: int | None = None
+    ) -> Generator[ProfileProgress, None, ProfileInfo | None]:
+        """Make a profile answer searches (``None``: the bare model again); each yield is a
+        cancellation point, and a cancelled switch leaves the previous state in place.
+
+        An adapter profile transforms the model's stored vectors (only those it has not
+        transformed before) and builds its index before it takes over. A full profile is a model
+        of its own: the library is re-embedded with it (like :meth:`set_model` + indexing).
+        Switching back to the base model of a full profile is instant when its vectors are complete.
+
+        Raises:
+            ProfileError: no such profile, a damaged one, or one trained on another base model.
+            ModelUnavailableError, CheckpointError, ModelError: a model cannot be loaded.
+        """
+        if name is None:
+            record = self._profile_record()
+            if record and record.get("mode") == "full" and self._active != record.get("base_spec"):
+                yield ProfileProgress("load", 0, None)
+                self._switch_model_now(record["base_spec"])
+            self._set_profile_record(None)
+            return None
+        info = self.profile_store.get(name, version)
+        if info.mode == "full":
+            return (yield from self._iter_use_full_profile(info))
+        base_spec = self._base_spec_for_adapter()
+        yield ProfileProgress("load", 0, None)
+        base = self._state(base_spec)
+        self.profile_store.check_base(info, base.embedder.identity)
+        adapter = self.profile_store.load_adapter(info)
+        key = _profile_key(base_spec, info)
+        with self._lock:
+            state = self._models.get(key)
+        if state is None:
+            state = yield from self._iter_build_profile_state(base, info, adapter)
+            with self._lock:
+                self._models[key] = state
+        self._set_profile_record(info)
+        yield ProfileProgress("done", 1, 1)
+        return info
+
+    def use_profile(
+        self,
+        name: str | None,
+        version: int | None = None,
+        on_progress: Callable[[ProfileProgress], None] | None = None,
+    ) -> ProfileInfo | None:
+        """:meth:`iter_use_profile`, run to its end."""
+        return drive(self.iter_use_profile(name, version), on_progress)
+
+    def delete_profile(self, name: str, version: int | None = None) -> list[ProfileInfo]:
+        """Delete a profile (one version, or all) with its vectors and index; the active one is
+        switched off first.
+
+        Raises:
+            ProfileError: no such profile or version.
+        """
+        active = self.active_profile
+        store = self.profile_store
+        doomed = [store.get(name, version)] if version is not None else store.list(name)
+        if not doomed:
+            self.profile_store.get(name)  # raises, listing the profiles there are
+        if active is not None and any(d.name == active.name and d.version == active.version for d in doomed):
+            self.use_profile(None)
+        for info in doomed:
+            self._drop_profile_vectors(info)
+        return self.profile_store.delete(name, version)
+
+    def _drop_profile_vectors(self, info: ProfileInfo) -> None:
+        from .vectors import VectorStore
+
+        with self._lock:
+            for key in [k for k in self._models if k.endswith(f"#profile={info.adapter_id}")]:
+                del self._models[key]
+        if info.mode != "adapter" or not info.adapter_id:
+            return
+        for record in self.catalog.models():
+            if record.adapter != info.adapter_id:
+                continue
+            identity = {
+                "key": record.key,
+                "arch": record.arch,
+                "weights": record.weights,
+                "adapter": record.adapter,
+            }
+            VectorStore(self.catalog, self.root / "vectors", identity, record.dim).drop()
+            index_dir = self.root / "index"
+            if index_dir.is_dir():
+                for path in index_dir.glob(f"{record.key}.idx*"):
+                    path.unlink(missing_ok=True)
+
+    def _base_spec_for_adapter(self) -> str:
+        return self._active
+
+    def _iter_use_full_profile(self, info: ProfileInfo) -> Generator[ProfileProgress, None, ProfileInfo]:
+        spec = info.model_spec
+        assert spec is not None
+        if not info.weights.is_file():
+            raise ProfileError(f"Profile {info.label} cannot be used: {info.weights} is missing.")
+        current = self._active
+        record = self._profile_record()
+        base_spec = record["base_spec"] if record and record.get("mode") == "full" else current
+        yield ProfileProgress("load", 0, None)
+        self.profile_store.check_base(info, self._state(base_spec).embedder.identity)
+        self.set_model(spec)
+        gen = self.iter_index()
+        try:
+            while True:
+                try:
+                    progress = next(gen)
+                except StopIteration as stop:
+                    report = stop.value
+                    break
+                if progress.phase == "embed":
+                    yield ProfileProgress("embed", progress.done, progress.total)
+        finally:
+            gen.close()
+        if report is None or report.cancelled or self._active != spec:
+            raise ProfileError(f"Profile {info.label}: the library could not be embedded with it completely.")
+        self._set_profile_record(info)
+        yield ProfileProgress("done", 1, 1)
+        return info
+
+    def _switch_model_now(self, spec: str) -> None:
+        """Make ``spec`` the model at once when it has a vector for every photo (else it becomes
+        the target, embedded by the next indexing)."""
+        self.set_model(spec)
+        if self._target != spec:
+            return
+        state = self._state(spec)
+        if self._photos_missing_vectors(state) == 0:
+            self._promote(spec, state)
+
+    def _photos_missing_vectors(self, state: _ModelState) -> int:
+        return (
+            self.catalog.connection()
+            .execute(
+                """SELECT count(*) FROM photos p WHERE NOT EXISTS
+                   (SELECT 1 FROM embeddings e WHERE e.model_id = ? AND e.content_hash = p.content_hash)""",
+                (state.store.model_id,),
+            )
+            .fetchone()[0]
+        )
+
+    def _iter_build_profile_state(
+        self, base: _ModelState, info: ProfileInfo, adapter: Any
+    ) -> Generator[ProfileProgress, None, _ModelState]:
+        from .adapters import AdaptedEmbedder
+        from .index import DEFAULT_EXACT_THRESHOLD, VectorIndex
+        from .vectors import VectorStore
+
+        identity = base.embedder.identity.with_adapter(info.adapter_id)
+        embedder = AdaptedEmbedder(base.embedder, adapter, identity)
+        store = VectorStore(self.catalog, self.root / "vectors", identity, base.embedder.dim)
+        yield from self._iter_apply_vectors(base.store, store, adapter)
+        index_path = self.root / "index" / f"{identity.key}.idx"
+        ids, vecs = store.photo_matrix()
+        yield ProfileProgress("index", 0, len(ids))
+        try:
+            index = VectorIndex.load(index_path, embedder.dim, expected_ids=ids)
+        except IndexCorruptError:
+            # Exact (a matrix) whatever the size, so applying stays quick; the next indexing run
+            # that adds photos builds a graph when the library is large.
+            index = VectorIndex(embedder.dim, exact_threshold=max(DEFAULT_EXACT_THRESHOLD, len(ids)))
+            if len(ids):
+                index.add(ids, vecs)
+            self._save_index(index, index_path)
+        yield ProfileProgress("index", len(ids), len(ids))
+        return _ModelState(embedder, store, index, index_path)  # type: ignore[arg-type]
+
+    def _iter_apply_vectors(
+        self, base: VectorStore, target: VectorStore, adapter: Any
+    ) -> Generator[ProfileProgress, None, int]:
+        """Transform the base vectors that ``target`` lacks (catalogued photos only), in chunks."""
+        rows = self.catalog.connection().execute(
+            """SELECT e.content_hash FROM embeddings e WHERE e.model_id = ?
+               AND EXISTS (SELECT 1 FROM photos p WHERE p.content_hash = e.content_hash)""",
+            (base.model_id,),
+        )
+        missing = target.missing([row[0] for row in rows])
+        yield ProfileProgress("apply", 0, len(missing))
+        for start in range(0, len(missing), PROFILE_APPLY_CHUNK):
+            part = missing[start : start + PROFILE_APPLY_CHUNK]
+            target.put(part, adapter.apply_image(base.get(part)))
+            yield ProfileProgress("apply", start + len(part), len(missing))
+        return len(missing)
+
+    def _serving(self) -> _ModelState:
+        """The state answering searches: the active profile's, else the active model's."""
+        record = self._profile_record()
+        if record is None or record.get("mode") != "adapter" or record.get("base_spec") != self._active:
+            return self._state(self._active)
+        with self._lock:
+            for key, state in self._models.items():
+                if key.startswith(f"{self._active}#profile=") and key.split("#profile=")[1].startswith(
+                    f"{record['name']}.v{record['version']}."
+                ):
+                    return state
+        try:
+            drive(self.iter_use_profile(record["name"], record["version"]))
+        except ProfileError as e:
+            logger.warning("%s The model answers searches alone.", e)
+            self._set_profile_record(None)
+            return self._state(self._active)
+        return self._serving()
+
+    def _sync_profile(self, base: _ModelState) -> None:
+        """After indexing: bring the loaded active profile's vectors and index in step with the model's."""
+        record = self._profile_record()
+        if record is None or record.get("mode") != "adapter" or record.get("base_spec") != self._active:
+            return
+        with self._lock:
+            states = [
+                state
+                for key, state in self._models.items()
+                if key.startswith(f"{self._active}#profile=")
+                and key.split("#profile=")[1].startswith(f"{record['name']}.v{record['version']}.")
+            ]
+        for state in states:
+            adapter = state.embedder.adapter  # type: ignore[attr-defined]
+            drive(self._iter_apply_vectors(base.store, state.store, adapter))
+            wanted = base.index.ids()
+            have = state.index.ids()
+            gone = np.setdiff1d(have, wanted)
+            new = np.setdiff1d(wanted, have)
+            if len(gone):
+                state.index.remove(gone)
+            if len(new):
+                photos = self.catalog.photos(new.tolist())
+                ids = [pid for pid in new.tolist() if pid in photos]
+                if ids:
+                    vecs = state.store.get([photos[i].content_hash for i in ids])
+                    state.index.add(np.array(ids, np.int64), vecs)
+            if len(gone) or len(new):
+                with self._lock:
+                    self._save_index(state.index, state.index_path)
+                    state.searcher = None
+
     # ------------------------------------------------------------------ information
 
     def photo(self, photo_id: int) -> PhotoInfo:
@@ -534,6 +848,7 @@ class Library:
 
     def status(self) -> LibraryStatus:
         folders = self.folders()
+        profile = self.active_profile
         return LibraryStatus(
             root=str(self.root),
             model=self.model_description if self.is_starter else self._active,
@@ -544,6 +859,7 @@ class Library:
             failures=len(self.catalog.failures()),
             folders=folders,
             target_model=self._target,
+            profile=profile.label if profile is not None else None,
         )
 
 
@@ -562,3 +878,8 @@ def _canonical(spec: str) -> str:
     from .models import ModelSpec
 
     return str(ModelSpec.parse(spec))
+
+
+def _profile_key(spec: str, info: ProfileInfo) -> str:
+    """The key of an adapter profile's state among the loaded models."""
+    return f"{spec}#profile={info.adapter_id}"
