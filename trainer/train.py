@@ -703,6 +703,7 @@ def _train(config, resume, on_progress, objective_factory, dist_info: _Dist) -> 
     bar = _progress_bar(config, dist_info, total_steps, state.step)
     stopped = "completed"
     last_eval_step = state.evaluations[-1]["step"] if state.evaluations else -1
+    current_phase = [phase_at(phases, progress_now())]
     model.train()
     try:
         while True:
@@ -715,7 +716,15 @@ def _train(config, resume, on_progress, objective_factory, dist_info: _Dist) -> 
                 lr = lr_at(progress)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                objective = objectives[phase_at(phases, progress)]
+                phase = phase_at(phases, progress)
+                if phase > current_phase[0]:
+                    # Keep the weights each phase ended with (e.g. the contrastive warm start).
+                    if dist_info.is_main:
+                        path = out_dir / f"phase-{current_phase[0] + 1}.safetensors"
+                        _export(model, config, path, {"step": float(state.step)})
+                        logger.info("phase %d ended at step %d: %s", current_phase[0] + 1, state.step, path)
+                    current_phase[0] = phase
+                objective = objectives[phase]
                 loss_value, terms = _train_step(
                     train_model, model, objective, optimizer, batch, config, device
                 )

@@ -97,6 +97,7 @@ def test_two_epochs_learn_and_write_checkpoint_export_plot(make_config):
     assert {r.kind for r in records} >= {"prepare", "step", "eval", "checkpoint", "done"}
 
     out = Path(config.out_dir)
+    assert (out / "phase-1.safetensors").is_file()  # the weights the InfoNCE phase ended with
     assert (out / "training.png").read_bytes()[:4] == b"\x89PNG"
     history = json.loads((out / "history.json").read_text())
     assert history["steps"] == 6
