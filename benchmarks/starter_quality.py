@@ -178,7 +178,7 @@ def _quantiles(x: np.ndarray) -> dict[str, float]:
     q = np.quantile(x, [0.05, 0.25, 0.5, 0.75, 0.95])
     return {
         "mean": round(float(x.mean()), 4),
-        **{f"p{p}": round(float(v), 4) for p, v in zip((5, 25, 50, 75, 95), q)},
+        **{f"p{p}": round(float(v), 4) for p, v in zip((5, 25, 50, 75, 95), q, strict=True)},
     }
 
 
