@@ -81,6 +81,8 @@ class MainWindow(QMainWindow):
         self._demo_running = False
         self.last_request: SearchRequest | None = None  # the request whose results are shown
         self._switching_to: str | None = None  # a model switch asked for and not finished
+        self._has_folders = True  # until the first read of the library says otherwise
+        self._indexed = -1
 
         self._build_widgets()
         self._build_menus()
@@ -250,22 +252,20 @@ class MainWindow(QMainWindow):
         s.index_failed.connect(self._on_index_failed)
         s.model_failed.connect(self._on_model_failed)
         s.library_changed.connect(self.refresh_library)
+        s.state_read.connect(self._on_state_read)
+        s.state_failed.connect(self.show_error)
 
     # ------------------------------------------------------------------ library state
 
     def refresh_library(self) -> None:
-        """Re-read folders, counts, failures and the model from the library (quick catalog reads)."""
+        """Ask for the library's folders, counts, failures and model (read in a worker)."""
+        if not self._closing:
+            self.session.refresh()
+
+    def _on_state_read(self, state: Any) -> None:
         if self._closing:
             return
-        try:
-            status = self.session.status()
-            folders = self.session.folders()
-            failures = self.session.failures()
-        except Exception as exc:
-            from app.errors_text import user_message
-
-            self.show_error(user_message(exc, "reading the library"))
-            return
+        status, folders, failures = state.status, state.folders, state.failures
         self.library_panel.set_folders(folders)
         self.library_panel.set_failures(failures)
         photos = int(getattr(status, "photos", 0) or 0)
@@ -276,11 +276,9 @@ class MainWindow(QMainWindow):
         if failures:
             summary += f" · {len(failures):,} could not be read"
         self.library_panel.set_summary(summary)
-        self.status_label.setText(f"{indexed:,} photos searchable · model: {self.session.model_spec}")
+        self.status_label.setText(f"{indexed:,} photos searchable · model: {state.model_spec}")
         self.model_box.set_model(
-            self.session.model_spec,
-            self.session.model_description,
-            bool(getattr(status, "is_starter", False)),
+            state.model_spec, state.model_description, bool(getattr(status, "is_starter", False))
         )
         target = getattr(status, "target_model", None) or self._switching_to
         self.model_box.set_pending(
@@ -289,9 +287,14 @@ class MainWindow(QMainWindow):
             if target
             else None
         )
-        self._update_page(has_folders=bool(folders), indexed=indexed)
+        self._has_folders = bool(folders)
+        self._indexed = indexed
+        self._update_page()
+        if indexed > 0:
+            self.session.warm_up()
 
-    def _update_page(self, has_folders: bool, indexed: int) -> None:
+    def _update_page(self) -> None:
+        has_folders, indexed = self._has_folders, self._indexed
         empty_library = not has_folders and indexed == 0
         if empty_library and not self.session.is_indexing:
             self.pages.setCurrentWidget(self.welcome)
@@ -299,7 +302,9 @@ class MainWindow(QMainWindow):
         else:
             self.pages.setCurrentWidget(self.main_splitter)
         if self.results_model.rowCount() == 0:
-            if self.session.is_indexing and indexed == 0:
+            if indexed < 0:
+                text = "Opening the library…"
+            elif self.session.is_indexing and indexed == 0:
                 text = "Reading your photos… you can search as soon as the first ones are done."
             elif indexed == 0:
                 text = "No photos yet: add a folder in the Library panel."
@@ -511,7 +516,7 @@ class MainWindow(QMainWindow):
         self.long_tail_banner.hide()
         self.results_summary.clear()
         self.details.show_details(None)
-        self.refresh_library()
+        self._update_page()
 
     def _update_summary(self) -> None:
         result = self._result

@@ -24,6 +24,7 @@ from PySide6.QtCore import QObject, Signal
 
 from app.errors_text import user_message
 from app.workers import Worker, WorkerPool
+from core.errors import ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ DEMO_FOLDER = "demo-library"
 DEMO_COUNT = 400
 DEMO_SEED = 7
 DEMO_SIZE = (1024, 768)
+INDEX_NICENESS = 10  # indexing runs at a lower CPU priority than the GUI and searches
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,17 @@ class SearchRequest:
 
     def is_empty(self) -> bool:
         return not self.text.strip() and self.image is None and self.like_photo_id is None
+
+
+@dataclass(frozen=True)
+class LibraryState:
+    """A snapshot of what the library panel shows, read in a worker."""
+
+    status: Any
+    folders: list[Any]
+    failures: list[Any]
+    model_spec: str
+    model_description: str
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,8 @@ class LibrarySession(QObject):
     index_finished = Signal(object)  # IndexReport, or None when cancelled
     index_failed = Signal(str)
     library_changed = Signal()  # folders, counts, failures or model may have changed
+    state_read = Signal(object)  # LibraryState
+    state_failed = Signal(str)
     model_failed = Signal(str)
 
     def __init__(
@@ -93,14 +108,59 @@ class LibrarySession(QObject):
         self.demo_count = demo_count
         self.demo_size = demo_size
         self._search_pool = WorkerPool(max_threads=1, parent=self)
+        self._read_pool = WorkerPool(max_threads=1, parent=self)
+        self._reading = False
+        self._read_again = False
         self._index_pool = WorkerPool(max_threads=1, parent=self)
         self._search_worker: Worker | None = None
         self._pending_search: SearchRequest | None = None
         self._search_seq = 0
+        self._warmed = False
         self._index_worker: Worker | None = None
         self._index_again: tuple[str, ...] | bool | None = False
         self._cancelling = False
         self._closed = False
+
+    # ------------------------------------------------------------------ library state (read in a worker)
+
+    def refresh(self) -> None:
+        """Read the library's state in a worker; ``state_read`` delivers it. Calls while a read runs
+        are coalesced into one more read after it.
+
+        The reads are quick catalog queries, but they can wait on the library while it loads a
+        model or saves its index: the GUI thread never waits with them.
+        """
+        if self._closed:
+            return
+        if self._reading:
+            self._read_again = True
+            return
+        self._reading = True
+        worker = Worker(self._read_state)
+        worker.returned.connect(self.state_read)
+        worker.errored.connect(lambda exc: self.state_failed.emit(user_message(exc, "reading the library")))
+        worker.finished.connect(self._on_read_finished)
+        self._read_pool.start(worker)
+
+    @property
+    def is_refreshing(self) -> bool:
+        return self._reading
+
+    def _read_state(self) -> LibraryState:
+        lib = self.library
+        return LibraryState(
+            status=lib.status(),
+            folders=list(lib.folders()),
+            failures=list(lib.failures()),
+            model_spec=str(lib.model_spec),
+            model_description=str(lib.model_description),
+        )
+
+    def _on_read_finished(self) -> None:
+        self._reading = False
+        if self._read_again and not self._closed:
+            self._read_again = False
+            self.refresh()
 
     # ------------------------------------------------------------------ quick reads (GUI thread)
 
@@ -145,6 +205,27 @@ class LibrarySession(QObject):
         else:
             self._start_search(request)
         return request
+
+    def warm_up(self) -> None:
+        """Load the model and the search index in the search thread, ahead of the first search.
+
+        Loading imports torch and builds the model: seconds, and the import holds the interpreter
+        lock in bursts. Done right after the window opens, the first search is fast.
+        """
+        if self._closed or self._search_worker is not None or self._warmed:
+            return
+        self._warmed = True
+        worker = Worker(self.library.embedder)
+        worker.errored.connect(self._on_warm_up_failed)
+        worker.finished.connect(self._on_search_finished)
+        self._search_worker = worker
+        self._search_pool.start(worker)
+
+    def _on_warm_up_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, ModelError) and not self._closed:
+            self.model_failed.emit(user_message(exc, "loading the model"))  # e.g. offline, not installed
+        else:
+            logger.info("model not loaded ahead: %s", exc)
 
     def latest_search_seq(self) -> int:
         return self._search_seq
@@ -244,6 +325,7 @@ class LibrarySession(QObject):
 
     def _start_index(self, job: Any, *args: Any) -> None:
         worker = Worker(job, *args)
+        worker.niceness = INDEX_NICENESS
         worker.yielded.connect(self.index_progress)
         worker.returned.connect(self._on_index_returned)
         worker.aborted.connect(self._on_index_aborted)
@@ -305,9 +387,11 @@ class LibrarySession(QObject):
         self._closed = True
         self._pending_search = None
         self._index_again = False
+        self._read_again = False
         ok_index = self._index_pool.shutdown(timeout_ms)
         ok_search = self._search_pool.shutdown(timeout_ms)
-        return ok_index and ok_search
+        ok_read = self._read_pool.shutdown(timeout_ms)
+        return ok_index and ok_search and ok_read
 
 
 class _Stop(Exception):

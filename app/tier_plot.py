@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRect, QRectF, QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QPointF, QRect, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import (
     QColor,
     QFont,
@@ -31,6 +31,8 @@ from PySide6.QtGui import (
     QPaintEvent,
     QPalette,
     QPen,
+    QPixmap,
+    QResizeEvent,
 )
 from PySide6.QtWidgets import QSizePolicy, QToolTip, QWidget
 
@@ -78,6 +80,7 @@ class TierPlot(QWidget):
         self._lo = 0.0
         self._hi = 1.0
         self._chips: list[tuple[QRect, int | None]] = []
+        self._cache: QPixmap | None = None
 
     # ------------------------------------------------------------------ data
 
@@ -105,6 +108,7 @@ class TierPlot(QWidget):
         bg = np.asarray(background, dtype=np.float64).ravel()
         self._background = bg[np.isfinite(bg)]
         self._long_tail = bool(long_tail)
+        self._cache = None
         self._given_hist = None
         if histogram is not None and self._background.size == 0:
             counts, edges = (np.asarray(a, dtype=np.float64).ravel() for a in histogram)
@@ -112,7 +116,7 @@ class TierPlot(QWidget):
                 self._given_hist = (counts, edges)
         self._selected = None
         self._compute_range()
-        self.update()
+        self._invalidate()
 
     def clear(self) -> None:
         self.set_data([], [], [], [], False)
@@ -121,7 +125,7 @@ class TierPlot(QWidget):
         """Highlight one tier (what the grid is filtered to); None highlights none."""
         if rank != self._selected:
             self._selected = rank
-            self.update()
+            self._invalidate()
 
     @property
     def selected(self) -> int | None:
@@ -284,8 +288,37 @@ class TierPlot(QWidget):
     # ------------------------------------------------------------------ painting
 
     def paintEvent(self, event: QPaintEvent) -> None:
+        # The picture changes only with the data, the selection or the size: it is drawn once into
+        # a pixmap, and repaints (hover, tooltips, overlapping windows) copy it.
+        ratio = self.devicePixelRatioF()
+        cache = self._cache
+        if cache is None or cache.size() != self.size() * ratio or cache.devicePixelRatio() != ratio:
+            cache = QPixmap(self.size() * ratio)
+            cache.setDevicePixelRatio(ratio)
+            cache.fill(Qt.GlobalColor.transparent)
+            self._render(cache)
+            self._cache = cache
         painter = QPainter(self)
+        painter.drawPixmap(0, 0, cache)
+        painter.end()
+
+    def _invalidate(self) -> None:
+        self._cache = None
+        self.update()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        self._cache = None
+        super().resizeEvent(event)
+
+    def changeEvent(self, event: QEvent) -> None:
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.FontChange, QEvent.Type.StyleChange):
+            self._cache = None
+        super().changeEvent(event)
+
+    def _render(self, device: QPixmap) -> None:
+        painter = QPainter(device)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        painter.setFont(self.font())
         pal = self.palette()
         painter.fillRect(self.rect(), pal.color(QPalette.ColorRole.Base))
         if not self._tiers:

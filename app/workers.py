@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
+import sys
 import threading
 from collections.abc import Callable, Generator
 from typing import Any
@@ -46,6 +48,7 @@ class Worker(QRunnable):
     def __init__(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         super().__init__()
         self.setAutoDelete(False)
+        self.niceness = 0  # > 0: run at a lower CPU priority (see :func:`lower_thread_priority`)
         self.signals = WorkerSignals()
         self._func = func
         self._args = args
@@ -98,6 +101,7 @@ class Worker(QRunnable):
 
     def run(self) -> None:
         signals = self.signals
+        restore = lower_thread_priority(self.niceness) if self.niceness > 0 else None
         try:
             signals.started.emit()
             if self._abort.is_set():
@@ -114,6 +118,8 @@ class Worker(QRunnable):
             logger.debug("worker %s failed", self.name, exc_info=True)
             signals.errored.emit(exc)
         finally:
+            if restore is not None:
+                restore()
             signals.finished.emit()
             self._done.set()
 
@@ -130,6 +136,32 @@ class Worker(QRunnable):
                 self.signals.yielded.emit(value)
         finally:
             gen.close()
+
+
+def lower_thread_priority(niceness: int) -> Callable[[], None] | None:
+    """Lower the calling thread's CPU priority by ``niceness`` (Linux: per-thread nice value).
+
+    Threads it starts afterwards (decode threads, the model's compute threads) inherit the lower
+    priority, so a long indexing run leaves the GUI thread the CPU when it needs it. Returns a
+    function restoring the previous priority, or None where per-thread priorities are not available.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    tid = threading.get_native_id()
+    try:
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, before + niceness))
+    except OSError as exc:
+        logger.debug("thread priority unchanged: %s", exc)
+        return None
+
+    def restore() -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, before)
+        except OSError as exc:  # raising a priority back may need privileges: the thread is pooled anyway
+            logger.debug("thread priority not restored: %s", exc)
+
+    return restore
 
 
 class WorkerPool(QObject):
@@ -155,11 +187,14 @@ class WorkerPool(QObject):
 
     def quit_all(self) -> None:
         """Ask every worker to stop; workers still queued are dropped without running."""
+        # Drop the queued ones first: stopping a running worker first would let a queued one start.
         for worker in list(self._workers):
-            worker.quit()
             if self._pool.tryTake(worker):
                 self._workers.discard(worker)
+                worker.quit()
                 worker._done.set()
+        for worker in list(self._workers):
+            worker.quit()
 
     def wait_for_done(self, timeout_ms: int = -1) -> bool:
         """Block until every started worker has returned from ``run`` (False on timeout)."""

@@ -113,6 +113,7 @@ def make_window(qtbot, tmp_path):
         window.show()
         qtbot.waitExposed(window)
         windows.append(window)
+        qtbot.waitUntil(lambda: not window.session.is_refreshing, timeout=30_000)  # the first read
         return window
 
     yield make
@@ -127,7 +128,9 @@ def window(make_window, library):
 
 def wait_indexed(qtbot, window, timeout: int = 60_000):
     """Wait until the session's indexing run (and its follow-ups) has finished."""
-    qtbot.waitUntil(lambda: not window.session.is_indexing, timeout=timeout)
+    qtbot.waitUntil(
+        lambda: not window.session.is_indexing and not window.session.is_refreshing, timeout=timeout
+    )
 
 
 def small_image(path: Path, color=(20, 120, 220)) -> Path:

@@ -75,9 +75,23 @@ def _index_folder(qtbot, window, photos: Path) -> None:
     wait_indexed(qtbot, window)
 
 
-def _gate_indexing(monkeypatch, library):
-    """Hold the indexing run at its first progress record until the returned event is set."""
-    gate = threading.Event()
+class Gate:
+    """Holds an indexing run after its first progress record, inside the worker's ``next()`` call
+    (past its cancellation check), until :meth:`release`."""
+
+    def __init__(self) -> None:
+        self.held = threading.Event()
+        self.opened = threading.Event()
+
+    def wait_held(self) -> None:
+        assert self.held.wait(30)
+
+    def release(self) -> None:
+        self.opened.set()
+
+
+def _gate_indexing(monkeypatch, library) -> Gate:
+    gate = Gate()
     real = library.iter_index
 
     def gated(*args, **kwargs):
@@ -89,7 +103,8 @@ def _gate_indexing(monkeypatch, library):
                 yield record
                 if first:
                     first = False
-                    assert gate.wait(30)
+                    gate.held.set()
+                    assert gate.opened.wait(30)
         except StopIteration as stop:
             return stop.value
         finally:
@@ -228,10 +243,11 @@ def test_cancel_indexing_keeps_what_was_done_and_rescan_finishes(window, library
         window.add_folder(str(photos))
     assert panel.progress.cancel_button.isVisible() and panel.progress.bar.isVisible()
     assert not panel.rescan_button.isEnabled()
+    gate.wait_held()
     with qtbot.waitSignal(window.session.index_finished, timeout=60_000) as finished:
         qtbot.mouseClick(panel.progress.cancel_button, Qt.MouseButton.LeftButton)
         assert not panel.progress.cancel_button.isEnabled()
-        gate.set()
+        gate.release()
     assert finished.args == [None]  # cancelled
     wait_indexed(qtbot, window)
     assert "stopped" in panel.progress.label.text()
@@ -258,7 +274,8 @@ def test_closing_during_indexing_leaves_a_consistent_library(
     with qtbot.waitSignal(window.session.index_progress, timeout=30_000):
         window.add_folder(str(photos))
     worker = window.session._index_worker
-    releaser = threading.Thread(target=lambda: (worker._abort.wait(30), gate.set()))
+    gate.wait_held()
+    releaser = threading.Thread(target=lambda: (worker._abort.wait(30), gate.release()))
     releaser.start()
     window.close()  # stops indexing at its next safe point and waits for it
     releaser.join(30)
@@ -344,7 +361,7 @@ def test_empty_library_states_and_remove_folder(window, library, photos, qtbot, 
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
     qtbot.mouseClick(window.library_panel.remove_button, Qt.MouseButton.LeftButton)
     assert library.folders() == []
-    assert window.pages.currentWidget() is window.welcome
+    qtbot.waitUntil(lambda: window.pages.currentWidget() is window.welcome, timeout=10_000)
     # A folder that does not exist is refused with a message, not an exception.
     window.add_folder(str(photos / "no-such-folder"))
     assert not window.message_banner.isHidden() and "does not exist" in window.message_banner.text()

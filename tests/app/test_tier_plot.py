@@ -73,9 +73,15 @@ def test_clicking_empty_space_does_nothing(plot, qtbot):
 
 def test_paints_with_data_and_empty(plot):
     widget, _ = plot
-    assert not widget.grab().isNull()
+    plain = widget.grab().toImage()
+    assert not plain.isNull()
     widget.set_selected(2)
-    assert not widget.grab().isNull()
+    selected = widget.grab().toImage()
+    assert selected != plain  # the selection is drawn (the cached picture was redrawn)
+    widget.set_selected(None)
+    assert widget.grab().toImage() == plain
+    widget.resize(500, 220)
+    assert widget.grab().toImage().size() != plain.size()
     widget.clear()
     assert not widget.has_data()
     assert not widget.grab().isNull()

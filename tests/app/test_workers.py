@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import os
+import sys
 import threading
 
 import pytest
@@ -139,3 +141,20 @@ def test_shutdown_stops_running_and_drops_queued_workers(qtbot):
     assert pool.shutdown(10_000)
     assert first.is_done and second.is_done
     assert ran == ["a"]  # the queued worker never ran
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are a Linux feature")
+def test_a_worker_can_run_at_a_lower_priority(qtbot, pool):
+    seen = []
+
+    def job():
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        yield 1
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    worker = Worker(job)
+    worker.niceness = 5
+    with qtbot.waitSignal(worker.finished, timeout=5000):
+        pool.start(worker)
+    assert seen == [min(19, before + 5)] or seen == [before + 5]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # the GUI thread is untouched
