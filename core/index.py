@@ -49,6 +49,7 @@ from typing import Literal
 import hnswlib
 import numpy as np
 
+from core.blas import single_threaded
 from core.errors import IndexCorruptError
 
 logger = logging.getLogger(__name__)
@@ -524,7 +525,9 @@ class VectorIndex:
             kk = min(int(k), len(self._store))
             if kk == 0 or q.shape[0] == 0:
                 return np.empty((q.shape[0], 0), np.int64), np.empty((q.shape[0], 0), np.float32)
-            return self._store.search(q, kk, self._ef_search)
+            # A few interactive queries: one BLAS thread (see core.blas); large batches: all cores.
+            with single_threaded() if q.shape[0] <= 4 else contextlib.nullcontext():
+                return self._store.search(q, kk, self._ef_search)
 
     def get_vectors(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
         """The stored vectors of ``ids`` as ``(N, dim)`` float32. Raises KeyError for an unknown id."""

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.blas import single_threaded
 from core.errors import QueryError
 from core.grading import Grading, MatchGate, Tier, grade
 from core.index import VectorIndex
@@ -243,7 +244,8 @@ class Searcher:
             keep = np.fromiter((i not in skip for i in ids.tolist()), dtype=bool, count=ids.size)
             ids, scores = ids[keep], scores[keep]
         ids, scores = ids[:k], scores[:k]
-        bg_scores = self._background @ q
+        with single_threaded():
+            bg_scores = self._background @ q
         g = grade(scores, bg_scores, gate=self.gate, **self.grading_options)
         hits = [
             Hit(int(pid), float(s), float(z), int(t))

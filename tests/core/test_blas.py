@@ -1,0 +1,57 @@
+"""single_threaded(): BLAS limited to one thread inside, restored after the last user leaves."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from core.blas import single_threaded
+
+threadpoolctl = pytest.importorskip("threadpoolctl")
+
+
+def blas_threads() -> list[int]:
+    return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+
+
+@pytest.fixture
+def two_threads():
+    if not blas_threads():
+        pytest.skip("numpy has no BLAS that threadpoolctl can see")
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        yield
+
+
+def test_limited_inside_and_restored_after(two_threads):
+    assert set(blas_threads()) == {2}
+    with single_threaded():
+        assert set(blas_threads()) == {1}
+        with single_threaded():  # re-entrant
+            assert set(blas_threads()) == {1}
+        assert set(blas_threads()) == {1}
+        a = np.ones((64, 64), np.float32)
+        assert float((a @ a)[0, 0]) == 64.0
+    assert set(blas_threads()) == {2}
+
+
+def test_overlapping_users_leave_the_original_setting(two_threads):
+    inside, release = threading.Event(), threading.Event()
+
+    def other():
+        with single_threaded():
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=other)
+    t.start()
+    assert inside.wait(10)
+    with single_threaded():
+        pass
+    release.set()
+    t.join(10)
+    assert not t.is_alive()
+    with single_threaded():
+        assert set(blas_threads()) == {1}
+    assert set(blas_threads()) == {2}
