@@ -179,11 +179,11 @@ def load_scene_set(
 
 @dataclass
 class Captions:
-    """One caption per scene: the text, its tokens and the attributes it names."""
+    """One caption per scene: the text, the attributes it names and (when asked) its tokens."""
 
     texts: list[str]
     attributes: list[dict[str, str]]
-    tokens: torch.Tensor  # (N, context_length) int64
+    tokens: torch.Tensor | None  # (N, context_length) int64
 
 
 # Training captions: half name every attribute, half only some. Partial captions make the
@@ -198,14 +198,14 @@ PARTIAL_SIZE_WEIGHTS = (0.1, 0.3, 0.3, 0.3)
 def draw_captions(
     scenes: Sequence,
     seed: int,
-    tokenizer: Callable,
+    tokenizer: Callable | None,
     salt: int = 0,
     full_share: float = FULL_CAPTION_SHARE,
 ) -> Captions:
     """One caption per scene, drawn from a generator seeded by (seed, salt).
 
     A ``full_share`` of them name all five attributes; the rest name a random subset (sizes
-    drawn with :data:`PARTIAL_SIZE_WEIGHTS`).
+    drawn with :data:`PARTIAL_SIZE_WEIGHTS`). Without a tokenizer, ``tokens`` is None.
     """
     rng = np.random.default_rng([0x1ADDE2, seed, salt & 0xFFFFFFFF])
     texts: list[str] = []
@@ -223,7 +223,7 @@ def draw_captions(
             text, attrs = scene_captions.partial_caption(scene, rng, named=named)
             texts.append(text)
             attributes.append(attrs)
-    return Captions(texts, attributes, tokenizer(texts))
+    return Captions(texts, attributes, tokenizer(texts) if tokenizer is not None else None)
 
 
 def relevance_of(captions_attributes: Sequence[dict[str, str]], scenes: Sequence) -> np.ndarray:
@@ -317,7 +317,6 @@ class TrainStream:
                 "process(es); use more scenes or a smaller batch"
             )
         self._captions: tuple[int, Captions] | None = None
-        self._full_captions: tuple[int, Captions] | None = None
 
     def _order(self, epoch: int) -> list[int]:
         from torch.utils.data import DistributedSampler
@@ -334,21 +333,15 @@ class TrainStream:
         return list(sampler)
 
     def captions(self, epoch: int) -> Captions:
+        """The epoch's captions (texts and attributes; batches tokenize their own)."""
         if self._captions is None or self._captions[0] != epoch:
-            self._captions = (
-                epoch,
-                draw_captions(self.data.scenes, self.seed, self.tokenizer, salt=epoch + 1),
-            )
+            self._captions = (epoch, draw_captions(self.data.scenes, self.seed, None, salt=epoch + 1))
         return self._captions[1]
 
-    def full_captions(self, epoch: int) -> Captions:
-        """Full captions of every scene for ``epoch`` (what ambiguous partial captions become)."""
-        if self._full_captions is None or self._full_captions[0] != epoch:
-            caps = draw_captions(
-                self.data.scenes, self.seed, self.tokenizer, salt=-(epoch + 3), full_share=1.0
-            )
-            self._full_captions = (epoch, caps)
-        return self._full_captions[1]
+    def full_caption(self, epoch: int, index: int) -> str:
+        """A full caption of scene ``index`` for ``epoch`` (what an ambiguous partial caption becomes)."""
+        rng = np.random.default_rng([0xF011, self.seed, epoch, index])
+        return scene_captions.caption(self.data.scenes[index], rng)
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
         """The batches of ``epoch``, beginning at ``start_batch`` (to resume mid-epoch)."""
@@ -365,19 +358,18 @@ class TrainStream:
             images = self.normalizer(pixels, gen)
             scenes = [self.data.scenes[i] for i in idx]
             attributes = [caps.attributes[i] for i in idx]
-            tokens = caps.tokens[idx]
+            texts = [caps.texts[i] for i in idx]
             relevance = relevance_of(attributes, scenes)
             if self.unambiguous:
                 off_diagonal = relevance >= 1.0 - 1e-6
                 np.fill_diagonal(off_diagonal, False)
                 ambiguous = [j for j in np.flatnonzero(off_diagonal.any(axis=0)) if len(attributes[j]) < 5]
+                for j in ambiguous:
+                    texts[j] = self.full_caption(epoch, idx[j])
+                    attributes[j] = scenes[j].attributes()
                 if ambiguous:
-                    full = self.full_captions(epoch)
-                    tokens = tokens.clone()
-                    for j in ambiguous:
-                        attributes[j] = full.attributes[idx[j]]
-                        tokens[j] = full.tokens[idx[j]]
                     relevance = relevance_of(attributes, scenes)
+            tokens = self.tokenizer(texts)
             yield Batch(images, tokens, torch.from_numpy(relevance), torch.as_tensor(idx), attributes)
 
 
