@@ -44,15 +44,18 @@ from torch import Tensor
 
 logger = logging.getLogger(__name__)
 
-EXACT_MAX_DISTINCT = 32
+EXACT_MAX_DISTINCT = 48
 """Rows with at most this many distinct values get the exact optimal k-means split."""
 
 SAME_VALUE_RTOL = 1e-6
 """Values of a row closer than this fraction of the row's range are one value (so that rounding
 noise, e.g. 0.6 against 0.6000000000000001, does not split a level)."""
 
-COARSE_BINS = 32
-"""Rows with more distinct values are first split optimally at the edges of this many groups."""
+COARSE_BINS = 16
+"""Rows with more distinct values are first split optimally at the edges of this many groups of
+consecutive values, or at one of their ``COARSE_GAPS`` widest gaps."""
+
+COARSE_GAPS = 16
 
 DEFAULT_MAX_ITER = 50
 """Cap on the Lloyd steps that polish a coarse split (they stop as soon as nothing moves)."""
@@ -203,6 +206,46 @@ def _entry_levels(rows: _Compressed, bounds: Tensor, top: Tensor) -> Tensor:
     return out
 
 
+SIZE_CLASSES = (16, 32)
+"""Rows are processed in groups by their number of distinct values (up to 16, up to 32, up to
+``EXACT_MAX_DISTINCT``, more), each group padded only to its own widest row: the cost of the
+exact split grows with the square of that width. A loop over these few groups, not over rows."""
+
+
+def _size_classes(rows: _Compressed) -> list[tuple[Tensor | None, _Compressed]]:
+    """(row indices, those rows trimmed to their own width) for each non-empty size class.
+
+    Row indices are None when one class holds every row (nothing to select or put back).
+    """
+    limits = [c for c in SIZE_CLASSES if c < EXACT_MAX_DISTINCT] + [EXACT_MAX_DISTINCT]
+    cls = torch.bucketize(rows.distinct, torch.tensor(limits, device=rows.distinct.device))
+    counts = torch.bincount(cls, minlength=len(limits) + 1).tolist()
+    if max(counts) == rows.distinct.shape[0]:
+        return [(None, rows)]
+    out: list[tuple[Tensor | None, _Compressed]] = []
+    for c, count in enumerate(counts):
+        if count:
+            idx = (cls == c).nonzero().squeeze(1)
+            out.append((idx, _select_rows(rows, idx)))
+    return out
+
+
+def _select_rows(rows: _Compressed, idx: Tensor) -> _Compressed:
+    m = int(rows.distinct[idx].max())
+    return _Compressed(
+        values=rows.values[idx, :m],
+        weights=rows.weights[idx, :m],
+        prefix_w=rows.prefix_w[idx, : m + 1],
+        prefix_s=rows.prefix_s[idx, : m + 1],
+        prefix_q=rows.prefix_q[idx, : m + 1],
+        shift=rows.shift[idx],
+        distinct=rows.distinct[idx],
+        n=rows.n,
+        raw=rows.raw[idx],
+        raw_sorted=rows.raw_sorted[idx, :m],
+    )
+
+
 def _gather_rows(table: Tensor, idx: Tensor) -> Tensor:
     """table (G, T) indexed by idx (G, *rest) along the last dim -> (G, *rest)."""
     return table.gather(1, idx.reshape(idx.shape[0], -1)).view(idx.shape)
@@ -226,30 +269,34 @@ def _optimal_bounds(rows: _Compressed, cand: Tensor, ks: tuple[int, ...]) -> Ten
     g, c1 = cand.shape
     w = rows.prefix_w.gather(1, cand)
     s = rows.prefix_s.gather(1, cand)
-    q = rows.prefix_q.gather(1, cand)
-    # cost[row, end, start]: squared deviations of the segment [start, end). Weights are whole
-    # counts, so clamping them at 1 only touches empty segments, which cost 0: an optimum never
-    # has an empty segment when the row has k distinct values (splitting a segment that holds
-    # two values lowers its cost), and where it does, the split is flagged invalid later.
+    # The cost of segment [start, end) is q[end] - q[start] - gain[end, start] (q: prefix sums
+    # of squares), gain = (s[end] - s[start])**2 / (w[end] - w[start]); the q terms telescope
+    # along a split, so the programme only needs gain, the same for every number of segments,
+    # computed once (in place: the DP is memory-bound). Weights are whole counts, so
+    # clamping them at 1 only touches empty segments, which cost 0: an optimum never has an
+    # empty segment when the row has k distinct values (splitting a segment that holds two
+    # values lowers its cost), and where it does, the split is flagged invalid later.
     # Arithmetic only (no masks, no 0/0): both are slow on large tensors on the CPU.
-    dw = (w[:, :, None] - w[:, None, :]).clamp_(min=1.0)
-    ds = s[:, :, None] - s[:, None, :]
-    cost = q[:, :, None] - q[:, None, :] - ds * ds / dw
-    cost += torch.full((c1, c1), float("inf"), dtype=cost.dtype, device=cost.device).triu_(1)  # start > end
+    dw = (w[:, :, None] - w[:, None, :]).clamp_(min=1.0)  # [row, end, start]
+    gain = s[:, :, None] - s[:, None, :]
+    gain.mul_(gain).div_(dw)
+    del dw
+    # start > end is no segment: gain -inf makes its cost +inf
+    gain -= torch.full((c1, c1), float("inf"), dtype=gain.dtype, device=gain.device).triu_(1)
     k_max = max(ks)
-    # best[j][row, end]: least cost of j+1 segments covering [0, end)
-    best = [cost[:, :, 0]]
+    # best[j][row, end]: least cost of j+1 segments covering [0, end), less q[end]
+    best = [-gain[:, :, 0]]
     for _ in range(2, k_max):  # a handful of k, not rows
-        best.append((best[-1][:, None, :] + cost).amin(dim=2))
+        best.append((best[-1][:, None, :] - gain).amin(dim=2))
     m = rows.values.shape[1]
     out = cand.new_full((g, len(ks), k_max + 1), m)
     out[:, :, 0] = 0
-    last = cost[:, -1, :]  # segments ending at M
+    last = gain[:, -1, :]  # segments ending at M
     for i, k in enumerate(ks):
         end = None
         for j in range(k, 1, -1):  # walk back from the last segment: argmins of small vectors
-            tail = last if end is None else cost.gather(1, end[:, :, None].expand(g, 1, c1)).squeeze(1)
-            end = (best[j - 2] + tail).argmin(dim=1, keepdim=True)
+            tail = last if end is None else gain.gather(1, end[:, :, None].expand(g, 1, c1)).squeeze(1)
+            end = (best[j - 2] - tail).argmin(dim=1, keepdim=True)
             out[:, i, j - 1 : j] = cand.gather(1, end)
     return out
 
@@ -267,8 +314,9 @@ def _lloyd_polish(rows: _Compressed, bounds: Tensor, ks: tuple[int, ...], max_it
         w = _gather_rows(rows.prefix_w, full).diff(dim=2)
         s = _gather_rows(rows.prefix_s, full).diff(dim=2)
         filled = (w > 0) & ~unused
+        # means of consecutive segments ascend; a cluster that empties gets +inf, which empties
+        # the clusters above it too (+inf midpoints): the split is then flagged invalid
         cent = torch.where(filled, s / torch.where(filled, w, 1.0), float("inf"))
-        cent = cent.sort(dim=2).values  # an emptied cluster (+inf) goes last
         mids = (cent[:, :, :-1] + cent[:, :, 1:]) * 0.5
         # a value exactly halfway goes to the lower cluster, as an argmin over distances does;
         # the midpoints of unused clusters are +inf, so their boundaries stay at M, past the
@@ -289,10 +337,14 @@ def _best_bounds(rows: _Compressed, ks: tuple[int, ...], max_iter: int) -> Tenso
     if m <= EXACT_MAX_DISTINCT:
         cand = torch.arange(m + 1, device=rows.values.device).expand(g, m + 1).contiguous()
         return _optimal_bounds(rows, cand, ks)
-    # coarse: groups of consecutive distinct values, then Lloyd on the full row
+    # coarse: split points at the edges of equal groups of consecutive distinct values and at the
+    # widest gaps between values (where clusters part), then Lloyd on the full row
     edges = torch.arange(COARSE_BINS + 1, device=rows.values.device, dtype=torch.float64)
-    cand = torch.floor(edges[None, :] * rows.distinct[:, None].to(torch.float64) / COARSE_BINS).long()
-    cand[:, -1] = m  # the padding belongs to the last group
+    even = torch.floor(edges[None, :] * rows.distinct[:, None].to(torch.float64) / COARSE_BINS).long()
+    gaps = rows.values.diff(dim=1)  # 0 across the padding
+    widest = gaps.topk(COARSE_GAPS, dim=1, sorted=False).indices + 1
+    cand = torch.cat([even, widest], dim=1).sort(dim=1).values
+    cand[:, -1] = m  # the padding belongs to the last segment
     return _lloyd_polish(rows, _optimal_bounds(rows, cand, ks), ks, max_iter)
 
 
@@ -349,11 +401,12 @@ def _silhouettes(rows: _Compressed, st: _SplitStats) -> Tensor:
     intra = intra - 2 * rows.prefix_s[:, None, :-1] + ends_s.gather(2, lab)
     a = intra / (st.counts - 1).clamp(min=1).gather(2, lab)
     b = torch.minimum(x - lower.gather(2, lab), upper.gather(2, lab) - x)
-    # b > 0 in a valid split (every other cluster lies strictly on one side); a point alone in
-    # its cluster scores 0, so its weight is dropped; invalid splits are discarded below
+    # b > 0 in a valid split (every other cluster lies strictly on one side); invalid splits are
+    # discarded below. A point alone in its cluster has a = 0, so the formula gives it 1 where
+    # the definition says 0: take one off per singleton cluster
     s = (b - a) / torch.maximum(a, b)
-    not_alone = (st.counts > 1).to(s.dtype).gather(2, lab)
-    sil = (s * not_alone * rows.weights[:, None, :]).sum(dim=2) / rows.n
+    singletons = (st.counts == 1).sum(dim=2)
+    sil = ((s * rows.weights[:, None, :]).sum(dim=2) - singletons) / rows.n
     return torch.where(st.valid, sil, -float("inf"))
 
 
@@ -381,18 +434,24 @@ def kmeans_1d(values: Tensor, k: int, *, max_iter: int = DEFAULT_MAX_ITER) -> KM
         raise ValueError(f"k must be at least 1, got {k}")
     _check_values(values)
     _check_max_iter(max_iter)
+    ks = (k,)
     with torch.no_grad():
         rows = _compress(values)
-        ks = (k,)
-        st = _split_stats(rows, _best_bounds(rows, ks, max_iter), ks)
-        labels = -_entry_levels(rows, st.bounds[:, 0, :], torch.zeros_like(rows.distinct))
-    return KMeans1D(
-        labels=labels,
-        centroids=st.means[:, 0, :k] + rows.shift,
-        counts=st.counts[:, 0, :k].round().long(),
-        inertia=st.inertia[:, 0],
-        valid=st.valid[:, 0],
-    )
+        g, n = values.shape
+        labels = torch.empty(g, n, dtype=torch.int64, device=values.device)
+        centroids = rows.values.new_empty(g, k)
+        counts = torch.empty(g, k, dtype=torch.int64, device=values.device)
+        inertia = rows.values.new_empty(g)
+        valid = torch.empty(g, dtype=torch.bool, device=values.device)
+        for idx, part in _size_classes(rows):
+            st = _split_stats(part, _best_bounds(part, ks, max_iter), ks)
+            where = slice(None) if idx is None else idx
+            labels[where] = -_entry_levels(part, st.bounds[:, 0, :], torch.zeros_like(part.distinct))
+            centroids[where] = st.means[:, 0, :k] + part.shift
+            counts[where] = st.counts[:, 0, :k].round().long()
+            inertia[where] = st.inertia[:, 0]
+            valid[where] = st.valid[:, 0]
+    return KMeans1D(labels=labels, centroids=centroids, counts=counts, inertia=inertia, valid=valid)
 
 
 def adaptive_levels(
@@ -417,20 +476,35 @@ def adaptive_levels(
     ks = tuple(range(k_min, k_max + 1))
     with torch.no_grad():
         rows = _compress(values)
-        g = rows.values.shape[0]
-        st = _split_stats(rows, _best_bounds(rows, ks, max_iter), ks)
-        sil = _silhouettes(rows, st)  # (G, nk)
-        best = sil.argmax(dim=1, keepdim=True)  # first maximum: the smaller k on ties
-        best_sil = sil.gather(1, best).squeeze(1)
-        any_valid = torch.isfinite(best_sil)
-        k_col = torch.tensor(ks, device=values.device)[best.squeeze(1)]
-        bounds = st.bounds.gather(1, best[:, :, None].expand(g, 1, st.bounds.shape[2])).squeeze(1)
-        # a row with no valid split is one level: bounds that split nothing
-        bounds = torch.where(any_valid[:, None], bounds, torch.full_like(bounds, rows.values.shape[1]))
-        bounds[:, 0] = 0
-        k_out = torch.where(any_valid, k_col, 1)
-        levels = _entry_levels(rows, bounds, k_out - 1)
-        sil_out = torch.where(any_valid, best_sil, float("nan"))
+        parts = [(idx, _choose_levels(part, ks, max_iter)) for idx, part in _size_classes(rows)]
+        if len(parts) == 1:
+            return parts[0][1]
+        g, n = values.shape
+        levels = torch.empty(g, n, dtype=torch.int64, device=values.device)
+        k_out = torch.empty(g, dtype=torch.int64, device=values.device)
+        sil_out = torch.empty(g, dtype=rows.values.dtype, device=values.device)
+        for idx, part in parts:
+            levels.index_copy_(0, idx, part.levels)
+            k_out.index_copy_(0, idx, part.k)
+            sil_out.index_copy_(0, idx, part.silhouette)
+    return LevelAssignment(levels=levels, k=k_out, silhouette=sil_out)
+
+
+def _choose_levels(rows: _Compressed, ks: tuple[int, ...], max_iter: int) -> LevelAssignment:
+    g = rows.values.shape[0]
+    st = _split_stats(rows, _best_bounds(rows, ks, max_iter), ks)
+    sil = _silhouettes(rows, st)  # (G, nk)
+    best = sil.argmax(dim=1, keepdim=True)  # first maximum: the smaller k on ties
+    best_sil = sil.gather(1, best).squeeze(1)
+    any_valid = torch.isfinite(best_sil)
+    k_col = torch.tensor(ks, device=rows.values.device)[best.squeeze(1)]
+    bounds = st.bounds.gather(1, best[:, :, None].expand(g, 1, st.bounds.shape[2])).squeeze(1)
+    # a row with no valid split is one level: bounds that split nothing
+    bounds = torch.where(any_valid[:, None], bounds, torch.full_like(bounds, rows.values.shape[1]))
+    bounds[:, 0] = 0
+    k_out = torch.where(any_valid, k_col, 1)
+    levels = _entry_levels(rows, bounds, k_out - 1)
+    sil_out = torch.where(any_valid, best_sil, float("nan"))
     return LevelAssignment(levels=levels, k=k_out, silhouette=sil_out)
 
 

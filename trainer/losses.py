@@ -23,7 +23,9 @@ and is weighted by beta_l. Boundary 0 is exactly the VSE++ hardest-negative trip
 boundary with nothing below it contributes nothing (the reference implementation adds a
 spurious constant there). The worst and best candidates of every level come from one
 scatter over the levels and a cumulative min/max across levels, so the cost hardly grows with
-the number of levels, and the gradient only touches the two candidates of each hinge.
+the number of levels, and the gradient only touches the two candidates of each hinge. (They are
+located on scores rounded to float32, ties going to the lower index; the hinge itself is
+computed in the scores' own dtype.)
 
 Reduction: "sum" (default) sums the hinges over the queries of both directions, as the
 VSE++ and ladder-loss references do, so the loss grows with the batch size and the learning
@@ -348,8 +350,11 @@ class AdaptiveLadderLoss(_LadderBase):
     weight betas[l]; boundary 0 is the triplet term. A query whose candidates cannot be split
     (fewer than 2 distinct values, or too few candidates) only gets the triplet term.
 
-    The clustering runs batched on R's device (no loop over queries). It depends on R only, so
-    a data pipeline may compute it ahead with :meth:`levels` and pass ``levels=`` to forward.
+    The clustering runs batched on R's device (no loop over queries), without gradient. It
+    depends on R only and costs several times the rest of the loss on a CPU (see
+    ``benchmarks/bench_losses.py``), so a data pipeline may compute it ahead, in its workers,
+    with :meth:`levels` and pass ``levels=`` to forward: the step then costs what the fixed
+    ladder costs.
 
     Args:
         margins: one per boundary, k_max of them; margins[0] is the triplet margin.
