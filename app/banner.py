@@ -43,13 +43,15 @@ class Banner(QFrame):
         self.hide()
 
     def show_message(self, text: str, kind: BannerKind = BannerKind.INFO) -> None:
+        if kind is not self.kind or not self.styleSheet():
+            bg, fg, border = kind.value
+            self.setStyleSheet(
+                f"QFrame#banner {{ background: {bg}; border: 1px solid {border}; border-radius: 4px; }}"
+                f"QFrame#banner QLabel {{ color: {fg}; }}"
+            )
         self.kind = kind
-        bg, fg, border = kind.value
-        self.setStyleSheet(
-            f"QFrame#banner {{ background: {bg}; border: 1px solid {border}; border-radius: 4px; }}"
-            f"QFrame#banner QLabel {{ color: {fg}; }}"
-        )
-        self.label.setText(text)
+        if self.label.text() != text:
+            self.label.setText(text)
         self.show()
 
     def text(self) -> str:

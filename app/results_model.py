@@ -179,6 +179,16 @@ class ResultsModel(QAbstractListModel):
         r = index if isinstance(index, int) else index.row()
         return self._rows[r] if 0 <= r < len(self._rows) else None
 
+    def is_header(self, row: int) -> bool:
+        return 0 <= row < len(self._rows) and isinstance(self._rows[row], HeaderRow)
+
+    def thumbnail(self, row: PhotoRow) -> tuple[Any, str | None]:
+        """(pixmap or None, why there is none) for a photo row; requests the thumbnail if needed."""
+        if self._thumbnails is None:
+            return None, None
+        pix = self._thumbnails.pixmap(row.path, THUMB_SIDE)
+        return pix, None if pix is not None else self._thumbnails.error(row.path, THUMB_SIDE)
+
     def photo_rows(self) -> list[int]:
         """Row numbers of the photos (not headers) currently shown."""
         return [i for i, r in enumerate(self._rows) if isinstance(r, PhotoRow)]

@@ -8,7 +8,6 @@ viewport width and re-lays items out when it changes.
 from __future__ import annotations
 
 import logging
-import math
 import os
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QRectF, QSize, Qt, Signal
@@ -22,7 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.results_model import THUMB_SIDE, Role, format_score, format_z
+from app.results_model import THUMB_SIDE, HeaderRow, PhotoRow, ResultsModel, Role, format_score, format_z
 from app.tier_colors import tier_color
 
 logger = logging.getLogger(__name__)
@@ -45,7 +44,7 @@ class ResultsDelegate(QStyledItemDelegate):
         return QSize(THUMB_SIDE + 2 * CELL_PADDING, THUMB_BOX_HEIGHT + 2 * CELL_PADDING + line + 4)
 
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
-        if index.data(Role.IS_HEADER):
+        if _model(index).is_header(index.row()):
             line = QFontMetrics(option.font).height()
             return QSize(max(200, self.header_width), max(HEADER_HEIGHT, 2 * line + 10))
         return self.cell_size(option)
@@ -53,23 +52,26 @@ class ResultsDelegate(QStyledItemDelegate):
     def paint(
         self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
     ) -> None:
+        # The rows are read from the model directly (one Python call, not one per role).
+        model = _model(index)
+        row = model.row(index.row())
+        if row is None:
+            return
         painter.save()
         try:
             painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
-            if index.data(Role.IS_HEADER):
-                self._paint_header(painter, option, index)
+            if isinstance(row, HeaderRow):
+                self._paint_header(painter, option, row, model.long_tail)
             else:
-                self._paint_photo(painter, option, index)
+                self._paint_photo(painter, option, model, row)
         finally:
             painter.restore()
 
     def _paint_header(
-        self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+        self, painter: QPainter, option: QStyleOptionViewItem, row: HeaderRow, long_tail: bool
     ) -> None:
         rect: QRect = option.rect
-        long_tail = bool(index.data(Role.LONG_TAIL))
-        rank = int(index.data(Role.TIER) or 0)
-        color = tier_color(rank, long_tail)
+        color = tier_color(row.rank, long_tail)
         pal: QPalette = option.palette
         band = QRect(rect.left(), rect.top() + 4, rect.width(), rect.height() - 6)
         fill = QColor(color)
@@ -87,9 +89,7 @@ class ResultsDelegate(QStyledItemDelegate):
         # Headers are not enabled items (so the cursor skips them); paint them in active colours anyway.
         active = QPalette.ColorGroup.Active
         painter.setPen(pal.color(active, QPalette.ColorRole.Text))
-        label = str(index.data(Role.TIER_LABEL) or "")
-        count = int(index.data(Role.TIER_COUNT) or 0)
-        lo, hi = index.data(Role.SCORE_RANGE) or (math.nan, math.nan)
+        label, count, lo, hi = row.label, row.count, row.min_score, row.max_score
         text_rect = band.adjusted(14, 0, -10, 0)
         fm = QFontMetrics(title_font)
         title = f"{label}"
@@ -101,7 +101,7 @@ class ResultsDelegate(QStyledItemDelegate):
         painter.drawText(detail_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, detail)
 
     def _paint_photo(
-        self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+        self, painter: QPainter, option: QStyleOptionViewItem, model: ResultsModel, row: PhotoRow
     ) -> None:
         rect: QRect = option.rect
         pal: QPalette = option.palette
@@ -126,7 +126,7 @@ class ResultsDelegate(QStyledItemDelegate):
             painter.drawRoundedRect(cell.adjusted(1, 1, -1, -1), 6, 6)
 
         thumb_box = QRect(rect.left() + CELL_PADDING, rect.top() + CELL_PADDING, THUMB_SIDE, THUMB_BOX_HEIGHT)
-        pix = index.data(Role.THUMBNAIL)
+        pix, error = model.thumbnail(row)
         if pix is not None and not pix.isNull():
             size = pix.size().scaled(thumb_box.size(), Qt.AspectRatioMode.KeepAspectRatio)
             target = QRect(0, 0, size.width(), size.height())
@@ -138,7 +138,6 @@ class ResultsDelegate(QStyledItemDelegate):
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(pal.color(QPalette.ColorRole.AlternateBase))
             painter.drawRoundedRect(thumb_box.adjusted(8, 8, -8, -8), 4, 4)
-            error = index.data(Role.THUMBNAIL_ERROR)
             if error:
                 painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
                 painter.drawText(
@@ -151,25 +150,27 @@ class ResultsDelegate(QStyledItemDelegate):
         line_top = thumb_box.bottom() + 4
         fm = QFontMetrics(option.font)
         line = QRect(rect.left() + CELL_PADDING, line_top, THUMB_SIDE, fm.height())
-        rank = int(index.data(Role.TIER) or 0)
-        long_tail = bool(index.data(Role.LONG_TAIL))
         dot = QRectF(line.left(), line.center().y() - 4, 8, 8)
         painter.setPen(Qt.PenStyle.NoPen)
-        painter.setBrush(tier_color(rank, long_tail))
+        painter.setBrush(tier_color(row.tier, model.long_tail))
         painter.drawEllipse(dot)
-        score = float(index.data(Role.SCORE))
-        score_text = format_score(score)
+        score_text = format_score(row.score)
         painter.setPen(pal.color(QPalette.ColorRole.Text))
         painter.setFont(option.font)
         score_rect = line.adjusted(12, 0, 0, 0)
         painter.drawText(score_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, score_text)
         name_left = 12 + fm.horizontalAdvance(score_text) + 8
         name_rect = line.adjusted(name_left, 0, 0, 0)
-        name = fm.elidedText(
-            os.path.basename(str(index.data(Role.PATH))), Qt.TextElideMode.ElideMiddle, name_rect.width()
-        )
+        name = fm.elidedText(os.path.basename(row.path), Qt.TextElideMode.ElideMiddle, name_rect.width())
         painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
         painter.drawText(name_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, name)
+
+
+def _model(index: QModelIndex | QPersistentModelIndex) -> ResultsModel:
+    model = index.model()
+    if not isinstance(model, ResultsModel):
+        raise TypeError("ResultsDelegate paints a ResultsModel")
+    return model
 
 
 class ResultsView(QListView):

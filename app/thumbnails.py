@@ -80,26 +80,30 @@ class _Relay(QObject):
     done = Signal(str, int, QImage, str)
 
 
-class _Task(QRunnable):
-    def __init__(self, loader: ThumbnailLoader, path: str, side: int) -> None:
+class _Drain(QRunnable):
+    """Makes queued thumbnails, newest request first, until the queue is empty.
+
+    A few long-running drains instead of one task per thumbnail: starting a pool task costs the GUI
+    thread a thread wake-up (and the interpreter lock) each time, and a grid asks for dozens at once.
+    """
+
+    def __init__(self, loader: ThumbnailLoader) -> None:
         super().__init__()
         self._loader = loader
-        self._path = path
-        self._side = side
 
     def run(self) -> None:
         loader = self._loader
-        if not loader._still_wanted(self._path, self._side):
-            return
-        try:
-            image = make_thumbnail(self._path, self._side, loader.cache_dir)
-            error = ""
-        except DecodeError as exc:
-            image, error = QImage(), exc.reason
-        except Exception as exc:  # never lose the pool thread to a bad file
-            logger.debug("thumbnail failed for %s", self._path, exc_info=True)
-            image, error = QImage(), str(exc) or type(exc).__name__
-        loader._relay.done.emit(self._path, self._side, image, error)
+        while (key := loader._next_request()) is not None:
+            path, side = key
+            try:
+                image = make_thumbnail(path, side, loader.cache_dir)
+                error = ""
+            except DecodeError as exc:
+                image, error = QImage(), exc.reason
+            except Exception as exc:  # never lose the pool thread to a bad file
+                logger.debug("thumbnail failed for %s", path, exc_info=True)
+                image, error = QImage(), str(exc) or type(exc).__name__
+            loader._relay.done.emit(path, side, image, error)
 
 
 class ThumbnailLoader(QObject):
@@ -113,14 +117,18 @@ class ThumbnailLoader(QObject):
     ) -> None:
         super().__init__(parent)
         self.cache_dir = thumbnail_dir() if cache_dir is None else cache_dir
+        self._threads = max(1, threads)
         self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(max(1, threads))
+        self._pool.setMaxThreadCount(self._threads)
         self._relay = _Relay(self)
         self._relay.done.connect(self._on_done)
         self._memory: OrderedDict[tuple[str, int], QPixmap] = OrderedDict()
         self._failed: dict[tuple[str, int], str] = {}
         self._lock = threading.Lock()
-        self._pending: set[tuple[str, int]] = set()
+        self._queue: OrderedDict[tuple[str, int], None] = OrderedDict()  # waiting, newest last
+        self._in_progress: set[tuple[str, int]] = set()
+        self._drains = 0
+        self._closed = False
 
     def pixmap(self, path: str, side: int) -> QPixmap | None:
         """The thumbnail if it is ready; otherwise None, and it is requested."""
@@ -137,37 +145,48 @@ class ThumbnailLoader(QObject):
         """Why the thumbnail could not be made, if it could not."""
         return self._failed.get((path, side))
 
-    def request(self, path: str, side: int, priority: int = 0) -> None:
+    def request(self, path: str, side: int) -> None:
+        """Ask for a thumbnail; the newest requests are served first (what the grid shows now)."""
         key = (path, side)
         with self._lock:
-            if key in self._pending:
+            if self._closed or key in self._in_progress:
                 return
-            self._pending.add(key)
-        task = _Task(self, path, side)
-        task.setAutoDelete(True)
-        self._pool.start(task, priority)
+            self._queue[key] = None
+            self._queue.move_to_end(key)
+            start = self._drains < self._threads
+            if start:
+                self._drains += 1
+        if start:
+            self._pool.start(_Drain(self))
 
     def forget_pending(self) -> None:
         """Drop requests that have not started (the views will ask again for what they still show)."""
-        self._pool.clear()
         with self._lock:
-            self._pending.clear()
+            self._queue.clear()
 
     def shutdown(self, timeout_ms: int = 10_000) -> bool:
-        self.forget_pending()
+        with self._lock:
+            self._closed = True
+            self._queue.clear()
         return self._pool.waitForDone(timeout_ms)
 
     def wait_for_done(self, timeout_ms: int = -1) -> bool:
+        """Block until every queued thumbnail is made (benchmarks and scripts; not for the GUI)."""
         return self._pool.waitForDone(timeout_ms)
 
-    def _still_wanted(self, path: str, side: int) -> bool:
+    def _next_request(self) -> tuple[str, int] | None:
         with self._lock:
-            return (path, side) in self._pending
+            if not self._queue or self._closed:
+                self._drains -= 1
+                return None
+            key, _ = self._queue.popitem(last=True)
+            self._in_progress.add(key)
+            return key
 
     def _on_done(self, path: str, side: int, image: QImage, error: str) -> None:
         key = (path, side)
         with self._lock:
-            self._pending.discard(key)
+            self._in_progress.discard(key)
         if error or image.isNull():
             self._failed[key] = error or "not an image"
             self.failed.emit(path, side, self._failed[key])

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PySide6.QtCore import QEvent, QPointF, QRect, QRectF, QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QLineF, QPointF, QRect, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import (
     QColor,
     QFont,
@@ -81,6 +81,7 @@ class TierPlot(QWidget):
         self._hi = 1.0
         self._chips: list[tuple[QRect, int | None]] = []
         self._cache: QPixmap | None = None
+        self._plot_cache: tuple[QSize, QRect] | None = None
 
     # ------------------------------------------------------------------ data
 
@@ -172,6 +173,13 @@ class TierPlot(QWidget):
         return QSize(240, 150)
 
     def _plot_rect(self) -> QRect:
+        if self._plot_cache is not None and self._plot_cache[0] == self.size():
+            return QRect(self._plot_cache[1])
+        rect = self._compute_plot_rect()
+        self._plot_cache = (self.size(), QRect(rect))
+        return rect
+
+    def _compute_plot_rect(self) -> QRect:
         fm = QFontMetrics(self.font())
         top = MARGIN + CHIP_HEIGHT + 8
         bottom = self.height() - MARGIN - AXIS_HEIGHT - RUG_HEIGHT - 4
@@ -313,6 +321,7 @@ class TierPlot(QWidget):
     def changeEvent(self, event: QEvent) -> None:
         if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.FontChange, QEvent.Type.StyleChange):
             self._cache = None
+            self._plot_cache = None
         super().changeEvent(event)
 
     def _render(self, device: QPixmap) -> None:
@@ -392,15 +401,16 @@ class TierPlot(QWidget):
             "results",
         )
         del fm
-        for score, rank in zip(self._scores, self._score_tiers, strict=False):
-            if not math.isfinite(score):
-                continue
+        scores, ranks = self._scores, self._score_tiers[: self._scores.size]
+        finite = np.isfinite(scores[: ranks.size])
+        xs = plot.left() + (scores[: ranks.size] - self._lo) / (self._hi - self._lo) * plot.width()
+        for rank in np.unique(ranks[finite]):
             color = QColor(tier_color(int(rank), self._long_tail))
             if self._selected is not None and rank != self._selected:
                 color.setAlpha(70)
             painter.setPen(QPen(color, 1.5))
-            x = self.x_of(float(score))
-            painter.drawLine(QPointF(x, top), QPointF(x, top + RUG_HEIGHT))
+            lines = [QLineF(x, top, x, top + RUG_HEIGHT) for x in xs[finite & (ranks == rank)].tolist()]
+            painter.drawLines(lines)
 
     def _paint_axis(self, painter: QPainter, plot: QRect, pal: QPalette) -> None:
         y = plot.bottom() + RUG_HEIGHT + 6

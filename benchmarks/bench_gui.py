@@ -26,6 +26,7 @@ architecture with random weights (the same compute; ``--model`` picks another).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -293,7 +294,8 @@ def bench_latency(photos: int, model: str | None) -> dict:
 def _indexed_noise_library(size: int, spec: str) -> Path:
     from core.library import Library
 
-    root = OUT / f"gui-library-{size}-{abs(hash(spec)) % 10**8}"
+    tag = hashlib.sha1(spec.encode()).hexdigest()[:8]
+    root = OUT / f"gui-library-{size}-{tag}"
     folder = _noise_images(size)
     with Library.open(root, model=spec) as library:
         if library.status().indexed < size:

@@ -1,0 +1,41 @@
+"""``app.main.run``: opens the window on a library and returns when it closes; errors are dialogs."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from app.main import run
+from app.main_window import MainWindow
+
+
+def _close_when_shown(seen: list) -> None:
+    def check() -> None:
+        windows = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
+        if windows:
+            seen.append(windows[0].windowTitle())
+            windows[0].close()
+        else:
+            QTimer.singleShot(20, check)
+
+    QTimer.singleShot(0, check)
+
+
+def test_run_opens_the_window_and_returns_zero_when_it_closes(qtbot, tmp_path, model_spec):
+    seen: list[str] = []
+    _close_when_shown(seen)
+    settings = tmp_path / "settings.ini"
+    code = run(["--library", str(tmp_path / "lib"), "--model", model_spec, "--settings", str(settings)])
+    assert code == 0
+    assert seen == ["LadderLens"]
+    assert settings.exists()  # the window state was saved there, not in the user's settings
+    assert (tmp_path / "lib" / "catalog.sqlite").exists()
+
+
+def test_a_library_that_cannot_be_opened_is_a_message_not_a_traceback(qtbot, tmp_path, monkeypatch):
+    shown = []
+    monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text: shown.append(text))
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    assert run(["--library", str(not_a_folder), "--settings", str(tmp_path / "s.ini")]) == 1
+    assert len(shown) == 1 and "cannot be opened" in shown[0] and "Traceback" not in shown[0]
