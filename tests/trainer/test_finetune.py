@@ -1,0 +1,278 @@
+"""Fine-tuning on tagged folders: data, split, adapter training, guards, bad input, the library end to end."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from core.errors import FinetuneError, ProfileError
+from core.library import Library
+from trainer.finetune import (
+    FinetuneConfig,
+    FinetuneProgress,
+    finetune,
+    format_report,
+    iter_finetune,
+    iter_prepare,
+    iter_train_adapter,
+    save_profile,
+    split_by_group,
+)
+from trainer.tagged_world import write_tagged_tree
+
+DIM = 32
+PLACES = ["praia", "chamonix", "lisbon", "garden"]
+THINGS = ["kayak", "volvo", "oak"]
+
+
+def synthetic(n: int, seed: int = 0):
+    """Photos tagged (place, thing) whose image vectors follow their tags, and a frozen text encoder
+    that knows the tag words but puts them in directions unrelated to the images."""
+    rng = np.random.default_rng(seed)
+    words = PLACES + THINGS
+    visual = {w: rng.normal(size=DIM) for w in words}
+    textual = {w: rng.normal(size=DIM) for w in words}
+    tags, image = [], []
+    for _ in range(n):
+        tag_set = (PLACES[rng.integers(len(PLACES))], THINGS[rng.integers(len(THINGS))])
+        tags.append(tag_set)
+        image.append(sum(visual[w] for w in tag_set) + 0.6 * rng.normal(size=DIM))
+    image = np.array(image, np.float32)
+    image /= np.linalg.norm(image, axis=1, keepdims=True)
+
+    def encode(texts):
+        out = []
+        for text in texts:
+            noise = np.random.default_rng(abs(hash(text)) % 2**32).normal(size=DIM) * 0.3
+            out.append(sum((textual[w] for w in words if w in text), np.zeros(DIM)) + noise)
+        out = np.array(out, np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    return tags, image, encode
+
+
+def drive(gen):
+    records = []
+    while True:
+        try:
+            records.append(next(gen))
+        except StopIteration as stop:
+            return stop.value, records
+
+
+def test_split_keeps_every_tag_set_in_training_and_holds_some_out():
+    groups = np.repeat(np.arange(6), [1, 2, 5, 10, 20, 40])
+    split = split_by_group(groups, 0.15, 0.15, seed=0)
+    parts = [split.train, split.val, split.test]
+    assert sum(len(p) for p in parts) == len(groups)
+    assert len(np.unique(np.concatenate(parts))) == len(groups)
+    assert len(split.val) >= 1 and len(split.test) >= 1
+    for g in (1, 2, 3, 4, 5):  # groups of two or more always keep a photo for training
+        assert np.isin(np.flatnonzero(groups == g), split.train).any()
+    assert 0.2 < (len(split.val) + len(split.test)) / len(groups) < 0.4
+
+
+def test_adapter_learns_the_vocabulary_and_reports_before_and_after():
+    tags, image, encode = synthetic(240)
+    config = FinetuneConfig(epochs=8, batch_size=12, patience=8, general_scenes=0, seed=1)
+    data, prep = drive(iter_prepare(tags, image, encode, config))
+    assert {p.phase for p in prep} == {"captions"}
+    (adapter, report), records = drive(iter_train_adapter(data, config))
+    before, after = report["heldout"]["base"], report["heldout"]["finetuned"]
+    assert after["R@1"] > before["R@1"] + 0.2
+    assert after["CS"] > before["CS"]
+    assert report["blend"] in config.blends and report["blend"] > 0
+    assert report["split"]["test"] == before["photos"]
+    assert [r.epoch for r in records if r.phase == "validate"] == list(range(9))
+    steps = [r for r in records if r.phase == "train"]
+    assert steps[-1].done == steps[-1].total and all(np.isfinite(r.loss) for r in steps)
+    # the exported adapter gives the reported numbers
+    test = data.pools["test"]
+    img = adapter.apply_image(data.image[test.items])
+    txt = adapter.apply_text(data.query_vecs[test.query_groups])
+    from trainer.finetune import pool_metrics
+
+    again = pool_metrics(img, txt, test.relevance, test.gt, config.cs_k)
+    assert again["R@1"] == pytest.approx(after["R@1"])
+    text = format_report(report)
+    assert "held-out tagged photos" in text and "change" in text
+
+
+def test_early_stopping_and_the_blend_guard_against_a_useless_fine_tune():
+    tags, image, encode = synthetic(120, seed=3)
+    rng = np.random.default_rng(0)
+    shuffled = [tags[i] for i in rng.permutation(len(tags))]  # tags no longer match the images
+    config = FinetuneConfig(epochs=30, batch_size=8, patience=2, general_scenes=0, lr=5e-3)
+    data, _ = drive(iter_prepare(shuffled, image, encode, config))
+    (_adapter, report), _ = drive(iter_train_adapter(data, config))
+    assert report["stopped_early"] and report["epochs_run"] < 30
+    val = report["blend_scores"]
+    best = max(val.values())
+    assert report["blend"] == min(float(b) for b, s in val.items() if s >= best - config.blend_tolerance)
+
+
+def test_triplet_and_infonce_objectives_train_too():
+    tags, image, encode = synthetic(60, seed=5)
+    for loss in ("triplet", "infonce", "infonce+0.5*adaptive"):
+        config = FinetuneConfig(epochs=1, batch_size=8, general_scenes=0, loss=loss, caption_variants=2)
+        data, _ = drive(iter_prepare(tags, image, encode, config))
+        (_adapter, report), _ = drive(iter_train_adapter(data, config))
+        assert report["epochs_run"] == 1
+
+
+def test_settings_are_checked():
+    with pytest.raises(FinetuneError, match="unknown loss"):
+        FinetuneConfig(loss="hinge").validate()
+    with pytest.raises(FinetuneError, match="mode"):
+        FinetuneConfig(mode="lora").validate()
+    with pytest.raises(FinetuneError, match="epochs"):
+        FinetuneConfig(epochs=0).validate()
+
+
+# ------------------------------------------------------------------------------ with a library
+
+
+@pytest.fixture(scope="module")
+def tagged_library(tmp_path_factory, tiny_checkpoint):
+    """A tagged tree of 60 scene photos, indexed with the tiny model (made once; copy to change)."""
+    base = tmp_path_factory.mktemp("tagged")
+    write_tagged_tree(base / "Tagged", 60, seed=2, size=(32, 32))
+    with Library.open(base / "lib", model=f"file:{tiny_checkpoint}") as lib:
+        lib.add_folder(base / "Tagged")
+        lib.index()
+    return base
+
+
+@pytest.fixture
+def lib(tagged_library, tmp_path, tiny_checkpoint):
+    shutil.copytree(tagged_library / "lib", tmp_path / "lib")
+    library = Library.open(tmp_path / "lib", model=f"file:{tiny_checkpoint}")
+    yield library
+    library.close()
+
+
+FAST = FinetuneConfig(epochs=2, batch_size=16, general_scenes=0, min_photos=4, caption_variants=3)
+
+
+def test_fine_tune_a_library_save_and_use_the_profile(lib, tagged_library):
+    records: list[FinetuneProgress] = []
+    config = FinetuneConfig(epochs=2, batch_size=16, general_scenes=12, caption_variants=3)
+    result = finetune(lib, tagged_library / "Tagged", config, on_progress=records.append)
+    phases = [r.phase for r in records]
+    for phase in ("scan", "match", "captions", "general", "train", "validate", "blend", "report", "done"):
+        assert phase in phases
+    summary = result.report["collection"]
+    assert summary["photos"] == 60 and summary["not_indexed"] == 0
+    assert summary["top_tags"][0][1] >= 60 // 5
+    assert set(result.report["general"]) == {"base", "finetuned"}
+    assert list((lib.root / "profiles" / ".general").glob("*.npz"))  # cached for next time
+    assert lib.profiles() == []  # nothing saved until asked
+
+    info = save_profile(lib, result, "tagged")
+    assert info.report["heldout"]["base"]["photos"] == result.report["split"]["test"]
+    lib.use_profile("tagged")
+    assert lib.status().profile == "tagged v1"
+    assert len(lib.search("a photo of Lisbon", k=10).results) == 10
+
+
+def test_cancelling_a_fine_tune_leaves_nothing(lib, tagged_library):
+    gen = iter_finetune(lib, tagged_library / "Tagged", FAST)
+    for record in gen:
+        if record.phase == "train":
+            break
+    gen.close()
+    assert lib.profiles() == [] and lib.active_profile is None
+    assert not (lib.root / "profiles").exists() or not any(
+        p.name != ".general" for p in (lib.root / "profiles").iterdir()
+    )
+
+
+def test_photos_not_indexed_yet_are_counted_and_named(lib, tmp_path):
+    root = tmp_path / "new"
+    write_tagged_tree(root, 8, seed=9, size=(32, 32))
+    with pytest.raises(FinetuneError, match=r"None of the 8 tagged photos under .* is indexed yet.*index"):
+        finetune(lib, root, FAST)
+
+
+def test_folders_without_images_one_tag_and_bad_sidecars(lib, tagged_library, tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "boats" / "red").mkdir(parents=True)
+    with pytest.raises(FinetuneError, match="No tagged photos found"):
+        finetune(lib, empty, FAST)
+
+    one_tag = tmp_path / "one"
+    (one_tag / "Holidays").mkdir(parents=True)
+    for path in list((tagged_library / "Tagged").rglob("*.jpg"))[:12]:
+        shutil.copyfile(path, one_tag / "Holidays" / path.name)  # same content: indexed already
+    with pytest.raises(FinetuneError, match="same tags \\(holidays\\)"):
+        finetune(lib, one_tag, FAST)
+
+    # broken sidecars are reported, the rest still trains
+    tree = tmp_path / "tree"
+    shutil.copytree(tagged_library / "Tagged", tree)
+    photos = sorted(tree.rglob("*.jpg"))
+    (photos[0].parent / f"{photos[0].name}.xmp").write_text("<x:xmpmeta><broken>", encoding="utf-8")
+    (photos[1].parent / f"{photos[1].stem}.xmp").write_bytes(b"x" * 2_000_000)
+    result = finetune(lib, tree, FAST)
+    problems = dict(result.report["problems"])
+    assert "well-formed" in problems[str(photos[0]) + ".xmp"]
+    assert "larger than" in problems[str(photos[1].with_suffix(".xmp"))]
+    assert result.report["collection"]["photos"] == 60
+
+
+def test_too_few_photos_are_refused(lib, tagged_library, tmp_path):
+    few = tmp_path / "few"
+    for i, path in enumerate(sorted((tagged_library / "Tagged").rglob("*.jpg"))[:3]):
+        (few / f"tag {i}").mkdir(parents=True)
+        shutil.copyfile(path, few / f"tag {i}" / path.name)
+    with pytest.raises(FinetuneError, match="Only 3 tagged, indexed photos"):
+        finetune(lib, few, FinetuneConfig(general_scenes=0))
+
+
+def test_user_tags_from_the_app_count(lib, tagged_library, tmp_path):
+    from core.tags import UserTags
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    ids = []
+    for path in sorted((tagged_library / "Tagged").rglob("*.jpg"))[:20]:
+        shutil.copyfile(path, plain / path.name)
+        photo = lib.catalog.photo_by_path(path)
+        ids.append(photo.id)
+    UserTags(lib.catalog).add(ids[:10], ["red kayak"])
+    UserTags(lib.catalog).add(ids[10:], ["the cottage"])
+    result = finetune(lib, plain, FinetuneConfig(epochs=1, batch_size=4, general_scenes=0, min_photos=4))
+    assert dict(result.report["collection"]["top_tags"]) == {"red kayak": 10, "the cottage": 10}
+    # without a folder: every photo tagged in the app
+    result = finetune(lib, None, FinetuneConfig(epochs=1, batch_size=4, general_scenes=0, min_photos=4))
+    assert result.report["collection"]["photos"] == 20
+
+
+def test_a_result_is_not_saved_onto_another_model(lib, tagged_library, tmp_path):
+    result = finetune(lib, tagged_library / "Tagged", FAST)
+    from core.models import ModelIdentity
+
+    result.base_identity = ModelIdentity("other-arch", "sha256:0000000000000000")
+    with pytest.raises(ProfileError, match="changed"):
+        save_profile(lib, result, "x")
+
+
+def test_root_that_does_not_exist(lib, tmp_path):
+    from core.errors import FolderError
+
+    with pytest.raises(FolderError):
+        finetune(lib, tmp_path / "missing", FAST)
+
+
+def test_general_set_needs_no_photos_on_disk(tiny_embedder, tmp_path):
+    from trainer.finetune import iter_general_set
+
+    general, records = drive(iter_general_set(tiny_embedder, 10, tmp_path))
+    assert general.image.shape == (10, tiny_embedder.dim) and general.text.shape == (10, tiny_embedder.dim)
+    assert np.all(np.diag(general.relevance) == 1.0)
+    assert records and records[-1].done == 10
+    again, records = drive(iter_general_set(tiny_embedder, 10, tmp_path))
+    assert records == []  # from the cache
+    np.testing.assert_array_equal(again.image, general.image)

@@ -1,0 +1,886 @@
+"""Fine-tune on the user's tagged folders with the adaptive ladder loss.
+
+The default mode trains a residual adapter (:mod:`trainer.adapter_model`) on the library's stored
+vectors of the tagged photos: no photo is decoded again, and the text side learns the user's own
+vocabulary from captions made of their tags. A training pair is (a photo's stored image vector,
+a caption of its tags encoded by the frozen text encoder); the relevance between any photo and
+any caption of a batch is graded from the two tag sets (:mod:`trainer.tag_relevance`), so the
+(adaptive) ladder loss has real degrees of relevance to order.
+
+Guarding against forgetting:
+
+* the tagged photos are split (per tag set) into train, validation and test photos;
+* each epoch is validated, training stops when validation stops improving (``patience``) and the
+  best epoch is kept;
+* the adapter is blended toward the base model, ``x + blend * residual(x)``: the smallest blend
+  whose validation score is within ``blend_tolerance`` of the best is chosen;
+* the report compares the base model and the fine-tune on the *test* photos (held out from both
+  training and these choices) and on a general set, the scene world, to show the cost.
+
+Batches hold at most one photo per distinct tag set: two photos with the same tags are equally
+relevant to each other's captions, so neither may serve as the other's negative.
+
+Every fine-tune is a generator of :class:`FinetuneProgress` (each yield a cancellation point;
+closing it leaves nothing behind) returning a :class:`FinetuneResult`; nothing is saved until
+:func:`save_profile`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from core.errors import FinetuneError, ProfileError
+from core.tags import TagProblem, UserTags, iter_tag_scan
+from trainer.adapter_model import TwinAdapter
+from trainer.tag_relevance import TagRelevance, TagVocabulary, build_vocabulary, tag_caption
+
+if TYPE_CHECKING:
+    from core.embedder import Embedder
+    from core.library import Library
+    from core.models import ModelIdentity
+    from core.profiles import ProfileInfo
+
+logger = logging.getLogger(__name__)
+
+MODES = ("adapter", "full")
+GROUP_RELEVANCE_LIMIT = 4096  # up to this many distinct tag sets, their relevance is computed once
+LEVEL_TABLE_LIMIT = 2048  # up to this many, their adaptive ladder levels too
+GENERAL_CACHE = ".general"
+TextEncoder = Callable[[Sequence[str]], np.ndarray]
+
+
+# ------------------------------------------------------------------------------------------ config
+
+
+@dataclass
+class FinetuneConfig:
+    """Settings of a fine-tune. ``lr`` None picks the mode's default."""
+
+    mode: str = "adapter"
+    loss: str = "adaptive"  # a trainer.objectives spec: adaptive, triplet, ladder, infonce, sums
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float | None = None
+    weight_decay: float = 0.01
+    warmup: float = 0.05
+    hidden: int | None = None  # adapter width (default: embedding width / 4)
+    temperature: float = 0.05  # for InfoNCE terms
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    patience: int = 6
+    blends: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    blend_tolerance: float = 0.01
+    caption_variants: int = 8
+    general_scenes: int = 300  # scene-world photos for the "cost" report (0: none)
+    min_photos: int = 10
+    cs_k: int = 100
+    seed: int = 0
+    # full mode
+    unfreeze_blocks: int = 2
+    device: str = "auto"
+    decode_workers: int | None = None
+
+    def validate(self) -> None:
+        """Raise FinetuneError with a clear message for any setting that cannot work."""
+        from trainer.objectives import parse_objective
+
+        if self.mode not in MODES:
+            raise FinetuneError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        try:
+            parse_objective(self.loss)
+        except ValueError as e:
+            raise FinetuneError(str(e)) from None
+        if self.epochs < 1:
+            raise FinetuneError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 2:
+            raise FinetuneError(f"batch size must be at least 2, got {self.batch_size}")
+        if self.lr is not None and not (0 < self.lr < 1):
+            raise FinetuneError(f"learning rate must be in (0, 1), got {self.lr}")
+        if not (0 < self.val_fraction < 0.5 and 0 < self.test_fraction < 0.5):
+            raise FinetuneError("validation and test fractions must be in (0, 0.5)")
+        if not self.blends or any(not 0 <= b <= 1 for b in self.blends):
+            raise FinetuneError(f"blends must be numbers in [0, 1], got {self.blends}")
+        if self.patience < 1:
+            raise FinetuneError(f"patience must be at least 1 epoch, got {self.patience}")
+        if self.caption_variants < 1:
+            raise FinetuneError("caption_variants must be at least 1")
+
+    @property
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 2e-3 if self.mode == "adapter" else 1e-5
+
+
+@dataclass(frozen=True)
+class FinetuneProgress:
+    """One progress record.
+
+    ``phase``: "scan" (reading tags), "match" (finding the photos' vectors), "captions"
+    (encoding captions and tags), "general" (the scene-world set), "train" (one record per step),
+    "validate" (after each epoch, with ``metrics``), "blend", "report", "done".
+    """
+
+    phase: str
+    done: int = 0
+    total: int | None = None
+    epoch: int = 0
+    epochs: int = 0
+    loss: float | None = None
+    metrics: Mapping[str, float] | None = None
+    message: str = ""
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+@dataclass(frozen=True)
+class TaggedItem:
+    """A tagged photo with a vector of the library's model."""
+
+    content_hash: str
+    path: str
+    tags: tuple[str, ...]
+
+
+@dataclass
+class TaggedCollection:
+    """The tagged photos found for a fine-tune, and what could not be used."""
+
+    root: str | None
+    items: list[TaggedItem] = field(default_factory=list)
+    not_indexed: list[str] = field(default_factory=list)
+    untagged: int = 0
+    problems: list[TagProblem] = field(default_factory=list)
+    empty_folders: list[str] = field(default_factory=list)
+
+    def counts(self) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for item in self.items:
+            counts.update(item.tags)
+        return counts
+
+    def summary(self) -> dict[str, Any]:
+        counts = self.counts()
+        return {
+            "root": self.root,
+            "photos": len(self.items),
+            "tags": len(counts),
+            "tag_sets": len({item.tags for item in self.items}),
+            "not_indexed": len(self.not_indexed),
+            "untagged": self.untagged,
+            "problems": len(self.problems),
+            "top_tags": counts.most_common(50),
+        }
+
+
+def iter_collect(
+    library: Library, root: str | os.PathLike[str] | None, *, include_user_tags: bool = True
+) -> Generator[FinetuneProgress, None, TaggedCollection]:
+    """Find the tagged photos under ``root`` (and those tagged in the app) with a vector of the
+    library's model. Tags of one content (duplicates) are merged.
+
+    Raises:
+        FolderError: ``root`` is missing or unreadable.
+    """
+    from core.hashing import content_hash
+
+    collection = TaggedCollection(str(root) if root is not None else None)
+    tags_by_hash: dict[str, list[str]] = {}
+    path_by_hash: dict[str, str] = {}
+    catalog = library.catalog
+    if root is not None:
+        gen = iter_tag_scan(root)
+        while True:
+            try:
+                progress = next(gen)
+            except StopIteration as stop:
+                scan = stop.value
+                break
+            yield FinetuneProgress("scan", progress.photos, None, message=progress.folder)
+        collection.problems.extend(scan.problems)
+        collection.empty_folders = scan.empty_folders
+        for n, photo in enumerate(scan.photos, 1):
+            if not photo.tags and not include_user_tags:
+                collection.untagged += 1
+                continue
+            known = catalog.photo_by_path(photo.path)
+            if known is not None and known.size == photo.size and known.mtime_ns == photo.mtime_ns:
+                digest = known.content_hash
+            else:
+                try:
+                    digest = content_hash(photo.path, photo.size)
+                except OSError as e:
+                    collection.problems.append(TagProblem(photo.path, f"cannot be read ({e.strerror or e})"))
+                    continue
+            tags_by_hash.setdefault(digest, []).extend(photo.tags)
+            path_by_hash.setdefault(digest, photo.path)
+            if n % 1000 == 0:
+                yield FinetuneProgress("match", n, len(scan.photos))
+    user = UserTags(catalog)
+    if include_user_tags:
+        extra = user.of_hashes(list(path_by_hash)) if root is not None else user.tagged()
+        for digest, tags in extra.items():
+            tags_by_hash.setdefault(digest, []).extend(tags)
+            if digest not in path_by_hash:
+                photos = catalog.photos_by_hash(digest)
+                if photos:
+                    path_by_hash[digest] = photos[0].path
+    hashes = [h for h in tags_by_hash if tags_by_hash[h]]
+    collection.untagged += sum(1 for h in tags_by_hash if not tags_by_hash[h])
+    store = library.vectors()
+    have = store.has(hashes) if hashes else np.zeros(0, bool)
+    for digest, ok in zip(hashes, have.tolist(), strict=True):
+        tags = tuple(dict.fromkeys(tags_by_hash[digest]))
+        if ok:
+            collection.items.append(TaggedItem(digest, path_by_hash[digest], tags))
+        else:
+            collection.not_indexed.append(path_by_hash[digest])
+    yield FinetuneProgress(
+        "match", len(hashes), len(hashes), message=f"{len(collection.items)} photos usable"
+    )
+    return collection
+
+
+def check_collection(collection: TaggedCollection, config: FinetuneConfig) -> None:
+    """Refuse, with what to do, a collection a fine-tune cannot learn from.
+
+    Raises:
+        FinetuneError: too few photos, or fewer than two different tag sets.
+    """
+    where = f" under {collection.root}" if collection.root else ""
+    if not collection.items:
+        if collection.not_indexed:
+            raise FinetuneError(
+                f"None of the {len(collection.not_indexed)} tagged photos{where} is indexed yet. "
+                f"Index them first: python main.py index {collection.root or 'FOLDER'}"
+            )
+        raise FinetuneError(
+            f"No tagged photos found{where}. Put photos in sub-folders named after what they show "
+            "(for example Grandma's garden/, Lisbon 2019/), or add XMP keywords or a tags.txt."
+        )
+    if len(collection.items) < config.min_photos:
+        raise FinetuneError(
+            f"Only {len(collection.items)} tagged, indexed photos found{where}; a fine-tune needs at least "
+            f"{config.min_photos}. Tag more photos (or index the ones not indexed yet)."
+        )
+    tag_sets = {item.tags for item in collection.items}
+    if len(tag_sets) < 2:
+        only = ", ".join(next(iter(tag_sets))) or "none"
+        raise FinetuneError(
+            f"Every tagged photo{where} has the same tags ({only}): there is nothing to tell apart. "
+            "A fine-tune needs photos with at least two different tags, for example in two "
+            "differently named sub-folders."
+        )
+
+
+# ------------------------------------------------------------------------------------------ split
+
+
+@dataclass
+class Split:
+    """Indices into the items of a data set."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def split_by_group(groups: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> Split:
+    """Split items so each tag set (group) spreads over train, validation and test in proportion.
+
+    Rounding is randomised per group, so small groups still reach the held-out parts. Validation
+    and test each get at least one item and training keeps at least two groups.
+    """
+    rng = np.random.default_rng(seed)
+    train: list[int] = []
+    val: list[int] = []
+    test: list[int] = []
+    for g in rng.permutation(np.unique(groups)):
+        members = rng.permutation(np.flatnonzero(groups == g)).tolist()
+        n = len(members)
+        n_test = math.floor(n * test_fraction + rng.random())
+        n_val = math.floor(n * val_fraction + rng.random())
+        if n >= 2:
+            n_test, n_val = min(n_test, n - 1), min(n_val, n - 1 - min(n_test, n - 1))
+        test.extend(members[:n_test])
+        val.extend(members[n_test : n_test + n_val])
+        train.extend(members[n_test + n_val :])
+    for part in (val, test):
+        if not part and len(train) > 2:
+            part.append(train.pop(int(rng.integers(len(train)))))
+    if len({int(groups[i]) for i in train}) < 2:
+        raise FinetuneError("too few photos to set some aside for validation; tag more photos")
+    return Split(np.array(sorted(train)), np.array(sorted(val)), np.array(sorted(test)))
+
+
+# ------------------------------------------------------------------------------------------ prepared set
+
+
+@dataclass
+class EvalPool:
+    """Queries (one caption per tag set present) against the photos of one part."""
+
+    name: str
+    items: np.ndarray  # item indices (candidates)
+    query_groups: np.ndarray  # group per query
+    relevance: np.ndarray  # (Q, N)
+    gt: np.ndarray  # (Q, N) bool: photos with exactly the query's tags
+
+
+@dataclass
+class PreparedData:
+    """Everything training needs, as arrays."""
+
+    tag_sets: list[tuple[str, ...]]  # per group
+    groups: np.ndarray  # group per item
+    image: np.ndarray  # (N, D) base vectors per item
+    split: Split
+    vocabulary: TagVocabulary
+    group_relevance: TagRelevance
+    caption_vecs: np.ndarray  # (sum variants, D)
+    caption_offsets: np.ndarray  # (G + 1,) variants of group g: rows offsets[g]:offsets[g+1]
+    query_vecs: np.ndarray  # (G, D) fixed eval caption per group
+    pools: dict[str, EvalPool]
+    group_matrix: np.ndarray | None = None  # (G, G) when G is small enough
+
+    def relevance(self, groups_a: np.ndarray, groups_b: np.ndarray) -> np.ndarray:
+        if self.group_matrix is not None:
+            return self.group_matrix[np.ix_(groups_a, groups_b)]
+        return self.group_relevance.matrix(groups_a, groups_b)
+
+
+def iter_prepare(
+    tags: Sequence[Sequence[str]],
+    image: np.ndarray,
+    encode_texts: TextEncoder,
+    config: FinetuneConfig,
+) -> Generator[FinetuneProgress, None, PreparedData]:
+    """Group items by tag set, split them, build the relevance and encode the captions."""
+    rng = np.random.default_rng(config.seed)
+    keys = [tuple(t) for t in tags]
+    tag_sets = list(dict.fromkeys(keys))
+    group_of = {t: i for i, t in enumerate(tag_sets)}
+    groups = np.array([group_of[k] for k in keys], dtype=np.int64)
+    split = split_by_group(groups, config.val_fraction, config.test_fraction, config.seed)
+
+    yield FinetuneProgress("captions", 0, None, message="encoding tags")
+    # The vocabulary's idf counts every photo once.
+    vocabulary = build_vocabulary(keys, _batched(encode_texts))
+    relevance = TagRelevance(vocabulary, tag_sets)
+    group_matrix = None
+    if len(tag_sets) <= GROUP_RELEVANCE_LIMIT:
+        group_matrix = relevance.matrix(np.arange(len(tag_sets)), np.arange(len(tag_sets)))
+
+    variants = max(1, min(config.caption_variants, max(2, 8192 // max(len(tag_sets), 1))))
+    texts: list[str] = []
+    offsets = [0]
+    for tag_set in tag_sets:
+        made = list(dict.fromkeys(tag_caption(tag_set, rng) for _ in range(variants)))
+        texts.extend(made)
+        offsets.append(len(texts))
+    queries = [tag_caption(t) for t in tag_sets]
+    all_texts = texts + queries
+    vectors = []
+    chunk = 512
+    for start in range(0, len(all_texts), chunk):
+        vectors.append(np.asarray(encode_texts(all_texts[start : start + chunk]), dtype=np.float32))
+        yield FinetuneProgress("captions", min(start + chunk, len(all_texts)), len(all_texts))
+    encoded = np.concatenate(vectors)
+    data = PreparedData(
+        tag_sets=tag_sets,
+        groups=groups,
+        image=np.ascontiguousarray(image, dtype=np.float32),
+        split=split,
+        vocabulary=vocabulary,
+        group_relevance=relevance,
+        caption_vecs=encoded[: len(texts)],
+        caption_offsets=np.array(offsets, dtype=np.int64),
+        query_vecs=encoded[len(texts) :],
+        pools={},
+        group_matrix=group_matrix,
+    )
+    for name, part in (("train", split.train), ("val", split.val), ("test", split.test)):
+        data.pools[name] = _pool(data, name, part)
+    return data
+
+
+def _batched(encode_texts: TextEncoder, chunk: int = 512) -> TextEncoder:
+    def encode(texts: Sequence[str]) -> np.ndarray:
+        return np.concatenate(
+            [np.asarray(encode_texts(texts[i : i + chunk]), np.float32) for i in range(0, len(texts), chunk)]
+        )
+
+    return encode
+
+
+def _pool(data: PreparedData, name: str, items: np.ndarray) -> EvalPool:
+    item_groups = data.groups[items]
+    query_groups = np.unique(item_groups)
+    rel = data.relevance(query_groups, item_groups)
+    gt = query_groups[:, None] == item_groups[None, :]
+    return EvalPool(name, items, query_groups, rel, gt)
+
+
+# ------------------------------------------------------------------------------------------ metrics
+
+
+SELECTION = ("R@1", "R@5", "R@10", "CS", "nDCG@10")
+
+
+def pool_metrics(
+    image_vecs: np.ndarray, query_vecs: np.ndarray, pool_relevance: np.ndarray, gt: np.ndarray, cs_k: int
+) -> dict[str, float]:
+    """Text -> image retrieval metrics of a pool: R@1/5/10, CS@K (as "CS", with "CS_k" and its
+    ceiling), nDCG@10, mean rank, and "score" (the mean of :data:`SELECTION`)."""
+    from trainer.metrics import retrieval_report
+
+    sim = query_vecs @ image_vecs.T
+    n = sim.shape[1]
+    k = max(2, min(cs_k, n))
+    report = retrieval_report(sim, pool_relevance, gt, ks=(1, 5, 10), cs_ks=(k,), ndcg_ks=(10,))
+    out = {key: float(report[key]) for key in ("R@1", "R@5", "R@10", "nDCG@10", "mean_rank")}
+    out["CS"] = float(report.get(f"CS@{k}", math.nan))
+    out["CS_ceiling"] = float(report.get(f"CS@{k}_ceiling", math.nan))
+    out["CS_k"] = float(k)
+    out["queries"] = float(sim.shape[0])
+    out["photos"] = float(n)
+    values = [out[key] for key in SELECTION if math.isfinite(out[key])]
+    out["score"] = float(np.mean(values)) if values else math.nan
+    return out
+
+
+# ------------------------------------------------------------------------------------------ general set
+
+
+@dataclass
+class GeneralSet:
+    """Scene-world photos and captions, with base-model vectors: the "cost" check."""
+
+    image: np.ndarray  # (N, D)
+    text: np.ndarray  # (Q, D)
+    relevance: np.ndarray  # (Q, N)
+    gt: np.ndarray  # (Q, N)
+
+
+def iter_general_set(
+    embedder: Embedder, count: int, cache_dir: Path | None = None, seed: int = 0
+) -> Generator[FinetuneProgress, None, GeneralSet | None]:
+    """Render ``count`` scene-world photos, caption them, and embed both with the base model.
+
+    The vectors are cached per model identity in ``cache_dir``.
+    """
+    from trainer.captions import caption
+    from trainer.scenes import relevance_matrix, render_scene, sample_scenes
+
+    if count < 2:
+        return None
+    scenes = sample_scenes(count, seed=seed + 1009, split="test")
+    rel = relevance_matrix(scenes, scenes)
+    cache = None
+    if cache_dir is not None:
+        cache = cache_dir / f"{embedder.identity.key}.n{count}.s{seed}.npz"
+        if cache.is_file():
+            try:
+                with np.load(cache) as stored:
+                    general = GeneralSet(stored["image"], stored["text"], rel, rel >= 1.0 - 1e-6)
+                if general.image.shape == (count, embedder.dim):
+                    return general
+            except (OSError, ValueError, KeyError) as e:
+                logger.info("ignoring the general-set cache %s: %s", cache, e)
+    rng = np.random.default_rng(seed)
+    captions = [caption(scene, rng) for scene in scenes]
+    size = max(int(embedder.image_size), 32)
+    images = []
+    chunk = 32
+    for start in range(0, count, chunk):
+        pictures = [render_scene(s, size=(size, size)) for s in scenes[start : start + chunk]]
+        images.append(embedder.encode_images(pictures))
+        yield FinetuneProgress("general", min(start + chunk, count), count)
+    general = GeneralSet(np.concatenate(images), embedder.encode_texts(captions), rel, rel >= 1.0 - 1e-6)
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f".{cache.name}.tmp.npz")
+            np.savez(tmp, image=general.image, text=general.text)
+            os.replace(tmp, cache)
+        except OSError as e:
+            logger.info("cannot cache the general set in %s: %s", cache, e)
+    return general
+
+
+# ------------------------------------------------------------------------------------------ result
+
+
+@dataclass
+class FinetuneResult:
+    """A finished fine-tune, not saved yet (see :func:`save_profile`)."""
+
+    mode: str
+    report: dict[str, Any]
+    adapter: Any = None  # core.adapters.Adapter (adapter mode)
+    weights_file: Path | None = None  # whole-model weights (full mode)
+    base_identity: ModelIdentity | None = None
+    base_spec: str | None = None
+
+
+def save_profile(library: Library, result: FinetuneResult, name: str) -> ProfileInfo:
+    """Save a fine-tune as the next version of profile ``name`` (the library's model must be the
+    one it was trained on).
+
+    Raises:
+        ProfileError: the library's model changed since, or the name is invalid.
+    """
+    if result.base_identity is None or result.base_spec is None:
+        raise ProfileError("This fine-tune does not record its base model; it cannot be saved.")
+    current = library.embedder().identity
+    if current.with_adapter(None) != result.base_identity.with_adapter(None):
+        raise ProfileError(
+            f"The library's model changed to {current} since this fine-tune started on "
+            f"{result.base_identity}; fine-tune again."
+        )
+    if result.mode == "adapter":
+        return library.profile_store.save_adapter(
+            name, result.adapter, result.base_identity, result.base_spec, result.report
+        )
+    assert result.weights_file is not None
+    return library.profile_store.save_model(
+        name, result.weights_file, result.base_identity, result.base_spec, result.report
+    )
+
+
+# ------------------------------------------------------------------------------------------ adapter mode
+
+
+class _Loss:
+    """The configured objective, with the adaptive ladder's levels looked up, not clustered.
+
+    Relevance between photos depends only on their tag sets, so each tag set's adaptive levels
+    (1-D k-means of its relevance to every other tag set, best silhouette) are computed once,
+    over all tag sets, instead of per query in every batch: the global version of the per-batch
+    clustering of the adaptive ladder loss, at no cost per step. Above
+    :data:`LEVEL_TABLE_LIMIT` tag sets the loss clusters each batch itself.
+    """
+
+    def __init__(self, config: FinetuneConfig) -> None:
+        from trainer.losses import AdaptiveLadderLoss
+        from trainer.objectives import Objective
+
+        self.objective = Objective(config.loss)
+        self.scale = torch.tensor(1.0 / config.temperature)
+        self.adaptive = {n for n, m in self.objective.parts.items() if isinstance(m, AdaptiveLadderLoss)}
+        self.table: np.ndarray | None = None
+
+    def iter_levels(self, group_matrix: np.ndarray | None) -> Generator[FinetuneProgress, None, None]:
+        """Compute the level table of the tag sets (when an adaptive term needs one)."""
+        from trainer.levels import adaptive_levels
+
+        if not self.adaptive or group_matrix is None or len(group_matrix) > LEVEL_TABLE_LIMIT:
+            return
+        part = self.objective.parts[next(iter(self.adaptive))]
+        g = len(group_matrix)
+        table = np.zeros((g, g), dtype=np.int64)
+        if g >= 3:
+            off = ~np.eye(g, dtype=bool)
+            for start in range(0, g, 256):
+                rows = np.arange(start, min(start + 256, g))
+                candidates = torch.from_numpy(group_matrix[rows][off[rows]].reshape(len(rows), g - 1))
+                found = adaptive_levels(candidates, part.k_min, part.k_max, max_iter=part.max_iter)
+                table[rows[:, None], np.nonzero(off[rows])[1].reshape(len(rows), g - 1)] = (
+                    found.levels.numpy() + 1
+                )
+                yield FinetuneProgress("captions", min(start + 256, g), g, message="grading tag sets")
+        else:
+            table[~np.eye(g, dtype=bool)] = 1
+        self.table = table
+
+    def __call__(self, img: torch.Tensor, txt: torch.Tensor, relevance: torch.Tensor, groups: np.ndarray):
+        total = img.new_zeros(())
+        for weight, name in self.objective.terms:
+            part = self.objective.parts[name]
+            if name in self.adaptive and self.table is not None:
+                levels = torch.from_numpy(self.table[np.ix_(groups, groups)])
+                out = part(img, txt, relevance, levels=torch.stack([levels, levels]))
+            else:
+                out = part(img, txt, relevance, logit_scale=self.scale)
+            total = total + weight * out["loss"]
+        return total
+
+
+def iter_train_adapter(
+    data: PreparedData, config: FinetuneConfig, general: GeneralSet | None = None
+) -> Generator[FinetuneProgress, None, tuple[Any, dict[str, Any]]]:
+    """Train an adapter on prepared data; returns (core Adapter with the chosen blend, report)."""
+    from trainer.schedule import warmup_cosine
+
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed + 1)
+    dim = data.image.shape[1]
+    model = TwinAdapter(dim, config.hidden)
+    objective = _Loss(config)
+    yield from objective.iter_levels(data.group_matrix)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    lr_at = warmup_cosine(config.learning_rate, config.warmup, min_lr_ratio=0.05)
+
+    train = data.split.train
+    train_groups = data.groups[train]
+    group_ids, group_sizes = np.unique(train_groups, return_counts=True)
+    members = {int(g): train[train_groups == g] for g in group_ids}
+    batch = min(config.batch_size, len(group_ids))
+    steps_per_epoch = max(1, math.ceil(len(train) / batch))
+    total_steps = steps_per_epoch * config.epochs
+    weights = group_sizes / group_sizes.sum()
+
+    image = torch.from_numpy(data.image)
+    captions = torch.from_numpy(data.caption_vecs)
+    offsets = data.caption_offsets
+    counts = offsets[1:] - offsets[:-1]
+
+    def validate(blend: float, pool: EvalPool, vectors: torch.nn.Module = model) -> dict[str, float]:
+        with torch.no_grad():
+            img = vectors.image(image[pool.items], blend).numpy()
+            txt = vectors.text(torch.from_numpy(data.query_vecs[pool.query_groups]), blend).numpy()
+        return pool_metrics(img, txt, pool.relevance, pool.gt, config.cs_k)
+
+    base_val = validate(0.0, data.pools["val"])
+    best_score = base_val["score"]
+    best_state = copy.deepcopy(model.state_dict())
+    best_epoch = 0
+    history: list[dict[str, Any]] = [
+        {"epoch": 0, "loss": None, **{f"val_{k}": v for k, v in base_val.items()}}
+    ]
+    yield FinetuneProgress("validate", 0, total_steps, 0, config.epochs, None, base_val)
+    step = 0
+    stale = 0
+    stopped_early = False
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        losses = []
+        for _ in range(steps_per_epoch):
+            chosen = rng.choice(group_ids, size=batch, replace=False, p=weights)
+            items = np.array([members[int(g)][rng.integers(len(members[int(g)]))] for g in chosen])
+            rows = offsets[chosen] + rng.integers(0, counts[chosen])
+            relevance = torch.from_numpy(data.relevance(chosen, chosen))
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step / max(total_steps, 1))
+            img, txt = model(image[items], captions[rows])
+            loss = objective(img, txt, relevance, chosen)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            step += 1
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise FinetuneError("the training loss became NaN or infinite; try a smaller learning rate")
+            losses.append(value)
+            yield FinetuneProgress("train", step, total_steps, epoch, config.epochs, value)
+        model.eval()
+        metrics = validate(1.0, data.pools["val"])
+        history.append(
+            {"epoch": epoch, "loss": float(np.mean(losses)), **{f"val_{k}": v for k, v in metrics.items()}}
+        )
+        yield FinetuneProgress(
+            "validate", step, total_steps, epoch, config.epochs, float(np.mean(losses)), metrics
+        )
+        if metrics["score"] > best_score + 1e-6:
+            best_score, best_epoch, stale = metrics["score"], epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if stale >= config.patience:
+                stopped_early = epoch < config.epochs
+                break
+
+    model.load_state_dict(best_state)
+    model.eval()
+    yield FinetuneProgress("blend", 0, len(config.blends), message="choosing the blend toward the base model")
+    blend_scores = {}
+    for i, blend in enumerate(sorted(config.blends)):
+        blend_scores[blend] = validate(blend, data.pools["val"])["score"]
+        yield FinetuneProgress("blend", i + 1, len(config.blends))
+    top = max(blend_scores.values())
+    chosen_blend = min(b for b, s in blend_scores.items() if s >= top - config.blend_tolerance)
+
+    yield FinetuneProgress("report", 0, None, message="measuring before and after")
+    report: dict[str, Any] = {
+        "heldout": {
+            "base": validate(0.0, data.pools["test"]),
+            "finetuned": validate(chosen_blend, data.pools["test"]),
+        }
+    }
+    if general is not None:
+        report["general"] = _general_report(model, general, chosen_blend, config.cs_k)
+    report.update(
+        {
+            "blend": chosen_blend,
+            "blend_scores": {str(k): v for k, v in blend_scores.items()},
+            "best_epoch": best_epoch,
+            "epochs_run": history[-1]["epoch"],
+            "stopped_early": stopped_early,
+            "history": history,
+            "split": {k: len(getattr(data.split, k)) for k in ("train", "val", "test")},
+            "tag_sets": len(data.tag_sets),
+            "train_seconds": time.perf_counter() - started,
+        }
+    )
+    adapter = model.export(chosen_blend)
+    return adapter, report
+
+
+def _general_report(model: TwinAdapter, general: GeneralSet, blend: float, cs_k: int) -> dict[str, Any]:
+    with torch.no_grad():
+        img = torch.from_numpy(np.ascontiguousarray(general.image, dtype=np.float32))
+        txt = torch.from_numpy(np.ascontiguousarray(general.text, dtype=np.float32))
+        adapted_img = model.image(img, blend).numpy()
+        adapted_txt = model.text(txt, blend).numpy()
+    return {
+        "base": pool_metrics(general.image, general.text, general.relevance, general.gt, cs_k),
+        "finetuned": pool_metrics(adapted_img, adapted_txt, general.relevance, general.gt, cs_k),
+    }
+
+
+# ------------------------------------------------------------------------------------------ top level
+
+
+def iter_finetune(
+    library: Library,
+    root: str | os.PathLike[str] | None,
+    config: FinetuneConfig | None = None,
+    *,
+    include_user_tags: bool = True,
+) -> Generator[FinetuneProgress, None, FinetuneResult]:
+    """Fine-tune the library's model on the tagged photos under ``root`` (and those tagged in the
+    app). Nothing is saved: pass the result to :func:`save_profile`. Closing the generator at a
+    yield cancels it and leaves the library as it was.
+
+    Raises:
+        FinetuneError: bad settings, too few tagged photos or tags, a diverged run.
+        FolderError: ``root`` is missing or unreadable.
+        ModelUnavailableError, ModelError: the library's model cannot be loaded.
+    """
+    config = config or FinetuneConfig()
+    config.validate()
+    started = time.perf_counter()
+    embedder = library.embedder()
+    base_identity = embedder.identity
+    base_spec = library.model_spec
+    collection = yield from iter_collect(library, root, include_user_tags=include_user_tags)
+    check_collection(collection, config)
+    if config.mode == "full":
+        from trainer.finetune_full import iter_finetune_full
+
+        result = yield from iter_finetune_full(library, collection, config)
+        result.report["collection"] = collection.summary()
+        result.report["elapsed_seconds"] = time.perf_counter() - started
+        return result
+
+    image = library.vectors().get([item.content_hash for item in collection.items])
+    data = yield from iter_prepare(
+        [item.tags for item in collection.items], image, embedder.encode_texts, config
+    )
+    general = None
+    if config.general_scenes:
+        general = yield from iter_general_set(
+            embedder, config.general_scenes, library.profile_store.dir / GENERAL_CACHE
+        )
+    adapter, report = yield from iter_train_adapter(data, config, general)
+    report.update(
+        {
+            "mode": "adapter",
+            "loss": config.loss,
+            "config": _config_dict(config),
+            "collection": collection.summary(),
+            "problems": [(p.path, p.reason) for p in collection.problems[:200]],
+            "elapsed_seconds": time.perf_counter() - started,
+        }
+    )
+    yield FinetuneProgress("done", 1, 1)
+    return FinetuneResult(
+        "adapter", report, adapter=adapter, base_identity=base_identity, base_spec=base_spec
+    )
+
+
+def _config_dict(config: FinetuneConfig) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
+
+
+def finetune(
+    library: Library,
+    root: str | os.PathLike[str] | None,
+    config: FinetuneConfig | None = None,
+    on_progress: Callable[[FinetuneProgress], None] | None = None,
+    **options: Any,
+) -> FinetuneResult:
+    """:func:`iter_finetune`, run to its end."""
+    gen = iter_finetune(library, root, config, **options)
+    while True:
+        try:
+            progress = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if on_progress is not None:
+            on_progress(progress)
+
+
+# ------------------------------------------------------------------------------------------ report table
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    """The before/after table of a fine-tune report, as plain text."""
+    lines = []
+    rows = [
+        ("held-out tagged photos", report.get("heldout")),
+        ("general (scene world)", report.get("general")),
+    ]
+    header = f"{'':26} {'':10} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'CS@K':>12} {'nDCG@10':>8}"
+    lines.append(header)
+    for title, part in rows:
+        if not part:
+            continue
+        for label in ("base", "finetuned"):
+            m = part[label]
+            cs = f"{m['CS']:.3f}@{int(m['CS_k'])}" if math.isfinite(m["CS"]) else "n/a"
+            lines.append(
+                f"{title if label == 'base' else '':26} {label:10} {m['R@1']:6.3f} {m['R@5']:6.3f} "
+                f"{m['R@10']:6.3f} {cs:>12} {m['nDCG@10']:8.3f}"
+            )
+        base, tuned = part["base"], part["finetuned"]
+        lines.append(
+            f"{'':26} {'change':10} {tuned['R@1'] - base['R@1']:+6.3f} {tuned['R@5'] - base['R@5']:+6.3f} "
+            f"{tuned['R@10'] - base['R@10']:+6.3f} {_delta(base['CS'], tuned['CS']):>12} "
+            f"{tuned['nDCG@10'] - base['nDCG@10']:+8.3f}"
+        )
+    heldout = report.get("heldout", {}).get("base")
+    if heldout:
+        lines.append(
+            f"(held out: {int(heldout['photos'])} photos, {int(heldout['queries'])} tag-set queries; "
+            f"CS@K ceiling {heldout['CS_ceiling']:.3f})"
+        )
+    if "blend" in report:
+        lines.append(
+            f"blend toward the base model: {report['blend']:.2f}; best epoch {report.get('best_epoch')} "
+            f"of {report.get('epochs_run')}{' (stopped early)' if report.get('stopped_early') else ''}"
+        )
+    return "\n".join(lines)
+
+
+def _delta(a: float, b: float) -> str:
+    return f"{b - a:+.3f}" if math.isfinite(a) and math.isfinite(b) else "n/a"
