@@ -6,6 +6,8 @@ python main.py search "red car at night" [--json]
 python main.py status
 python main.py demo                    render the demo library, index it, show searches
 python main.py train ...               train a model on the scene world
+python main.py finetune ~/Tagged       fine-tune on tagged folders into a profile
+python main.py profiles [use NAME|none] list fine-tune profiles, or switch
 """
 
 from __future__ import annotations
@@ -85,6 +87,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="where to write the demo photos (default: in the library)")
     p.add_argument("--count", type=_positive_int, default=400, help="number of photos (default 400)")
     p.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+
+    p = sub.add_parser(
+        "finetune",
+        parents=[common],
+        help="fine-tune on tagged folders (folder names, XMP keywords, tags.txt) into a profile",
+    )
+    p.add_argument("root", metavar="ROOT", help="folder whose sub-folders name what their photos show")
+    p.add_argument("--mode", choices=("adapter", "full"), default="adapter", help="default: adapter")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="at most this many epochs")
+    p.add_argument("--name", help="profile name (default: from ROOT's name); a new version if it exists")
+    p.add_argument(
+        "--loss", default="adaptive", help="adaptive (default), triplet, infonce, ladder, or sums of them"
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="pairs per batch")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the mode's)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (split and training)")
+    p.add_argument("--general", type=int, default=None, help="scene-world photos for the cost report")
+    p.add_argument("--no-apply", action="store_true", help="save the profile without switching to it")
+    p.add_argument("--no-index", action="store_true", help="do not index new photos under ROOT first")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+
+    p = sub.add_parser("profiles", parents=[common], help="list fine-tune profiles, switch or delete them")
+    p.add_argument(
+        "action", nargs="?", choices=("list", "use", "none", "delete"), default="list", help="default: list"
+    )
+    p.add_argument("name", nargs="?", help="the profile (use, delete)")
+    p.add_argument("--version", type=_positive_int, default=None, help="a version (default: the latest)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (list)")
 
     sub.add_parser(
         "train", parents=[common], help="train a model on the scene world (see: train --help)", add_help=False
@@ -207,6 +238,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"         {status.model}")
         if status.target_model:
             print(f"switching to: {status.target_model} (run: python main.py index)")
+        if status.profile:
+            print(f"profile: {status.profile} (fine-tuned; without it: python main.py profiles none)")
         print(f"photos:  {status.photos} ({status.indexed} indexed), {status.failures} failed")
         for f in status.folders:
             state = "" if f.state == "online" else f"  [{f.state}]"
@@ -249,6 +282,182 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from core.profiles import suggest_profile_name
+    from trainer.finetune import FinetuneConfig, format_report, iter_finetune, save_profile
+    from trainer.finetune_full import distributed
+
+    root = Path(args.root).expanduser()
+    config = FinetuneConfig(mode=args.mode, loss=args.loss, seed=args.seed)
+    for option, name in (
+        ("epochs", "epochs"),
+        ("batch_size", "batch_size"),
+        ("lr", "lr"),
+        ("general", "general_scenes"),
+    ):
+        if getattr(args, option) is not None:
+            setattr(config, name, getattr(args, option))
+    name = args.name or suggest_profile_name(root.resolve().name)
+    with distributed(args.mode == "full") as dist, _library(args) as lib:
+        if dist.is_main and not args.no_index:
+            _index_root(lib, root, not args.no_progress)
+        dist.barrier()
+        show = _finetune_printer(not args.no_progress and dist.is_main)
+        gen = iter_finetune(lib, root, config)
+        try:
+            while True:
+                try:
+                    show(next(gen))
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+        finally:
+            gen.close()
+            show(None)
+        if not dist.is_main:
+            return EXIT_OK
+        info = save_profile(lib, result, name)
+        if args.json:
+            print(json.dumps({"profile": info.label, **result.report}, ensure_ascii=False, default=str))
+        else:
+            print(format_report(result.report))
+            problems = result.report.get("collection", {})
+            if problems.get("not_indexed"):
+                print(f"{problems['not_indexed']} tagged photos are not indexed and were left out.")
+            if problems.get("problems"):
+                print(f"{problems['problems']} tag files could not be read (see the log with -v).")
+            print(f"saved profile {info.label}")
+        if not args.no_apply:
+            update, close = _step_printer(not args.no_progress, "applying")
+            try:
+                lib.use_profile(info.name, info.version, on_progress=update)
+            finally:
+                close()
+            if not args.json:
+                print(f"searches now use profile {info.label}; without it: python main.py profiles none")
+    return EXIT_OK
+
+
+def _index_root(lib, root, progress: bool) -> None:
+    """Make sure the photos under ``root`` are indexed (adding it to the library if needed)."""
+    from pathlib import Path
+
+    from core.scanner import ScannedFile, scan_folder
+
+    resolved = Path(root).expanduser().resolve()
+    folder = next((f for f in lib.folders() if resolved.is_relative_to(f.path)), None)
+    if folder is None:
+        if not resolved.is_dir() or not any(isinstance(x, ScannedFile) for x in scan_folder(resolved)):
+            return  # nothing to index: the fine-tune says what is wrong
+        lib.add_folder(resolved)
+        print(f"added {resolved} to the library", file=sys.stderr)
+        folder_path = str(resolved)
+    else:
+        folder_path = folder.path
+    update, close = _progress_printer(progress)
+    try:
+        lib.index(folders=[folder_path], on_progress=update)
+    finally:
+        close()
+
+
+def _finetune_printer(enabled: bool):
+    """A callback showing fine-tune progress: a bar over training steps on a terminal."""
+    if not enabled or not sys.stderr.isatty():
+        return lambda p: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, unit="step", dynamic_ncols=True, file=sys.stderr)
+    state = {"score": None}
+
+    def update(p) -> None:
+        if p is None:
+            bar.close()
+            return
+        if p.total is not None and bar.total != p.total:
+            bar.reset(total=p.total)
+        if p.phase == "validate" and p.metrics:
+            state["score"] = p.metrics.get("score")
+        if p.phase in ("train", "validate"):
+            bar.set_description(f"epoch {p.epoch}/{p.epochs}")
+            postfix = {"loss": f"{p.loss:.4f}" if p.loss is not None else "-"}
+            if state["score"] is not None:
+                postfix["val"] = f"{state['score']:.3f}"
+            bar.set_postfix(postfix, refresh=False)
+        else:
+            bar.set_description(p.phase + (f" ({p.message})" if p.message else ""))
+        bar.n = p.done
+        bar.refresh()
+
+    return update
+
+
+def _step_printer(enabled: bool, label: str):
+    """A bar for records with ``done`` and ``total`` (profile switches)."""
+    if not enabled or not sys.stderr.isatty():
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, unit="photo", dynamic_ncols=True, file=sys.stderr, desc=label)
+
+    def update(p) -> None:
+        if p.total is not None and bar.total != p.total:
+            bar.reset(total=p.total)
+        bar.set_description(f"{label}: {p.phase}")
+        bar.n = p.done
+        bar.refresh()
+
+    return update, bar.close
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    with _library(args) as lib:
+        if args.action in ("use", "delete") and not args.name:
+            print(f"name the profile: python main.py profiles {args.action} NAME", file=sys.stderr)
+            return EXIT_USAGE
+        if args.action == "use":
+            update, close = _step_printer(True, "switching")
+            try:
+                info = lib.use_profile(args.name, args.version, on_progress=update)
+            finally:
+                close()
+            print(f"searches now use profile {info.label}")
+            return EXIT_OK
+        if args.action == "none":
+            lib.use_profile(None)
+            print(f"searches now use the model alone: {lib.model_spec}")
+            return EXIT_OK
+        if args.action == "delete":
+            for info in lib.delete_profile(args.name, args.version):
+                print(f"deleted profile {info.label}")
+            return EXIT_OK
+        profiles = lib.profiles()
+        active = lib.active_profile
+        if args.json:
+            rows = [
+                {**p.to_dict(), "active": active is not None and p.label == active.label, "report": None}
+                for p in profiles
+            ]
+            print(json.dumps({"model": lib.model_spec, "profiles": rows}, ensure_ascii=False))
+            return EXIT_OK
+        if not profiles:
+            print("no profiles yet: python main.py finetune FOLDER")
+        for p in profiles:
+            mark = "*" if active is not None and p.label == active.label else " "
+            heldout = p.report.get("heldout", {})
+            gain = ""
+            if heldout:
+                before, after = heldout["base"], heldout["finetuned"]
+                gain = (
+                    f"  held-out R@1 {before['R@1']:.2f} -> {after['R@1']:.2f}, "
+                    f"CS {before['CS']:.2f} -> {after['CS']:.2f}"
+                )
+            print(f"{mark} {p.label:24} {p.mode:8} on {p.base_spec}{gain}")
+    return EXIT_OK
+
+
 def cmd_gui(args: argparse.Namespace) -> int:
     try:
         from app.main import run
@@ -265,6 +474,8 @@ COMMANDS = {
     "status": cmd_status,
     "remove": cmd_remove,
     "demo": cmd_demo,
+    "finetune": cmd_finetune,
+    "profiles": cmd_profiles,
     "gui": cmd_gui,
     None: cmd_gui,
 }

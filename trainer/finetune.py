@@ -355,6 +355,8 @@ class PreparedData:
     query_vecs: np.ndarray  # (G, D) fixed eval caption per group
     pools: dict[str, EvalPool]
     group_matrix: np.ndarray | None = None  # (G, G) when G is small enough
+    caption_texts: list[str] = field(default_factory=list)  # the texts of caption_vecs
+    query_texts: list[str] = field(default_factory=list)  # the texts of query_vecs
 
     def relevance(self, groups_a: np.ndarray, groups_b: np.ndarray) -> np.ndarray:
         if self.group_matrix is not None:
@@ -411,6 +413,8 @@ def iter_prepare(
         query_vecs=encoded[len(texts) :],
         pools={},
         group_matrix=group_matrix,
+        caption_texts=texts,
+        query_texts=queries,
     )
     for name, part in (("train", split.train), ("val", split.val), ("test", split.test)):
         data.pools[name] = _pool(data, name, part)
@@ -749,9 +753,14 @@ def _general_report(model: TwinAdapter, general: GeneralSet, blend: float, cs_k:
         txt = torch.from_numpy(np.ascontiguousarray(general.text, dtype=np.float32))
         adapted_img = model.image(img, blend).numpy()
         adapted_txt = model.text(txt, blend).numpy()
+    tuned = GeneralSet(adapted_img, adapted_txt, general.relevance, general.gt)
+    return _general_report_vectors(general, tuned, cs_k)
+
+
+def _general_report_vectors(base: GeneralSet, tuned: GeneralSet, cs_k: int) -> dict[str, Any]:
     return {
-        "base": pool_metrics(general.image, general.text, general.relevance, general.gt, cs_k),
-        "finetuned": pool_metrics(adapted_img, adapted_txt, general.relevance, general.gt, cs_k),
+        "base": pool_metrics(base.image, base.text, base.relevance, base.gt, cs_k),
+        "finetuned": pool_metrics(tuned.image, tuned.text, tuned.relevance, tuned.gt, cs_k),
     }
 
 
