@@ -33,7 +33,7 @@ DEMO_FOLDER = "demo-library"
 DEMO_COUNT = 400
 DEMO_SEED = 7
 DEMO_SIZE = (1024, 768)
-INDEX_NICENESS = 10  # indexing runs at a lower CPU priority than the GUI and searches
+INDEX_NICENESS = 5  # indexing runs at a lower CPU priority than the GUI and searches
 
 
 @dataclass(frozen=True)

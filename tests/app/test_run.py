@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
+import pytest
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from app.main import run
+from app.main import GIL_SWITCH_INTERVAL_S, run
 from app.main_window import MainWindow
 
 
@@ -21,18 +24,31 @@ def _close_when_shown(seen: list) -> None:
     QTimer.singleShot(0, check)
 
 
-def test_run_opens_the_window_and_returns_zero_when_it_closes(qtbot, tmp_path, model_spec):
+@pytest.fixture
+def _keep_switch_interval():
+    before = sys.getswitchinterval()
+    yield
+    sys.setswitchinterval(before)
+
+
+def test_run_opens_the_window_and_returns_zero_when_it_closes(
+    qtbot, tmp_path, model_spec, _keep_switch_interval
+):
     seen: list[str] = []
     _close_when_shown(seen)
     settings = tmp_path / "settings.ini"
+    sys.setswitchinterval(0.005)
     code = run(["--library", str(tmp_path / "lib"), "--model", model_spec, "--settings", str(settings)])
     assert code == 0
+    assert sys.getswitchinterval() == pytest.approx(GIL_SWITCH_INTERVAL_S)
     assert seen == ["LadderLens"]
     assert settings.exists()  # the window state was saved there, not in the user's settings
     assert (tmp_path / "lib" / "catalog.sqlite").exists()
 
 
-def test_a_library_that_cannot_be_opened_is_a_message_not_a_traceback(qtbot, tmp_path, monkeypatch):
+def test_a_library_that_cannot_be_opened_is_a_message_not_a_traceback(
+    qtbot, tmp_path, monkeypatch, _keep_switch_interval
+):
     shown = []
     monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text: shown.append(text))
     not_a_folder = tmp_path / "file"
