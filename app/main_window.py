@@ -253,6 +253,7 @@ class MainWindow(QMainWindow):
         s.model_failed.connect(self._on_model_failed)
         s.library_changed.connect(self.refresh_library)
         s.state_read.connect(self._on_state_read)
+        s.folder_removed.connect(self._on_folder_removed)
         s.state_failed.connect(self.show_error)
 
     # ------------------------------------------------------------------ library state
@@ -322,7 +323,10 @@ class MainWindow(QMainWindow):
         self.session.add_folder(path)
 
     def _remove_folder(self, path: str) -> None:
-        if self.session.remove_folder(path) and self.current_request_is_active():
+        self.session.remove_folder(path)
+
+    def _on_folder_removed(self, _path: str) -> None:
+        if self.current_request_is_active():
             self._research()
 
     def start_demo(self) -> None:

@@ -85,6 +85,7 @@ class LibrarySession(QObject):
     index_finished = Signal(object)  # IndexReport, or None when cancelled
     index_failed = Signal(str)
     library_changed = Signal()  # folders, counts, failures or model may have changed
+    folder_removed = Signal(str)
     state_read = Signal(object)  # LibraryState
     state_failed = Signal(str)
     model_failed = Signal(str)
@@ -280,14 +281,19 @@ class LibrarySession(QObject):
         self.index([str(path)])
         return True
 
-    def remove_folder(self, path: str | Path) -> bool:
-        try:
-            self.library.remove_folder(path)
-        except Exception as exc:
-            self.index_failed.emit(user_message(exc, "removing the folder"))
-            return False
-        self.library_changed.emit()
-        return True
+    def remove_folder(self, path: str | Path) -> None:
+        """Forget a folder in the background (after any indexing run: one writer at a time).
+
+        The library saves its search index when a folder goes, which takes a while on a large
+        library: the GUI thread does not wait for it. ``folder_removed`` follows.
+        """
+        if self._closed:
+            return
+        worker = Worker(self.library.remove_folder, str(path))
+        worker.returned.connect(lambda _r, p=str(path): self.folder_removed.emit(p))
+        worker.errored.connect(lambda exc: self.index_failed.emit(user_message(exc, "removing the folder")))
+        worker.finished.connect(self.library_changed)
+        self._index_pool.start(worker)
 
     def index(self, folders: Sequence[str] | None = None) -> None:
         """Index ``folders`` (None: all) in the background; queued when indexing already runs."""

@@ -359,7 +359,8 @@ def test_empty_library_states_and_remove_folder(window, library, photos, qtbot, 
     assert "Describe what you are looking for" in window.empty_label.text()
     window.library_panel.folders_view.selectRow(0)
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
-    qtbot.mouseClick(window.library_panel.remove_button, Qt.MouseButton.LeftButton)
+    with qtbot.waitSignal(window.session.folder_removed, timeout=30_000):
+        qtbot.mouseClick(window.library_panel.remove_button, Qt.MouseButton.LeftButton)
     assert library.folders() == []
     qtbot.waitUntil(lambda: window.pages.currentWidget() is window.welcome, timeout=10_000)
     # A folder that does not exist is refused with a message, not an exception.
