@@ -279,7 +279,10 @@ class MainWindow(QMainWindow):
         self.library_panel.set_summary(summary)
         self.status_label.setText(f"{indexed:,} photos searchable · model: {state.model_spec}")
         self.model_box.set_model(
-            state.model_spec, state.model_description, bool(getattr(status, "is_starter", False))
+            state.model_spec,
+            state.model_description,
+            bool(getattr(status, "is_starter", False)),
+            getattr(status, "profile", None),
         )
         target = getattr(status, "target_model", None) or self._switching_to
         self.model_box.set_pending(

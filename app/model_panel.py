@@ -111,10 +111,12 @@ class ModelBox(QWidget):
         self._spec = ""
         self.dialog: ModelDialog | None = None
 
-    def set_model(self, spec: str, description: str, is_starter: bool) -> None:
+    def set_model(self, spec: str, description: str, is_starter: bool, profile: str | None = None) -> None:
+        """Show the active model; ``profile`` names a fine-tune profile answering searches, if any."""
         self._spec = spec
         badge = " <span style='color:#8a6d00'>(starter model)</span>" if is_starter else ""
-        self.title.setText(f"<b>{_escape(spec)}</b>{badge}")
+        tuned = f"<br>fine-tuned: <b>{_escape(profile)}</b>" if profile else ""
+        self.title.setText(f"<b>{_escape(spec)}</b>{badge}{tuned}")
         self.description.setText(description)
 
     def set_pending(self, text: str | None) -> None:

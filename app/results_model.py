@@ -120,6 +120,7 @@ class ResultsModel(QAbstractListModel):
         self._long_tail = False
         self._tier_filter: int | None = None
         self._tier_labels: dict[int, str] = {}
+        self.thumb_pixels = THUMB_SIDE  # thumbnail size in device pixels (the view sets it for HiDPI)
         if thumbnails is not None:
             thumbnails.ready.connect(self._on_thumbnail)
             thumbnails.failed.connect(self._on_thumbnail)
@@ -186,8 +187,8 @@ class ResultsModel(QAbstractListModel):
         """(pixmap or None, why there is none) for a photo row; requests the thumbnail if needed."""
         if self._thumbnails is None:
             return None, None
-        pix = self._thumbnails.pixmap(row.path, THUMB_SIDE)
-        return pix, None if pix is not None else self._thumbnails.error(row.path, THUMB_SIDE)
+        pix = self._thumbnails.pixmap(row.path, self.thumb_pixels)
+        return pix, None if pix is not None else self._thumbnails.error(row.path, self.thumb_pixels)
 
     def photo_rows(self) -> list[int]:
         """Row numbers of the photos (not headers) currently shown."""
@@ -293,13 +294,13 @@ class ResultsModel(QAbstractListModel):
         if role == Qt.ItemDataRole.AccessibleTextRole:
             return f"{os.path.basename(row.path)}, score {format_score(row.score)}"
         if role == Role.THUMBNAIL:
-            return self._thumbnails.pixmap(row.path, THUMB_SIDE) if self._thumbnails else None
+            return self._thumbnails.pixmap(row.path, self.thumb_pixels) if self._thumbnails else None
         if role == Role.THUMBNAIL_ERROR:
-            return self._thumbnails.error(row.path, THUMB_SIDE) if self._thumbnails else None
+            return self._thumbnails.error(row.path, self.thumb_pixels) if self._thumbnails else None
         return None
 
     def _on_thumbnail(self, path: str, side: int, *_: object) -> None:
-        if side != THUMB_SIDE:
+        if side != self.thumb_pixels:
             return
         for r in self._row_of_path.get(path, ()):
             idx = self.index(r)

@@ -206,6 +206,9 @@ class ResultsView(QListView):
 
     def setModel(self, model) -> None:
         super().setModel(model)
+        if isinstance(model, ResultsModel):
+            # Sharp thumbnails on high-density screens: ask for them in device pixels.
+            model.thumb_pixels = max(THUMB_SIDE, round(THUMB_SIDE * self.devicePixelRatioF()))
         if model is not None:
             self.selectionModel().currentChanged.connect(self._on_current_changed)
 
