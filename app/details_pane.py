@@ -119,6 +119,7 @@ class DetailsPane(QWidget):
 
         self.preview = _Preview()
         self.name_label = QLabel()
+        self.name_label.setTextFormat(Qt.TextFormat.PlainText)  # file names are not markup
         self.name_label.setWordWrap(True)
         font = self.name_label.font()
         font.setBold(True)
@@ -127,6 +128,7 @@ class DetailsPane(QWidget):
         self.name_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         self.path_value = QLabel()
+        self.path_value.setTextFormat(Qt.TextFormat.PlainText)
         self.path_value.setWordWrap(True)
         self.path_value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.date_value = QLabel()

@@ -232,6 +232,7 @@ class IndexProgressBox(QWidget):
         self.bar = QProgressBar()
         self.bar.setTextVisible(True)
         self.label = QLabel()
+        self.label.setTextFormat(Qt.TextFormat.PlainText)
         self.label.setWordWrap(True)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setToolTip("Stop indexing; what is done so far is kept")
@@ -292,6 +293,7 @@ class LibraryPanel(QWidget):
         self.failures_model = FailuresModel(self)
 
         self.summary = QLabel()
+        self.summary.setTextFormat(Qt.TextFormat.PlainText)
         self.summary.setWordWrap(True)
         self.folders_view = QTableView()
         self.folders_view.setModel(self.folders_model)

@@ -106,6 +106,7 @@ class MainWindow(QMainWindow):
         self.results_view.setModel(self.results_model)
         self.tier_plot = TierPlot()
         self.results_summary = QLabel()
+        self.results_summary.setTextFormat(Qt.TextFormat.PlainText)  # it quotes the query as typed
         self.results_summary.setWordWrap(True)
         self.empty_label = QLabel()
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)

@@ -11,6 +11,7 @@ asks the :class:`~app.thumbnails.ThumbnailLoader` for thumbnails.
 
 from __future__ import annotations
 
+import html
 import logging
 import math
 import os
@@ -287,9 +288,9 @@ class ResultsModel(QAbstractListModel):
             return self._tier_labels.get(row.tier, "")
         if role == Qt.ItemDataRole.ToolTipRole:
             return (
-                f"<b>{os.path.basename(row.path)}</b><br>"
+                f"<b>{html.escape(os.path.basename(row.path))}</b><br>"
                 f"score {format_score(row.score)} &nbsp; z {format_z(row.z)}<br>"
-                f"tier {row.tier}: {self._tier_labels.get(row.tier, '')}"
+                f"tier {row.tier}: {html.escape(self._tier_labels.get(row.tier, ''))}"
             )
         if role == Qt.ItemDataRole.AccessibleTextRole:
             return f"{os.path.basename(row.path)}, score {format_score(row.score)}"

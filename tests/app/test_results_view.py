@@ -173,3 +173,12 @@ def test_empty_results_and_painting(grid, qtbot):
     model.set_results(g.tiers, hits, True)
     image = view.grab()  # paints every visible header and cell through the delegate
     assert not image.isNull()
+
+
+def test_file_names_are_not_read_as_markup(grid):
+    model, _ = grid
+    g, hits = graded()
+    hits[0].path = "/photos/<i>odd</i> & name.jpg"
+    model.set_results(g.tiers, hits, g.long_tail)
+    tip = model.index(1).data(Qt.ItemDataRole.ToolTipRole)
+    assert "&lt;i&gt;odd&lt;/i&gt; &amp; name.jpg" in tip and "<i>" not in tip
