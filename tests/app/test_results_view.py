@@ -178,7 +178,7 @@ def test_empty_results_and_painting(grid, qtbot):
 def test_file_names_are_not_read_as_markup(grid):
     model, _ = grid
     g, hits = graded()
-    hits[0].path = "/photos/<i>odd</i> & name.jpg"
+    hits[0].path = "/photos/<i>odd & name.jpg"
     model.set_results(g.tiers, hits, g.long_tail)
     tip = model.index(1).data(Qt.ItemDataRole.ToolTipRole)
-    assert "&lt;i&gt;odd&lt;/i&gt; &amp; name.jpg" in tip and "<i>" not in tip
+    assert "&lt;i&gt;odd &amp; name.jpg" in tip and "<i>" not in tip
