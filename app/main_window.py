@@ -306,6 +306,7 @@ class MainWindow(QMainWindow):
             self.welcome.set_busy(False)
         else:
             self.pages.setCurrentWidget(self.main_splitter)
+        self.search_bar.setEnabled(not empty_library)  # nothing to search yet
         if self.results_model.rowCount() == 0:
             if indexed < 0:
                 text = "Opening the library…"

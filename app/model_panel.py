@@ -116,9 +116,9 @@ class ModelBox(QWidget):
     def set_model(self, spec: str, description: str, is_starter: bool, profile: str | None = None) -> None:
         """Show the active model; ``profile`` names a fine-tune profile answering searches, if any."""
         self._spec = spec
-        badge = " <span style='color:#8a6d00'>(starter model)</span>" if is_starter else ""
+        name = "Starter model <span style='color:#8a6d00'>(bundled)</span>" if is_starter else _escape(spec)
         tuned = f"<br>fine-tuned: <b>{_escape(profile)}</b>" if profile else ""
-        self.title.setText(f"<b>{_escape(spec)}</b>{badge}{tuned}")
+        self.title.setText(f"<b>{name}</b>{tuned}")
         self.description.setText(description)
 
     def set_pending(self, text: str | None) -> None:

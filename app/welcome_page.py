@@ -32,7 +32,7 @@ class WelcomePage(QWidget):
         intro.setTextFormat(Qt.TextFormat.RichText)
         intro.setWordWrap(True)
         intro.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        intro.setMaximumWidth(560)
+        intro.setFixedWidth(540)
         self.add_button = QPushButton("Add a folder…")
         self.add_button.setDefault(True)
         self.add_button.setToolTip("Choose a folder of photos; it is read in the background")

@@ -118,13 +118,14 @@ def test_add_folder_search_tiers_filter_details_and_more_like_this(
     window, photos, qtbot, monkeypatch, opened_urls
 ):
     assert window.pages.currentWidget() is window.welcome  # empty library: the welcome page
+    assert not window.search_bar.isEnabled()  # nothing to search yet
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(photos))
     with qtbot.waitSignal(window.session.index_finished, timeout=60_000) as finished:
         qtbot.mouseClick(window.welcome.add_button, Qt.MouseButton.LeftButton)
     report = finished.args[0]
     assert report.embedded + report.reused == _readable(photos) and report.failed == 2
     wait_indexed(qtbot, window)
-    assert window.pages.currentWidget() is window.main_splitter
+    assert window.pages.currentWidget() is window.main_splitter and window.search_bar.isEnabled()
 
     # Library panel: the folder with its counts, the files that failed and why.
     folders = window.library_panel.folders_model
