@@ -1,0 +1,535 @@
+"""The fine-tune dialog: choose a tagged folder, preview its tags, train, watch, then apply or discard.
+
+:class:`FinetuneJobs` runs each step of a fine-tune in a :class:`~app.workers.Worker` (previewing
+the tags, training, saving and switching to the profile) and reports plain records through its
+signals; :class:`FinetuneDialog` only shows them. Cancelling closes the training generator at its
+next step: nothing is saved, the library is untouched. A finished fine-tune is kept in memory
+until the user applies it (saved as a new profile version and switched to) or discards it.
+
+:class:`LossPlot` draws the training loss per step and the validation score per epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QPainter,
+    QPainterPath,
+    QPaintEvent,
+    QPalette,
+    QPen,
+    QStandardItem,
+    QStandardItemModel,
+)
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QSpinBox,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.errors_text import user_message
+from app.workers import Worker, WorkerPool
+
+logger = logging.getLogger(__name__)
+
+LOSSES = (
+    ("adaptive", "Adaptive ladder (graded relevance)"),
+    ("triplet", "Triplet (exact matches only)"),
+    ("infonce", "InfoNCE (CLIP)"),
+)
+MODES = (
+    ("adapter", "Adapter: fast, on the stored vectors (recommended)"),
+    ("full", "Full: last blocks of the model (GPU advised; re-reads every photo)"),
+)
+
+
+# ---------------------------------------------------------------------------------------- the work
+
+
+@dataclass(frozen=True)
+class TagPreview:
+    """What a tagged folder holds, for the dialog to show before training."""
+
+    root: str
+    photos: int
+    not_indexed: int
+    untagged: int
+    counts: list[tuple[str, int]]
+    problems: list[tuple[str, str]]
+    empty_folders: list[str] = field(default_factory=list)
+
+
+def preview_job(library: Any, root: str):
+    """Generator: read the tags under ``root`` and match the photos to the library."""
+    from trainer.finetune import iter_collect
+
+    collection = yield from iter_collect(library, root)
+    return TagPreview(
+        root=root,
+        photos=len(collection.items),
+        not_indexed=len(collection.not_indexed),
+        untagged=collection.untagged,
+        counts=collection.counts().most_common(),
+        problems=[(p.path, p.reason) for p in collection.problems],
+        empty_folders=list(collection.empty_folders),
+    )
+
+
+def apply_job(library: Any, result: Any, name: str):
+    """Generator: save ``result`` as the next version of profile ``name`` and switch to it."""
+    from trainer.finetune import save_profile
+
+    info = save_profile(library, result, name)
+    yield from library.iter_use_profile(info.name, info.version)
+    return info
+
+
+class FinetuneJobs(QObject):
+    """The fine-tune steps of one library, run in workers; at most one step at a time."""
+
+    preview_ready = Signal(object)  # TagPreview
+    progress = Signal(object)  # trainer.finetune.FinetuneProgress, or core.profiles.ProfileProgress
+    trained = Signal(object)  # trainer.finetune.FinetuneResult
+    applied = Signal(object)  # core.profiles.ProfileInfo
+    failed = Signal(str)  # a message for the user
+    cancelled = Signal()
+    busy_changed = Signal(bool)
+
+    def __init__(self, library: Any, pool: WorkerPool | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.library = library
+        self.pool = pool or WorkerPool(max_threads=1, parent=self)
+        self._worker: Worker | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    def preview(self, root: str) -> Worker | None:
+        return self._run(preview_job, (self.library, root), self.preview_ready, "reading the tags")
+
+    def start(self, root: str, config: Any) -> Worker | None:
+        from trainer.finetune import iter_finetune
+
+        return self._run(iter_finetune, (self.library, root, config), self.trained, "fine-tuning")
+
+    def apply(self, result: Any, name: str) -> Worker | None:
+        return self._run(apply_job, (self.library, result, name), self.applied, "applying the fine-tune")
+
+    def cancel(self) -> None:
+        """Stop the running step at its next cancellation point (nothing is kept)."""
+        if self._worker is not None:
+            self._worker.quit()
+
+    def shutdown(self, timeout_ms: int = 30_000) -> bool:
+        return self.pool.shutdown(timeout_ms)
+
+    def _run(self, func, args: tuple, done: Signal, doing: str) -> Worker | None:
+        if self._worker is not None:
+            logger.info("a fine-tune step is running; ignoring the request for %s", doing)
+            return None
+        worker = Worker(func, *args)
+        worker.yielded.connect(self.progress.emit)
+        worker.returned.connect(done.emit)
+        worker.errored.connect(lambda exc: self.failed.emit(user_message(exc, doing)))
+        worker.aborted.connect(self.cancelled.emit)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self.busy_changed.emit(True)
+        self.pool.start(worker)
+        return worker
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self.busy_changed.emit(False)
+
+
+# ---------------------------------------------------------------------------------------- the plot
+
+
+class LossPlot(QWidget):
+    """Training loss per step (left scale) and validation score per epoch (right scale)."""
+
+    LOSS_COLOR = QColor(70, 110, 200)
+    SCORE_COLOR = QColor(210, 120, 30)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.losses: list[tuple[int, float]] = []
+        self.scores: list[tuple[int, float]] = []
+        self.total_steps = 1
+        self.setMinimumHeight(140)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+
+    def clear(self) -> None:
+        self.losses.clear()
+        self.scores.clear()
+        self.total_steps = 1
+        self.update()
+
+    def add_loss(self, step: int, loss: float, total: int | None) -> None:
+        if math.isfinite(loss):
+            self.losses.append((step, loss))
+        if total:
+            self.total_steps = max(total, 1)
+        self.update()
+
+    def add_score(self, step: int, score: float) -> None:
+        if math.isfinite(score):
+            self.scores.append((step, score))
+            self.update()
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        rect = QRectF(self.rect()).adjusted(36, 10, -36, -18)
+        text = self.palette().color(QPalette.ColorRole.Text)
+        painter.setPen(QPen(text, 1))
+        painter.drawRect(rect)
+        font = QFont(self.font())
+        font.setPointSizeF(max(font.pointSizeF() * 0.85, 6))
+        painter.setFont(font)
+        if not self.losses and not self.scores:
+            painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, "loss and validation score appear here")
+            painter.end()
+            return
+        self._series(painter, rect, self.losses, self.LOSS_COLOR, left=True)
+        self._series(painter, rect, self.scores, self.SCORE_COLOR, left=False, dots=True)
+        painter.setPen(QPen(self.LOSS_COLOR))
+        painter.drawText(QRectF(rect.left(), rect.bottom() + 2, 120, 16), "training loss")
+        painter.setPen(QPen(self.SCORE_COLOR))
+        painter.drawText(
+            QRectF(rect.right() - 160, rect.bottom() + 2, 160, 16),
+            Qt.AlignmentFlag.AlignRight,
+            "validation score",
+        )
+        painter.end()
+
+    def _series(self, painter: QPainter, rect: QRectF, points, color: QColor, left: bool, dots=False) -> None:
+        if not points:
+            return
+        values = [v for _, v in points]
+        low, high = min(values), max(values)
+        if high - low < 1e-9:
+            low, high = low - 0.5, high + 0.5
+
+        def at(step: int, value: float) -> QPointF:
+            x = rect.left() + rect.width() * min(step / self.total_steps, 1.0)
+            y = rect.bottom() - rect.height() * (value - low) / (high - low)
+            return QPointF(x, y)
+
+        path = QPainterPath(at(*points[0]))
+        for point in points[1:]:
+            path.lineTo(at(*point))
+        painter.setPen(QPen(color, 1.5))
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        painter.drawPath(path)
+        if dots:
+            painter.setBrush(color)
+            for point in points:
+                painter.drawEllipse(at(*point), 2.5, 2.5)
+        painter.setPen(QPen(color))
+        x = rect.left() - 34 if left else rect.right() + 2
+        painter.drawText(QRectF(x, rect.top() - 6, 34, 12), Qt.AlignmentFlag.AlignCenter, f"{high:.3g}")
+        painter.drawText(QRectF(x, rect.bottom() - 6, 34, 12), Qt.AlignmentFlag.AlignCenter, f"{low:.3g}")
+
+
+# ---------------------------------------------------------------------------------------- the dialog
+
+
+class FinetuneDialog(QDialog):
+    """Choose a tagged folder, see its tags, fine-tune with live progress, then apply or discard.
+
+    Emits :attr:`profile_applied` with the new profile once it answers searches.
+    """
+
+    profile_applied = Signal(object)
+
+    def __init__(self, library: Any, parent: QWidget | None = None, *, root: str = "") -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Fine-tune on your tagged folders")
+        self.jobs = FinetuneJobs(library, parent=self)
+        self.result: Any = None
+        self.preview: TagPreview | None = None
+
+        intro = QLabel(
+            "Sub-folder names are tags (nested folders add their parents' tags); XMP keywords and "
+            "tags.txt files add more. The fine-tune learns your words and how related your photos are, "
+            "and keeps part of them aside to measure the gain. The model itself is never changed: the "
+            "result is a profile you can switch off at any time."
+        )
+        intro.setWordWrap(True)
+        self.root_edit = QLineEdit(root)
+        self.root_edit.setPlaceholderText("a folder of tagged sub-folders")
+        self.browse_button = QPushButton("Choose…")
+        self.scan_button = QPushButton("Read tags")
+        root_row = QHBoxLayout()
+        root_row.addWidget(self.root_edit, 1)
+        root_row.addWidget(self.browse_button)
+        root_row.addWidget(self.scan_button)
+
+        self.summary = QLabel("Choose a folder to see its tags.")
+        self.summary.setWordWrap(True)
+        self.summary.setTextFormat(Qt.TextFormat.PlainText)
+        self.tag_model = QStandardItemModel(0, 2, self)
+        self.tag_model.setHorizontalHeaderLabels(["Tag", "Photos"])
+        self.tag_table = QTableView()
+        self.tag_table.setModel(self.tag_model)
+        self.tag_table.setSortingEnabled(True)
+        self.tag_table.verticalHeader().hide()
+        self.tag_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.tag_table.setEditTriggers(QTableView.EditTrigger.NoEditTriggers)
+        self.tag_table.setMinimumHeight(120)
+
+        self.name_edit = QLineEdit()
+        self.name_edit.setPlaceholderText("profile name")
+        self.mode_combo = QComboBox()
+        for key, label in MODES:
+            self.mode_combo.addItem(label, key)
+        self.loss_combo = QComboBox()
+        for key, label in LOSSES:
+            self.loss_combo.addItem(label, key)
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(1, 500)
+        self.epochs_spin.setValue(40)
+        self.epochs_spin.setToolTip(
+            "at most this many passes; training stops earlier when it stops improving"
+        )
+        form = QFormLayout()
+        form.addRow("Profile name:", self.name_edit)
+        form.addRow("Mode:", self.mode_combo)
+        form.addRow("Loss:", self.loss_combo)
+        form.addRow("Epochs (at most):", self.epochs_spin)
+
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setTextVisible(True)
+        self.status_label = QLabel()
+        self.status_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.status_label.setWordWrap(True)
+        self.plot = LossPlot()
+        self.report_view = QPlainTextEdit()
+        self.report_view.setReadOnly(True)
+        self.report_view.setFont(QFont("monospace"))
+        self.report_view.setMinimumHeight(130)
+        self.report_view.hide()
+
+        self.start_button = QPushButton("Start")
+        self.cancel_button = QPushButton("Cancel")
+        self.apply_button = QPushButton("Apply")
+        self.discard_button = QPushButton("Discard")
+        self.close_button = QPushButton("Close")
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addStretch(1)
+        buttons.addWidget(self.apply_button)
+        buttons.addWidget(self.discard_button)
+        buttons.addWidget(self.close_button)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(intro)
+        layout.addLayout(root_row)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.tag_table, 1)
+        layout.addLayout(form)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.plot, 1)
+        layout.addWidget(self.report_view)
+        layout.addLayout(buttons)
+        self.resize(640, 720)
+
+        self.browse_button.clicked.connect(self._browse)
+        self.scan_button.clicked.connect(self.read_tags)
+        self.root_edit.returnPressed.connect(self.read_tags)
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.jobs.cancel)
+        self.apply_button.clicked.connect(self.apply)
+        self.discard_button.clicked.connect(self.discard)
+        self.close_button.clicked.connect(self.reject)
+        self.jobs.preview_ready.connect(self._on_preview)
+        self.jobs.progress.connect(self._on_progress)
+        self.jobs.trained.connect(self._on_trained)
+        self.jobs.applied.connect(self._on_applied)
+        self.jobs.failed.connect(self._on_failed)
+        self.jobs.cancelled.connect(self._on_cancelled)
+        self.jobs.busy_changed.connect(lambda _busy: self._update_buttons())
+        self._update_buttons()
+        if root:
+            self.read_tags()
+
+    # -- actions
+
+    def read_tags(self) -> None:
+        root = self.root_edit.text().strip()
+        if not root:
+            return
+        self.preview = None
+        self.tag_model.removeRows(0, self.tag_model.rowCount())
+        self.summary.setText("Reading tags…")
+        if not self.name_edit.text():
+            from core.profiles import suggest_profile_name
+
+            self.name_edit.setText(suggest_profile_name(Path(root).name))
+        self.jobs.preview(root)
+        self._update_buttons()
+
+    def config(self) -> Any:
+        from trainer.finetune import FinetuneConfig
+
+        return FinetuneConfig(
+            mode=self.mode_combo.currentData(),
+            loss=self.loss_combo.currentData(),
+            epochs=self.epochs_spin.value(),
+        )
+
+    def start(self) -> None:
+        if self.preview is None or self.jobs.busy:
+            return
+        self.result = None
+        self.plot.clear()
+        self.report_view.hide()
+        self.status_label.setText("Starting…")
+        self.jobs.start(self.preview.root, self.config())
+        self._update_buttons()
+
+    def apply(self) -> None:
+        if self.result is None or self.jobs.busy:
+            return
+        from core.errors import ProfileError
+        from core.profiles import clean_profile_name
+
+        try:
+            name = clean_profile_name(self.name_edit.text() or "my-photos")
+        except ProfileError as e:
+            self.status_label.setText(str(e))
+            return
+        self.status_label.setText(f"Saving and applying profile {name}…")
+        self.jobs.apply(self.result, name)
+        self._update_buttons()
+
+    def discard(self) -> None:
+        self.result = None
+        self.report_view.hide()
+        self.status_label.setText("Fine-tune discarded; nothing was saved.")
+        self._update_buttons()
+
+    def reject(self) -> None:
+        """Closing stops a running step (nothing half-applied) and forgets an unapplied result."""
+        self.jobs.cancel()
+        self.jobs.shutdown()
+        super().reject()
+
+    def _browse(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Choose the tagged folder", self.root_edit.text())
+        if path:
+            self.root_edit.setText(path)
+            self.read_tags()
+
+    # -- results
+
+    def _on_preview(self, preview: TagPreview) -> None:
+        self.preview = preview
+        self.tag_table.setSortingEnabled(False)
+        for tag, count in preview.counts:
+            number = QStandardItem()
+            number.setData(count, Qt.ItemDataRole.DisplayRole)
+            self.tag_model.appendRow([QStandardItem(tag), number])
+        self.tag_table.setSortingEnabled(True)
+        self.tag_table.sortByColumn(1, Qt.SortOrder.DescendingOrder)
+        parts = [f"{preview.photos} tagged photos with {len(preview.counts)} tags."]
+        if preview.not_indexed:
+            parts.append(f"{preview.not_indexed} tagged photos are not indexed yet and will be left out.")
+        if preview.untagged:
+            parts.append(f"{preview.untagged} photos have no tag.")
+        if preview.empty_folders:
+            parts.append(f"{len(preview.empty_folders)} folders hold no photos.")
+        if preview.problems:
+            parts.append(f"{len(preview.problems)} tag files could not be read (they are skipped).")
+        self.summary.setText(" ".join(parts))
+        self._update_buttons()
+
+    def _on_progress(self, record: Any) -> None:
+        phase = getattr(record, "phase", "")
+        total = getattr(record, "total", None)
+        done = getattr(record, "done", 0)
+        if total:
+            self.progress_bar.setRange(0, int(total))
+            self.progress_bar.setValue(int(min(done, total)))
+        else:
+            self.progress_bar.setRange(0, 0)
+        loss = getattr(record, "loss", None)
+        if phase == "train" and loss is not None:
+            self.plot.add_loss(done, loss, total)
+            self.status_label.setText(f"Epoch {record.epoch} of at most {record.epochs} · loss {loss:.4f}")
+        elif phase == "validate" and record.metrics:
+            m = record.metrics
+            self.plot.add_score(done, m.get("score", math.nan))
+            self.status_label.setText(
+                f"Epoch {record.epoch}: validation R@1 {m.get('R@1', math.nan):.3f}, "
+                f"CS {m.get('CS', math.nan):.3f}"
+            )
+        elif phase:
+            message = getattr(record, "message", "")
+            self.status_label.setText(f"{phase.capitalize()}{': ' + message if message else '…'}")
+
+    def _on_trained(self, result: Any) -> None:
+        from trainer.finetune import format_report
+
+        self.result = result
+        self.report_view.setPlainText(format_report(result.report))
+        self.report_view.show()
+        self.status_label.setText("Done. Apply makes searches use it; Discard forgets it.")
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(1)
+        self._update_buttons()
+
+    def _on_applied(self, info: Any) -> None:
+        self.result = None
+        self.status_label.setText(f"Searches now use profile {info.label}.")
+        self._update_buttons()
+        self.profile_applied.emit(info)
+
+    def _on_failed(self, message: str) -> None:
+        self.status_label.setText(message)
+        if self.preview is None:
+            self.summary.setText(message)
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self._update_buttons()
+
+    def _on_cancelled(self) -> None:
+        self.status_label.setText("Cancelled; nothing was changed.")
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        busy = self.jobs.busy
+        self.start_button.setEnabled(not busy and self.preview is not None and self.preview.photos > 0)
+        self.cancel_button.setEnabled(busy)
+        self.apply_button.setEnabled(not busy and self.result is not None)
+        self.discard_button.setEnabled(not busy and self.result is not None)
+        self.scan_button.setEnabled(not busy)
+        self.browse_button.setEnabled(not busy)
