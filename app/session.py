@@ -43,7 +43,7 @@ class SearchRequest:
     text: str = ""
     image: str | None = None
     like_photo_id: int | None = None
-    k: int = 120
+    k: int = 60
     seq: int = 0
 
     def is_empty(self) -> bool:
