@@ -1,0 +1,62 @@
+"""Where a model's calibrated match gate is kept, and reading it.
+
+The gate (:class:`core.grading.MatchGate`) decides whether a query's top tier is a match at all;
+its thresholds depend on the model, so each model may carry a calibration made on data whose
+truth is known (``benchmarks/calibrate_gate.py``): a JSON file beside its weights,
+``<weights stem>.gate.json``, holding ``{"match_gate": {...}}``. A missing or unreadable file
+means the defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from .grading import MatchGate
+
+logger = logging.getLogger(__name__)
+
+_FLOAT_FIELDS = ("min_top_z", "min_separation_z", "min_gap_z")
+
+
+def gate_file_for(spec: Any) -> Path | None:
+    """The gate file of a model spec (a :class:`~core.models.ModelSpec`); None for hub models."""
+    from .models import ModelSpec, starter_weights_path
+
+    spec = ModelSpec.parse(spec)
+    if spec.kind == "starter":
+        weights = starter_weights_path()
+    elif spec.kind == "file" and spec.path is not None:
+        weights = Path(spec.path)
+    else:
+        return None
+    return weights.with_name(weights.stem + ".gate.json")
+
+
+def load_match_gate(spec: Any) -> MatchGate:
+    """The calibrated gate of a model, else the defaults (never raises)."""
+    path = gate_file_for(spec)
+    if path is None or not path.is_file():
+        return MatchGate()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))["match_gate"]
+        fields = {
+            k: (-math.inf if data.get(k) is None else float(data[k])) for k in _FLOAT_FIELDS if k in data
+        }
+        score = data.get("min_top_score")
+        return MatchGate(**fields, min_top_score=None if score is None else float(score))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        logger.warning("ignoring the match gate file %s: %s", path, e)
+        return MatchGate()
+
+
+def gate_to_json(gate: MatchGate) -> dict[str, float | None]:
+    """The JSON form of a gate (an untested threshold is null)."""
+    out: dict[str, float | None] = {}
+    for key in (*_FLOAT_FIELDS, "min_top_score"):
+        value = getattr(gate, key)
+        out[key] = None if value is None or not math.isfinite(value) else float(value)
+    return out
