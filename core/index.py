@@ -54,12 +54,19 @@ from core.errors import IndexCorruptError
 
 logger = logging.getLogger(__name__)
 
-# Measured with benchmarks/bench_query.py (512-d clustered unit vectors, 2 cores): the exact
-# product stays well under 10 ms a query up to this size, and below it an hnswlib build
-# (tens of seconds) would buy nothing the user can feel.
+# Measured with benchmarks/bench_query.py (512-d clustered unit vectors, one BLAS thread): the
+# exact product costs about 1 ms of CPU at 10k vectors, 4 ms at 25k, 9 ms at 50k and 19 ms at
+# 100k, always with perfect recall; a graph answers in under a millisecond but takes a minute of
+# two cores to build at 50k. Below this size the build buys nothing the user can feel.
 DEFAULT_EXACT_THRESHOLD = 50_000
-# Measured with benchmarks/bench_query.py: recall@10 against exact >= 0.95 at 1M vectors.
-DEFAULT_EF_SEARCH = 128
+# The graph's query beam, when not fixed by the caller, grows with the library: ef = live / 650,
+# at least 128. Measured with benchmarks/bench_query.py (M=16, ef_construction=200, text-like
+# queries, which sit apart from the image vectors and are the hard case for a graph): recall@10
+# against exact search needs ef ~128 at 100k vectors (0.99) but ~1500 at 1M (0.98-0.995 over two
+# query sets; ef=512 gave 0.87-0.94). A fixed 1536 would cost 20x the time at 100k for nothing.
+EF_SEARCH_MIN = 128
+EF_SEARCH_PER_VECTORS = 650
+EF_SEARCH_MAX = 4096
 
 FORMAT_NAME = "ladderlens-vector-index"
 FORMAT_VERSION = 1
@@ -341,7 +348,8 @@ class VectorIndex:
         exact_threshold: Live-count above which an hnswlib graph replaces the exact matrix.
         M: hnswlib graph degree.
         ef_construction: hnswlib build-time beam width.
-        ef_search: hnswlib query-time beam width (raised to ``k`` when ``k`` is larger).
+        ef_search: hnswlib query-time beam width (raised to ``k`` when ``k`` is larger); None
+            scales it with the library (see :meth:`effective_ef`).
         rebuild_fraction: Rebuild the graph once more than this fraction of its slots are removed.
         num_threads: Threads hnswlib may use (-1: all cores).
         seed: hnswlib's random seed (level assignment), for reproducible graphs.
@@ -355,7 +363,7 @@ class VectorIndex:
         exact_threshold: int = DEFAULT_EXACT_THRESHOLD,
         M: int = 16,
         ef_construction: int = 200,
-        ef_search: int = DEFAULT_EF_SEARCH,
+        ef_search: int | None = None,
         *,
         rebuild_fraction: float = 0.25,
         num_threads: int = -1,
@@ -365,7 +373,7 @@ class VectorIndex:
             raise ValueError(f"dim must be positive, got {dim}")
         if exact_threshold < 0:
             raise ValueError(f"exact_threshold must be >= 0, got {exact_threshold}")
-        if M < 2 or ef_construction < 1 or ef_search < 1:
+        if M < 2 or ef_construction < 1 or (ef_search is not None and ef_search < 1):
             raise ValueError("M must be >= 2 and ef_construction, ef_search >= 1")
         if not 0.0 < rebuild_fraction < 1.0:
             raise ValueError(f"rebuild_fraction must be in (0, 1), got {rebuild_fraction}")
@@ -373,7 +381,7 @@ class VectorIndex:
         self.exact_threshold = int(exact_threshold)
         self.M = int(M)
         self.ef_construction = int(ef_construction)
-        self._ef_search = int(ef_search)
+        self._ef_search = None if ef_search is None else int(ef_search)
         self.rebuild_fraction = float(rebuild_fraction)
         self.num_threads = int(num_threads)
         self.seed = int(seed)
@@ -395,14 +403,22 @@ class VectorIndex:
         return self._store.mode
 
     @property
-    def ef_search(self) -> int:
+    def ef_search(self) -> int | None:
+        """The fixed query beam width, or None when it scales with the library."""
         return self._ef_search
 
     @ef_search.setter
-    def ef_search(self, value: int) -> None:
-        if value < 1:
+    def ef_search(self, value: int | None) -> None:
+        if value is not None and value < 1:
             raise ValueError(f"ef_search must be >= 1, got {value}")
-        self._ef_search = int(value)
+        self._ef_search = None if value is None else int(value)
+
+    def effective_ef(self) -> int:
+        """The beam width a query uses now (before raising it to ``k``)."""
+        if self._ef_search is not None:
+            return self._ef_search
+        scaled = -(-len(self._store) // EF_SEARCH_PER_VECTORS)
+        return int(min(EF_SEARCH_MAX, max(EF_SEARCH_MIN, scaled)))
 
     @property
     def building(self) -> bool:
@@ -527,7 +543,7 @@ class VectorIndex:
                 return np.empty((q.shape[0], 0), np.int64), np.empty((q.shape[0], 0), np.float32)
             # A few interactive queries: one BLAS thread (see core.blas); large batches: all cores.
             with single_threaded() if q.shape[0] <= 4 else contextlib.nullcontext():
-                return self._store.search(q, kk, self._ef_search)
+                return self._store.search(q, kk, self.effective_ef())
 
     def get_vectors(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
         """The stored vectors of ``ids`` as ``(N, dim)`` float32. Raises KeyError for an unknown id."""
@@ -678,7 +694,7 @@ class VectorIndex:
             if not dead <= labels:
                 raise IndexCorruptError(f"The search index {path} lists removed ids the graph does not hold.")
             index._store = _Graph(graph, labels - dead, index._graph_params())
-            graph.set_ef(index._ef_search)
+            graph.set_ef(index.effective_ef())
         live = index._store.live_ids()
         if live.size != count or id_set_checksum(live) != header["ids_sha256"]:
             raise IndexCorruptError(f"The search index {path} does not match its own header.")

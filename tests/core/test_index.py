@@ -413,3 +413,19 @@ def test_a_failed_build_keeps_the_exact_index(monkeypatch):
     monkeypatch.undo()
     index.add([500], vecs[:1])  # the next add tries again
     assert index.mode == "hnsw" and len(index) == 121
+
+
+def test_query_beam_scales_with_the_library_unless_fixed(monkeypatch):
+    rng = np.random.default_rng(14)
+    index = make("hnsw")
+    assert index.ef_search is None and index.effective_ef() == 128  # the floor
+    index.add(np.arange(2000), unit(rng, 2000))
+    monkeypatch.setattr("core.index.EF_SEARCH_PER_VECTORS", 10)
+    assert index.effective_ef() == 200
+    monkeypatch.setattr("core.index.EF_SEARCH_MAX", 150)
+    assert index.effective_ef() == 150
+    index.ef_search = 40
+    assert index.effective_ef() == 40
+    assert index.search(unit(rng, 1), 60)[0].shape == (1, 60), "ef is raised to k"
+    with pytest.raises(ValueError):
+        index.ef_search = 0
