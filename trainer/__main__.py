@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="go on from the last checkpoint in --out (or this file), with its settings",
     )
     g.add_argument(
+        "--overwrite", action="store_true", help="start a new run in an output folder that already holds one"
+    )
+    g.add_argument(
         "--export", metavar="PATH", help="where to write the best weights (<out>/model.safetensors)"
     )
     g.add_argument(
@@ -217,7 +220,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     _configure_logging(getattr(args, "verbose", 0) or 0, getattr(args, "quiet", False))
     try:
         config = config_from_args(args)
-        config.command = command_line(["python -m trainer train", *(argv or [])])
+        config.command = "python -m trainer train " + command_line(list(argv or []))
         config.validate()
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -101,9 +101,9 @@ def render_images(
     Sets of two chunks or more are rendered by ``workers`` forked processes (default: one per
     CPU core), ``chunk`` scenes at a time.
     """
-    out = np.empty((len(scenes), image_size, image_size, 3), dtype=np.uint8)
     import multiprocessing
 
+    out = np.empty((len(scenes), image_size, image_size, 3), dtype=np.uint8)
     workers = workers if workers is not None else (os.cpu_count() or 1)
     # Worker processes are forked (Linux): spawning would re-run the caller's main module.
     can_fork = sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
@@ -114,10 +114,19 @@ def render_images(
                 on_progress(min(start + chunk, len(scenes)), len(scenes))
         return out
     import concurrent.futures
+    import warnings
 
     starts = list(range(0, len(scenes), chunk))
     context = multiprocessing.get_context("fork")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with (
+        warnings.catch_warnings(),
+        concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool,
+    ):
+        # Python 3.12+ warns about forking a process that has threads (torch's). The workers
+        # only draw with PIL and numpy and never touch the parent's thread pools.
+        warnings.filterwarnings(
+            "ignore", message=r".*use of fork\(\) may lead to deadlocks", category=DeprecationWarning
+        )
         futures = {pool.submit(_render_chunk, list(scenes[s : s + chunk]), image_size): s for s in starts}
         done = 0
         for future in concurrent.futures.as_completed(futures):

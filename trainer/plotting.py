@@ -24,6 +24,7 @@ def plot_training(
     evaluations: Sequence[Mapping[str, float]],
     path: Path,
     title: str = "",
+    phase_starts: Sequence[int] = (),
 ) -> Path:
     """Draw the training loss (left) and validation metrics (right) into a PNG at ``path``.
 
@@ -32,6 +33,7 @@ def plot_training(
         evaluations: one mapping per validation, each with a ``step`` key and metric values.
         path: where to write the PNG (written atomically).
         title: a caption for the whole figure.
+        phase_starts: steps where a new loss phase began (drawn as dashed lines).
     """
     import os
 
@@ -59,6 +61,9 @@ def plot_training(
     ax_metrics.grid(alpha=0.3)
     if ax_metrics.get_legend_handles_labels()[0]:
         ax_metrics.legend(loc="lower right", fontsize=8)
+    for step in phase_starts:
+        for ax in (ax_loss, ax_metrics):
+            ax.axvline(step, color="grey", ls="--", lw=0.8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -92,6 +92,7 @@ class TrainConfig:
     device: str = "auto"
     cache_dir: str | None = None
     progress_bar: bool = True
+    overwrite: bool = False  # start a new run in an output folder that holds one
     threads: int | None = None  # CPU threads for torch (default: torch's choice)
     command: str = ""  # the command line that started the run (recorded in the exported metadata)
 
@@ -461,6 +462,7 @@ class _RunState:
     best_metrics: dict[str, float] = field(default_factory=dict)
     losses: list[tuple[int, float]] = field(default_factory=list)
     evaluations: list[dict[str, float]] = field(default_factory=list)
+    phase_starts: list[int] = field(default_factory=list)  # steps where a later loss phase began
 
 
 def _check_resume_config(saved: Mapping[str, Any], config: TrainConfig, path: Path) -> None:
@@ -512,6 +514,11 @@ def _train(config, resume, on_progress, objective_factory, dist_info: _Dist) -> 
     if resume:
         resume_path = Path(resume) if isinstance(resume, str | Path) else last_path
     saved_state = None
+    if resume_path is None and last_path.exists() and not config.overwrite:
+        raise TrainingError(
+            f"{out_dir} already holds a training run ({last_path.name}); resume it with --resume, "
+            "start again with --overwrite, or choose another output folder"
+        )
     if resume_path is not None:
         saved_state = checkpointing.load_training_state(resume_path)
         _check_resume_config(saved_state["config"], config, resume_path)
@@ -599,6 +606,7 @@ def _train(config, resume, on_progress, objective_factory, dist_info: _Dist) -> 
         state.best_metrics = dict(saved_state.get("best_metrics", {}))
         state.losses = [tuple(x) for x in saved_state.get("losses", [])]
         state.evaluations = [dict(x) for x in saved_state.get("evaluations", [])]
+        state.phase_starts = [int(x) for x in saved_state.get("phase_starts", [])]
         if "rng" in saved_state:
             checkpointing.set_rng_state(saved_state["rng"])
         logger.info("resumed %s at step %d (epoch %d)", resume_path, state.step, state.epoch)
@@ -656,6 +664,7 @@ def _train(config, resume, on_progress, objective_factory, dist_info: _Dist) -> 
                 "best_metrics": state.best_metrics,
                 "losses": state.losses,
                 "evaluations": state.evaluations,
+                "phase_starts": state.phase_starts,
                 "rng": checkpointing.rng_state(),
                 "config": config.to_dict(),
             },
@@ -724,6 +733,7 @@ def _train(config, resume, on_progress, objective_factory, dist_info: _Dist) -> 
                         _export(model, config, path, {"step": float(state.step)})
                         logger.info("phase %d ended at step %d: %s", current_phase[0] + 1, state.step, path)
                     current_phase[0] = phase
+                    state.phase_starts.append(state.step)
                 objective = objectives[phase]
                 loss_value, terms = _train_step(
                     train_model, model, objective, optimizer, batch, config, device
@@ -938,7 +948,11 @@ def _plot(state: _RunState, out_dir: Path, config: TrainConfig) -> Path | None:
 
     try:
         return plot_training(
-            state.losses, state.evaluations, out_dir / PLOT_NAME, title=f"{config.arch}: {config.loss}"
+            state.losses,
+            state.evaluations,
+            out_dir / PLOT_NAME,
+            title=f"{config.arch}: {config.loss}",
+            phase_starts=state.phase_starts,
         )
     except Exception:  # a failed plot must not lose a finished run
         logger.exception("could not draw the training plot")
@@ -955,6 +969,7 @@ def _write_history(
         "elapsed_s": round(elapsed, 1),
         "best_metrics": state.best_metrics,
         "evaluations": state.evaluations,
+        "phase_starts": state.phase_starts,
     }
     tmp = out_dir / f".{HISTORY_NAME}.tmp"
     tmp.write_text(json.dumps(payload, indent=1, sort_keys=True))

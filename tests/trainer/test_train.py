@@ -193,6 +193,9 @@ def test_resume_refuses_corrupt_or_mismatched_checkpoints(make_config, capsys):
     err = capsys.readouterr().err
     assert "other settings" in err and "lr: checkpoint 0.003, now 0.01" in err
 
+    assert main(args) == 1  # the folder holds a run: not overwritten by accident
+    assert "already holds a training run" in capsys.readouterr().err
+
     last = Path(config.out_dir) / checkpointing.LAST_NAME
     last.write_bytes(last.read_bytes()[:1000])  # truncated
     assert main([*args, "--resume"]) == 1
