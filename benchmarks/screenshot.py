@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 
 logger = logging.getLogger("screenshot")
 _UNDER_XVFB = "LADDERLENS_SCREENSHOT_XVFB"
+DEFAULT_QUERY = "two sailboats on the sea at sunset"  # a ladder with clear best matches on the demo
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -36,8 +37,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=REPO / "resources" / "screenshot.png")
     p.add_argument("--library", type=Path, default=None, help="library folder (default: a temporary one)")
     p.add_argument("--model", default="starter", help="model spec, or 'random' (layout checks only)")
-    p.add_argument("--count", type=int, default=240, help="demo photos")
-    p.add_argument("--query", default=None, help="query (default: the demo's first example query)")
+    p.add_argument("--count", type=int, default=400, help="demo photos (the app's demo has 400)")
+    p.add_argument("--query", default=DEFAULT_QUERY, help=f"query (default: {DEFAULT_QUERY!r})")
     p.add_argument("--size", default="1440x900", help="window size WxH")
     p.add_argument(
         "--details", action=argparse.BooleanOptionalAction, default=True, help="show the details pane"
