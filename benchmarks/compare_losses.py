@@ -82,7 +82,7 @@ def warm_start(args, out: Path) -> Path:
     logger.warning("training the warm start: InfoNCE from scratch, %d steps", args.warm_steps)
     config = _config(
         args, loss="infonce", steps=args.warm_steps, lr=args.warm_lr, warmup=0.05, seed=1000,
-        out_dir=str(out / "warm-start"), eval_every=args.warm_steps,
+        out_dir=str(out / "warm-start"), eval_every=args.warm_steps, overwrite=True,
     )  # fmt: skip
     # Export the last weights, not the best: every loss must start from the same known point.
     config.select_metric = "step"
@@ -99,13 +99,16 @@ def fine_tune(args, out: Path, warm: Path, loss: str, seed: int) -> dict[str, fl
         return json.loads(summary.read_text())
     config = _config(
         args, loss=loss, init=str(warm), steps=args.steps, lr=args.lr, warmup=0.05, seed=seed,
-        out_dir=str(run_dir), eval_every=args.steps, select_metric="step",
+        out_dir=str(run_dir), eval_every=args.steps, select_metric="step", overwrite=True,
     )  # fmt: skip
     started = time.monotonic()
     result = train(config)
     metrics = dict(result.final_metrics)
     metrics["seconds"] = round(time.monotonic() - started, 1)
     summary.write_text(json.dumps(metrics, indent=1))
+    if not args.keep_weights:  # about 125 MB a run
+        for name in ("checkpoint-last.pt", "best.safetensors", "model.safetensors"):
+            (run_dir / name).unlink(missing_ok=True)
     return metrics
 
 
@@ -181,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "compare_losses"))
     parser.add_argument("--fresh", action="store_true", help="ignore finished runs in --out")
+    parser.add_argument("--keep-weights", action="store_true", help="keep each run's checkpoints")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
