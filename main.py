@@ -465,7 +465,12 @@ def cmd_gui(args: argparse.Namespace) -> int:
         print(f"The desktop app cannot start ({e}). Use the sub-commands:", file=sys.stderr)
         build_parser().print_help()
         return EXIT_ERROR
-    return run(args)
+    argv = []
+    if getattr(args, "library", None):
+        argv += ["--library", args.library]
+    if getattr(args, "model", None):
+        argv += ["--model", args.model]
+    return run(argv)
 
 
 COMMANDS = {

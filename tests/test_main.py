@@ -103,3 +103,13 @@ def test_missing_starter_or_offline_model_says_what_to_do(tmp_path, photos, caps
     err = capsys.readouterr().err
     assert code == 1
     assert "file:" in err or "starter" in err  # names the alternatives
+
+
+def test_no_command_opens_the_app_with_the_common_options(monkeypatch, tmp_path):
+    import app.main
+
+    calls = []
+    monkeypatch.setattr(app.main, "run", lambda argv: calls.append(argv) or 0)
+    assert main.main([]) == 0
+    assert main.main(["gui", "--library", str(tmp_path), "--model", "starter"]) == 0
+    assert calls == [[], ["--library", str(tmp_path), "--model", "starter"]]
