@@ -597,6 +597,10 @@ def _train(config, resume, on_progress, objective_factory, dist_info: _Dist) -> 
         eps=1e-6,
         fused=device.type in ("cpu", "cuda"),
     )
+    # float16 autocast (CUDA without bfloat16) needs loss scaling; bfloat16 and float32 do not.
+    scaler = None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        scaler = torch.amp.GradScaler("cuda")
     state = _RunState()
     if saved_state is not None:
         _load_model_state(model, saved_state["model"], resume_path)
@@ -609,6 +613,8 @@ def _train(config, resume, on_progress, objective_factory, dist_info: _Dist) -> 
         state.phase_starts = [int(x) for x in saved_state.get("phase_starts", [])]
         if "rng" in saved_state:
             checkpointing.set_rng_state(saved_state["rng"])
+        if scaler is not None and saved_state.get("scaler"):
+            scaler.load_state_dict(saved_state["scaler"])
         logger.info("resumed %s at step %d (epoch %d)", resume_path, state.step, state.epoch)
 
     train_model: nn.Module = TwinTowerForward(model)
@@ -666,6 +672,7 @@ def _train(config, resume, on_progress, objective_factory, dist_info: _Dist) -> 
                 "evaluations": state.evaluations,
                 "phase_starts": state.phase_starts,
                 "rng": checkpointing.rng_state(),
+                "scaler": scaler.state_dict() if scaler is not None else {},
                 "config": config.to_dict(),
             },
         )
@@ -735,19 +742,18 @@ def _train(config, resume, on_progress, objective_factory, dist_info: _Dist) -> 
                     current_phase[0] = phase
                     state.phase_starts.append(state.step)
                 objective = objectives[phase]
-                loss_value, terms = _train_step(
-                    train_model, model, objective, optimizer, batch, config, device
+                loss_value, terms, problem = _train_step(
+                    train_model, model, objective, optimizer, batch, config, device, scaler
                 )
-                if _any_nonfinite(dist_info, device, loss_value):
+                if _any_problem(dist_info, device, problem is not None):
                     where = f"step {state.step + 1} (epoch {state.epoch + 1})"
                     keep = (
                         f"the last good checkpoint is {last_path}"
                         if last_path.exists()
                         else "no checkpoint was written"
                     )
-                    shown = loss_value if not math.isfinite(loss_value) else "non-finite on another process"
                     raise TrainingDivergedError(
-                        f"training stopped: the loss became {shown} at {where}; {keep}. "
+                        f"training stopped: {problem or 'another process diverged'} at {where}; {keep}. "
                         f"Lower the learning rate (now {config.lr:g}) or the clipping norm and try again"
                     )
                 state.step += 1
@@ -823,7 +829,8 @@ def _train(config, resume, on_progress, objective_factory, dist_info: _Dist) -> 
     )
 
 
-def _train_step(train_model, model, objective, optimizer, batch, config: TrainConfig, device):
+def _train_step(train_model, model, objective, optimizer, batch, config: TrainConfig, device, scaler=None):
+    """One optimisation step. Returns (loss, named terms, problem); problem says what went non-finite."""
     images = batch.images.to(device, non_blocking=True)
     tokens = batch.tokens.to(device, non_blocking=True)
     relevance = batch.relevance.to(device, non_blocking=True)
@@ -837,20 +844,27 @@ def _train_step(train_model, model, objective, optimizer, batch, config: TrainCo
         # The logit scale gets a (zero) gradient anyway, which DDP needs from every parameter.
         loss = loss + 0.0 * logit_scale.sum()
     loss_value = float(loss.detach())
-    if not math.isfinite(loss_value):
-        optimizer.zero_grad(set_to_none=True)
-        return loss_value, {}
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if not math.isfinite(loss_value):
+        return loss_value, {}, f"the loss became {loss_value}"
+    if scaler is not None:  # float16 autocast: scale the loss, skip steps whose gradients overflow
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
     if config.grad_clip > 0:
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        if not torch.isfinite(grad_norm):
+        if scaler is None and not torch.isfinite(grad_norm):
             optimizer.zero_grad(set_to_none=True)
-            return float("nan"), {}
-    optimizer.step()
+            return loss_value, {}, f"the gradient norm became {float(grad_norm)}"
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
     with torch.no_grad():
         model.logit_scale.clamp_(0, LOGIT_SCALE_MAX)
-    return loss_value, {k: float(v.detach()) for k, v in terms.items() if v.numel() == 1}
+    return loss_value, {k: float(v.detach()) for k, v in terms.items() if v.numel() == 1}, None
 
 
 def _agreed_progress(dist_info: _Dist, device, progress: float) -> float:
@@ -862,9 +876,8 @@ def _agreed_progress(dist_info: _Dist, device, progress: float) -> float:
     return float(value.item())
 
 
-def _any_nonfinite(dist_info: _Dist, device, loss_value: float) -> bool:
-    """True when any process saw a non-finite loss (every process takes the same decision)."""
-    nonfinite = not math.isfinite(loss_value)
+def _any_problem(dist_info: _Dist, device, nonfinite: bool) -> bool:
+    """True when any process saw a non-finite loss or gradient (every process decides the same)."""
     if not dist_info.enabled:
         return nonfinite
     flag = torch.tensor([1.0 if nonfinite else 0.0], device=device)
