@@ -155,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--scene-seed", dest="scene_seed", type=int, help="which scenes are drawn (0)")
     g.add_argument("--no-augment", dest="augment", action="store_false", help="no mirroring or shifts")
     g.add_argument(
+        "--allow-ambiguous",
+        dest="unambiguous",
+        action="store_false",
+        help="keep partial captions that fully match another scene of their batch",
+    )
+    g.add_argument(
         "--cache-dir", dest="cache_dir", metavar="DIR", help="rendered-scene cache (default: user cache)"
     )
     g = p.add_argument_group("run")

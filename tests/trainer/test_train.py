@@ -233,3 +233,18 @@ def test_two_process_ddp_run_on_cpu(make_config, tmp_path):
     assert saved["step"] == 4
     leftovers = [p.name for p in Path(config.out_dir).iterdir() if p.name.endswith(".tmp")]
     assert not leftovers
+
+
+def test_presets_and_options_combine():
+    from trainer.__main__ import build_parser, config_from_args
+
+    parse = build_parser().parse_args
+    starter = config_from_args(parse(["--preset", "starter"]))
+    assert starter.loss.startswith("infonce;") and "adaptive" in starter.loss
+    assert starter.time_budget_s == 25 * 60 and starter.export.endswith("ladderlens-starter.safetensors")
+    shorter = config_from_args(parse(["--preset", "starter", "--steps", "10", "--lr", "1e-4"]))
+    assert (shorter.steps, shorter.time_budget_s, shorter.lr) == (10, None, 1e-4)  # the length given wins
+    custom = config_from_args(
+        parse(["--model-config", "/x/my-arch.json", "--epochs", "2", "--allow-ambiguous"])
+    )
+    assert custom.arch == "my-arch" and custom.epochs == 2 and not custom.unambiguous
