@@ -14,11 +14,14 @@ adaptive, like the adaptive ladder loss:
    algorithm, it is deterministic and never stuck in a poor local optimum. Candidates below
    the top-N join the last tier, so every candidate has a tier and tiers stay contiguous.
 3. **Gate.** An absolute test (:class:`MatchGate`) decides whether the top tier is a *match* at
-   all: its median z must clear ``min_top_z``, and it must stand out from the next tier (the
-   difference of their median z, ``min_separation_z``). A query whose best candidates are just
-   the upper tail of the background, a smooth slope of scores, fails the second test however
-   high the slope starts. When the gate fails the query is *long tail*: nothing matches; the
-   tiers are still shown, as alternatives.
+   all: its median z must clear ``min_top_z``, and it must stand out, either from the next
+   tier (the difference of their median z, ``min_separation_z``) or from chance: in a library
+   of N photos the r-th best of N background draws reaches about ``z = Phi^-1(1 - r/N)`` (normal
+   approximation), and the top tier must beat that by ``min_excess_z``. A query whose best
+   candidates are just the upper tail of the background, a smooth slope of scores, fails both
+   however high the slope starts; a plateau of many equally good matches passes the second.
+   When the gate fails the query is *long tail*: nothing matches; the tiers are still shown,
+   as alternatives.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import numpy as np
 
@@ -56,6 +60,9 @@ class MatchGate:
             of a normal background scores that high by chance).
         min_separation_z: The top tier's median z minus the next tier's median z must be at
             least this (a smooth slope of scores cut in two separates by little).
+        min_excess_z: Or the top tier's median z must beat the z that chance gives its median rank
+            in a library of this size (needs ``library_size``; a smooth slope of matches that fills
+            all the candidates has no separation but a large excess).
         min_gap_z: Empty space between the top tier's lowest score and the next tier's highest,
             in background standard deviations (0: not tested).
         min_top_score: Optional raw-score floor for the best candidate (cosine, model-specific).
@@ -63,14 +70,19 @@ class MatchGate:
 
     min_top_z: float = 3.0
     min_separation_z: float = 1.0
+    min_excess_z: float = 1.0
     min_gap_z: float = 0.0
     min_top_score: float | None = None
 
-    def passes(self, top_z: float, separation_z: float, gap_z: float, top_score: float) -> bool:
-        """Whether a top tier with these statistics is a match (NaN never passes)."""
+    def passes(
+        self, top_z: float, separation_z: float, gap_z: float, top_score: float, excess_z: float = math.nan
+    ) -> bool:
+        """Whether a top tier with these statistics is a match (NaN never passes a test)."""
         if not (math.isfinite(top_z) and top_z >= self.min_top_z):
             return False
-        if not (separation_z >= self.min_separation_z and gap_z >= self.min_gap_z):
+        if not (separation_z >= self.min_separation_z or excess_z >= self.min_excess_z):
+            return False
+        if not gap_z >= self.min_gap_z:
             return False
         return self.min_top_score is None or top_score >= self.min_top_score
 
@@ -112,6 +124,8 @@ class Grading:
         boundaries: Score thresholds between consecutive tiers, descending (``len(tiers) - 1``).
         top_z: Median z of the top tier (what the gate tested).
         separation_z: Median z of the top tier minus that of the next (inf with one tier).
+        excess_z: Median z of the top tier minus the z chance gives its median rank in a
+            library of ``library_size`` photos (NaN when the size is not given).
         gap_z: Empty space between the top tier and the next, in background standard deviations.
         k: Number of clusters chosen; ``silhouette`` its score (NaN when not clustered).
         histogram_counts: Background score histogram, for drawing the distribution.
@@ -127,6 +141,7 @@ class Grading:
     boundaries: list[float] = field(default_factory=list)
     top_z: float = math.nan
     separation_z: float = math.nan
+    excess_z: float = math.nan
     gap_z: float = math.nan
     k: int = 0
     silhouette: float = math.nan
@@ -256,6 +271,7 @@ def grade(
     background: np.ndarray,
     *,
     gate: MatchGate | None = None,
+    library_size: int | None = None,
     z_floor: float = 1.5,
     min_tiered: int = 12,
     max_tiered: int = 200,
@@ -268,6 +284,7 @@ def grade(
         background: The same query's scores over the library or a random sample of it. When it
             has fewer than two finite values the candidates calibrate themselves.
         gate: The match test; :class:`MatchGate` defaults when None.
+        library_size: Photos searched (for the gate's comparison with chance); None skips it.
         z_floor: Candidates above this z are clustered (subject to the two bounds below).
         min_tiered: Cluster at least this many of the top candidates (when there are that many).
         max_tiered: Cluster at most this many; the rest join the last tier.
@@ -327,7 +344,12 @@ def grade(
         gap_z = (tiers_raw[0][2] - tiers_raw[1][3]) / std
     else:
         separation_z = gap_z = math.inf
-    matched = gate.passes(top_z, separation_z, gap_z, float(v[0]))
+    excess_z = math.nan
+    if library_size is not None and library_size > 0:
+        median_rank = (tiers_raw[0][1] + 1) / 2  # ranks 1..count of the top tier
+        chance = NormalDist().inv_cdf(min(max(1.0 - (median_rank - 0.5) / library_size, 1e-12), 1 - 1e-12))
+        excess_z = top_z - chance
+    matched = gate.passes(top_z, separation_z, gap_z, float(v[0]), excess_z)
     labels_text = MATCH_LABELS if matched else LONG_TAIL_LABELS
     tiers = [
         Tier(r, labels_text[r - 1], int(cnt), lo, hi, float(zs.min()), float(zs.max()))
@@ -344,6 +366,7 @@ def grade(
         boundaries=boundaries,
         top_z=top_z,
         separation_z=float(separation_z),
+        excess_z=float(excess_z),
         gap_z=float(gap_z),
         k=best_k,
         silhouette=best_sil,

@@ -246,7 +246,7 @@ class Searcher:
         ids, scores = ids[:k], scores[:k]
         with single_threaded():
             bg_scores = self._background @ q
-        g = grade(scores, bg_scores, gate=self.gate, **self.grading_options)
+        g = grade(scores, bg_scores, gate=self.gate, library_size=len(self.index), **self.grading_options)
         hits = [
             Hit(int(pid), float(s), float(z), int(t))
             for pid, s, z, t in zip(

@@ -218,7 +218,18 @@ def test_the_upper_tail_of_the_background_is_long_tail(background):
     scores = np.sort(library)[::-1][:100]
     g = grade(scores, background)
     assert g.top_z > 3.5, "high z alone: a large library always has some"
-    assert g.long_tail
+    assert g.long_tail and math.isnan(g.excess_z)
+    sized = grade(scores, background, library_size=library.size)
+    assert sized.long_tail and abs(sized.excess_z) < 0.5, "no better than chance in a library this big"
+
+
+def test_a_plateau_of_matches_filling_the_candidates_is_a_match(background):
+    """Hundreds of equally relevant photos: the top 100 form a smooth slope far above chance."""
+    scores = background.mean() + background.std() * np.linspace(7.5, 5.75, 100)
+    assert grade(scores, background).long_tail, "without the library size only separation counts"
+    g = grade(scores, background, library_size=1_000_000)
+    assert not g.long_tail and g.excess_z > 2 and g.separation_z < 1
+    assert grade(scores, background, library_size=1_000_000, gate=MatchGate(min_excess_z=3.5)).long_tail
 
 
 def test_many_matches_on_a_smooth_slope_are_still_matches(background):
