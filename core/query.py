@@ -31,7 +31,7 @@ from core.errors import QueryError
 
 logger = logging.getLogger(__name__)
 
-_QUOTES = {'"': '"', "\u201c": "\u201d", "\u201e": "\u201d", "\u00ab": "\u00bb"}
+_QUOTES = {'"': '"', "\u201c": "\u201d", "\u201e": "\u201c", "\u00ab": "\u00bb"}
 _CLOSING = frozenset(_QUOTES.values())
 _NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
 _WEIGHT_STAR = re.compile(r"((?:\d+(?:\.\d*)?|\.\d+))\s*\*\s*")
