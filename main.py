@@ -199,8 +199,18 @@ def cmd_search(args: argparse.Namespace) -> int:
         result = lib.search(args.query, image=args.image, k=args.k)
         if args.json:
             print(json.dumps(result.to_dict(), ensure_ascii=False))
-            return EXIT_OK
-        print(format_result(result))
+        else:
+            print(format_result(result))
+        if not result.results:
+            photos = lib.status().photos
+            if photos:
+                print(
+                    f"{photos} photos of the library are not indexed with {lib.model_spec} yet: "
+                    "python main.py index",
+                    file=sys.stderr,
+                )
+            else:
+                print("The library has no photos yet: python main.py index FOLDER", file=sys.stderr)
     return EXIT_OK
 
 
@@ -209,8 +219,6 @@ def format_result(result) -> str:
     lines = [f"{result.query!r} ({result.model})"]
     if result.long_tail:
         lines.append("No exact match; here are the nearest alternatives.")
-    if not result.results:
-        lines.append("Nothing indexed yet: python main.py index FOLDER")
     for rank, tier in enumerate(result.tiers):
         lines.append(
             f"\n{tier.label}: {tier.count} photo{'s' if tier.count != 1 else ''} "
