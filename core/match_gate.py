@@ -19,7 +19,7 @@ from .grading import MatchGate
 
 logger = logging.getLogger(__name__)
 
-_FLOAT_FIELDS = ("min_top_z", "min_separation_z", "min_gap_z")
+_FLOAT_FIELDS = ("min_top_z", "min_separation_z", "min_excess_z", "min_gap_z")
 
 
 def gate_file_for(spec: Any) -> Path | None:

@@ -13,7 +13,12 @@ threadpoolctl = pytest.importorskip("threadpoolctl")
 
 
 def blas_threads() -> list[int]:
-    return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+    """Threads of numpy's own BLAS (other libraries, e.g. torch's, may load theirs later)."""
+    return [
+        lib["num_threads"]
+        for lib in threadpoolctl.threadpool_info()
+        if lib["user_api"] == "blas" and "numpy" in lib["filepath"]
+    ]
 
 
 @pytest.fixture
