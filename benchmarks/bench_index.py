@@ -143,6 +143,45 @@ def rescan(args: argparse.Namespace) -> None:
         print(f"| unchanged re-scan of {n} files | wall {median:.2f} s | CPU {median_cpu:.2f} s | {runs} |")
 
 
+_INDEX_CHILD = """
+import resource, sys
+sys.path.insert(0, {repo!r})
+from core.library import Library
+with Library.open({root!r}, model={spec!r}) as lib:
+    lib.add_folder({folder!r})
+    lib.index()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+_SEARCH_CHILD = """
+import resource, sys
+sys.path.insert(0, {repo!r})
+from core.library import Library
+with Library.open({root!r}, model={spec!r}) as lib:
+    for q in ["red car at night", "two kites over a snowy field", "a boat", "sunset - people"] * 5:
+        lib.search(q, k=60)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def memory(args: argparse.Namespace) -> None:
+    """Peak resident memory of indexing, then of a search session, each in a process of its own."""
+    import subprocess
+
+    folder = _photos(args.photos)
+    print("| model | photos | peak RSS while indexing | peak RSS of a search session (20 queries) |")
+    print("|---|---|---|---|")
+    for spec in args.model or ["random:ViT-B-32-256", "starter"]:
+        root = tempfile.mkdtemp(prefix="bench-mem-")
+        peaks = []
+        for code in (_INDEX_CHILD, _SEARCH_CHILD):
+            script = code.format(repo=str(HERE.parent), root=root, spec=spec, folder=str(folder))
+            out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+            peaks.append(int(out.stdout.split()[-1]) / 1024)  # ru_maxrss is in KiB on Linux
+        shutil.rmtree(root, ignore_errors=True)
+        print(f"| {spec} | {args.photos} x 12 MP | {peaks[0]:.0f} MiB | {peaks[1]:.0f} MiB |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -152,12 +191,15 @@ def main() -> None:
     p.add_argument("--photos", type=int, default=48)
     p.add_argument("--model", action="append", help="model spec (repeatable)")
     p.add_argument("--repeats", type=int, default=1)
+    p = sub.add_parser("memory")
+    p.add_argument("--photos", type=int, default=32)
+    p.add_argument("--model", action="append", help="model spec (repeatable)")
     p = sub.add_parser("rescan")
     p.add_argument("--files", type=int, default=100_000)
     p.add_argument("--spec", default="random:ViT-B-32-256")
     p.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    {"throughput": throughput, "rescan": rescan}[args.what](args)
+    {"throughput": throughput, "rescan": rescan, "memory": memory}[args.what](args)
 
 
 if __name__ == "__main__":
