@@ -1,7 +1,11 @@
 """Triplet vs InfoNCE vs ladder (L=2, L=3) vs adaptive ladder on the scene world, several seeds.
 
     python benchmarks/compare_losses.py                       # warm start + 5 losses x 3 seeds
-    python benchmarks/compare_losses.py --warm-start runs/starter/phase-1.safetensors --steps 300
+    python benchmarks/compare_losses.py --warm-start runs/starter/phase-1.safetensors --steps 120 \
+        --losses triplet,infonce,ladder2,ladder3,adaptive,infonce+adaptive --threads 1
+
+``--losses`` takes any objective spec of ``trainer.objectives`` (sums such as
+``infonce+adaptive`` too). Finished runs in ``--out`` are reused (``--fresh`` redoes them).
 
 Protocol (the papers fine-tune their ladder losses on top of pretrained features, and a
 hardest-negative triplet loss collapses when trained from random weights):
