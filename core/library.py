@@ -24,10 +24,12 @@ step. A full profile is a model of its own: using it re-embeds the library like
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from .embedder import Embedder
     from .index import VectorIndex
     from .search import Searcher, SearchResult
+    from .tags import UserTags
     from .vectors import VectorStore
 
 logger = logging.getLogger(__name__)
@@ -175,6 +178,15 @@ class _ModelState:
         self.searcher: Searcher | None = None
 
 
+class _ProfileState(_ModelState):
+    """An adapter profile's state: the adapted embedder, its index, and the content behind it."""
+
+    def __init__(self, embedder: Any, store: VectorStore, index: Any, index_path: Path):
+        super().__init__(embedder, store, index, index_path)
+        self.content: dict[int, str] = {}  # photo id -> content hash its adapted vector was made from
+        self.save_lock = threading.Lock()
+
+
 class Library:
     """A photo library on disk. Thread-safe for one writer (indexing) and many readers (search).
 
@@ -192,6 +204,7 @@ class Library:
         self._device = device
         self._lock = threading.RLock()
         self._models: dict[str, _ModelState] = {}  # by spec text
+        self._savers: list[threading.Thread] = []  # background saves of profile indexes
         stored = self.catalog.get_meta(_META_MODEL)
         self._explicit = model is not None
         self._active = _canonical(model or stored or DEFAULT_MODEL)
@@ -215,9 +228,15 @@ class Library:
         self.close()
 
     def close(self) -> None:
+        self._wait_for_saves()
         with self._lock:
             self._models.clear()
         self.catalog.close()
+
+    def _wait_for_saves(self) -> None:
+        """Wait until profile indexes saving in the background are on disk."""
+        for saver in list(self._savers):
+            saver.join()
 
     # ------------------------------------------------------------------ model
 
@@ -420,7 +439,13 @@ class Library:
             if completed and folders is None:
                 self._promote(spec, state)
             if spec == self._active:
-                self._sync_profile(state)
+                try:
+                    self._sync_profile(state)
+                except Exception as e:  # indexing itself is done; the profile is rebuilt when next used
+                    logger.warning("could not update the active profile's vectors: %s", e)
+                    with self._lock:
+                        for key in [k for k in self._models if k.startswith(f"{spec}#profile=")]:
+                            del self._models[key]
         return report
 
     def index(
@@ -542,6 +567,13 @@ class Library:
         """Every saved fine-tune profile version of this library."""
         return self.profile_store.list()
 
+    @property
+    def tags(self) -> UserTags:
+        """Tags given in the app (by content, so they follow moved photos); fine-tuning reads them."""
+        from .tags import UserTags
+
+        return UserTags(self.catalog)
+
     def vectors(self) -> VectorStore:
         """The active model's stored photo vectors (never adapted; loads the model on first use)."""
         return self._state(self._active).store
@@ -657,32 +689,21 @@ class Library:
             self.profile_store.get(name)  # raises, listing the profiles there are
         if active is not None and any(d.name == active.name and d.version == active.version for d in doomed):
             self.use_profile(None)
+        self._wait_for_saves()
         for info in doomed:
             self._drop_profile_vectors(info)
         return self.profile_store.delete(name, version)
 
     def _drop_profile_vectors(self, info: ProfileInfo) -> None:
-        from .vectors import VectorStore
-
         with self._lock:
             for key in [k for k in self._models if k.endswith(f"#profile={info.adapter_id}")]:
                 del self._models[key]
         if info.mode != "adapter" or not info.adapter_id:
             return
-        for record in self.catalog.models():
-            if record.adapter != info.adapter_id:
-                continue
-            identity = {
-                "key": record.key,
-                "arch": record.arch,
-                "weights": record.weights,
-                "adapter": record.adapter,
-            }
-            VectorStore(self.catalog, self.root / "vectors", identity, record.dim).drop()
-            index_dir = self.root / "index"
-            if index_dir.is_dir():
-                for path in index_dir.glob(f"{record.key}.idx*"):
-                    path.unlink(missing_ok=True)
+        index_path = self.root / "index" / f"{info.base.with_adapter(info.adapter_id).key}.idx"
+        if index_path.parent.is_dir():
+            for path in index_path.parent.glob(glob.escape(index_path.name) + "*"):
+                path.unlink(missing_ok=True)
 
     def _base_spec_for_adapter(self) -> str:
         return self._active
@@ -740,45 +761,125 @@ class Library:
     def _iter_build_profile_state(
         self, base: _ModelState, info: ProfileInfo, adapter: Any
     ) -> Generator[ProfileProgress, None, _ModelState]:
+        """The profile's index of adapted vectors: loaded and brought up to date, or built.
+
+        The adapted vectors live in the profile's own index file (exact, whatever the size, so
+        applying stays quick; the next indexing run that adds photos builds a graph when the
+        library is large), beside a map of the photo content each vector was made from, so
+        later indexing runs transform only new or changed photos. Everything is computed before
+        anything is saved, and saved atomically: a cancelled switch leaves no trace.
+        """
         from .adapters import AdaptedEmbedder
-        from .index import DEFAULT_EXACT_THRESHOLD, VectorIndex
-        from .vectors import VectorStore
 
         identity = base.embedder.identity.with_adapter(info.adapter_id)
         embedder = AdaptedEmbedder(base.embedder, adapter, identity)
-        store = VectorStore(self.catalog, self.root / "vectors", identity, base.embedder.dim)
-        yield from self._iter_apply_vectors(base.store, store, adapter)
         index_path = self.root / "index" / f"{identity.key}.idx"
-        ids, vecs = store.photo_matrix()
-        yield ProfileProgress("index", 0, len(ids))
-        try:
-            index = VectorIndex.load(index_path, embedder.dim, expected_ids=ids)
-        except IndexCorruptError:
-            # Exact (a matrix) whatever the size, so applying stays quick; the next indexing run
-            # that adds photos builds a graph when the library is large.
-            index = VectorIndex(embedder.dim, exact_threshold=max(DEFAULT_EXACT_THRESHOLD, len(ids)))
-            if len(ids):
-                index.add(ids, vecs)
-            self._save_index(index, index_path)
-        yield ProfileProgress("index", len(ids), len(ids))
-        return _ModelState(embedder, store, index, index_path)  # type: ignore[arg-type]
+        state = _ProfileState(embedder, base.store, None, index_path)  # type: ignore[arg-type]
+        if not self._load_profile_index(state):
+            yield from self._iter_build_profile_index(base, state)
+        else:
+            yield from self._iter_sync_profile_index(base, state)
+        return state
 
-    def _iter_apply_vectors(
-        self, base: VectorStore, target: VectorStore, adapter: Any
+    def _load_profile_index(self, state: _ProfileState) -> bool:
+        from .index import VectorIndex
+
+        try:
+            index = VectorIndex.load(state.index_path, state.embedder.dim)
+            with np.load(_content_map_path(state.index_path)) as stored:
+                ids, hashes = stored["ids"], stored["hashes"]
+        except (IndexCorruptError, OSError, ValueError, KeyError) as e:
+            if state.index_path.exists():
+                logger.info("rebuilding the profile index %s: %s", state.index_path, e)
+            return False
+        if ids.shape != hashes.shape or not np.array_equal(np.sort(ids), index.ids()):
+            logger.info("rebuilding the profile index %s: its content map does not match", state.index_path)
+            return False
+        state.index = index
+        state.content = dict(zip(ids.tolist(), hashes.tolist(), strict=True))
+        return True
+
+    def _iter_build_profile_index(
+        self, base: _ModelState, state: _ProfileState
+    ) -> Generator[ProfileProgress, None, None]:
+        from .index import DEFAULT_EXACT_THRESHOLD, VectorIndex
+
+        adapter = state.embedder.adapter  # type: ignore[attr-defined]
+        yield ProfileProgress("apply", 0, None)
+        ids = base.index.ids()
+        vecs = base.index.get_vectors(ids)
+        content = self._content_of(ids)
+        total = len(ids)
+        adapted = np.empty_like(vecs)
+        for start in range(0, total, PROFILE_APPLY_CHUNK):
+            stop = min(start + PROFILE_APPLY_CHUNK, total)
+            adapted[start:stop] = adapter.apply_image(vecs[start:stop])
+            yield ProfileProgress("apply", stop, total)
+        yield ProfileProgress("index", 0, total)
+        index = VectorIndex(state.embedder.dim, exact_threshold=max(DEFAULT_EXACT_THRESHOLD, total))
+        if total:
+            index.add(ids, adapted)
+        state.index = index
+        state.content = {pid: content.get(pid, "") for pid in ids.tolist()}
+        yield ProfileProgress("index", total, total)
+        # Searches can use it now; the file is written in the background (atomically: a crash
+        # before it is complete only means it is built again next time).
+        saver = threading.Thread(target=self._save_profile_index, args=(state,), name="profile-index-save")
+        self._savers = [t for t in self._savers if t.is_alive()] + [saver]
+        saver.start()
+
+    def _iter_sync_profile_index(
+        self, base: _ModelState, state: _ProfileState
     ) -> Generator[ProfileProgress, None, int]:
-        """Transform the base vectors that ``target`` lacks (catalogued photos only), in chunks."""
-        rows = self.catalog.connection().execute(
-            """SELECT e.content_hash FROM embeddings e WHERE e.model_id = ?
-               AND EXISTS (SELECT 1 FROM photos p WHERE p.content_hash = e.content_hash)""",
-            (base.model_id,),
-        )
-        missing = target.missing([row[0] for row in rows])
-        yield ProfileProgress("apply", 0, len(missing))
-        for start in range(0, len(missing), PROFILE_APPLY_CHUNK):
-            part = missing[start : start + PROFILE_APPLY_CHUNK]
-            target.put(part, adapter.apply_image(base.get(part)))
-            yield ProfileProgress("apply", start + len(part), len(missing))
-        return len(missing)
+        """Transform the photos that are new or changed since the profile's index was made."""
+        adapter = state.embedder.adapter  # type: ignore[attr-defined]
+        wanted = base.index.ids()
+        content = self._content_of(wanted)
+        have = state.index.ids()
+        gone = np.setdiff1d(have, wanted)
+        stale = [pid for pid in wanted.tolist() if state.content.get(pid) != content.get(pid, "")]
+        yield ProfileProgress("apply", 0, len(stale))
+        adapted = []
+        for start in range(0, len(stale), PROFILE_APPLY_CHUNK):
+            part = stale[start : start + PROFILE_APPLY_CHUNK]
+            adapted.append(adapter.apply_image(base.index.get_vectors(part)))
+            yield ProfileProgress("apply", start + len(part), len(stale))
+        if not stale and not len(gone):
+            return 0
+        with state.save_lock:  # the index and its content map change together
+            if stale:
+                state.index.add(np.array(stale, np.int64), np.concatenate(adapted))
+            if len(gone):
+                state.index.remove(gone)
+            for pid in gone.tolist():
+                state.content.pop(pid, None)
+            state.content.update((pid, content.get(pid, "")) for pid in stale)
+        self._save_profile_index(state)
+        with self._lock:
+            state.searcher = None
+        return len(stale) + len(gone)
+
+    def _content_of(self, ids: np.ndarray) -> dict[int, str]:
+        """Content hash of each photo id (ids not in the catalog are absent)."""
+        wanted = set(np.asarray(ids).tolist())
+        rows = self.catalog.connection().execute("SELECT id, content_hash FROM photos")
+        return {pid: h for pid, h in rows if pid in wanted}
+
+    def _save_profile_index(self, state: _ProfileState) -> None:
+        """The index, then the map of the content its vectors come from (both atomic)."""
+        with state.save_lock:
+            self._save_index(state.index, state.index_path)
+            path = _content_map_path(state.index_path)
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp.npz")
+            try:
+                ids = np.fromiter(state.content.keys(), np.int64, len(state.content))
+                hashes = np.array(list(state.content.values()), dtype=str)
+                np.savez(tmp, ids=ids, hashes=hashes)
+                os.replace(tmp, path)
+            except OSError as e:  # the profile index is rebuilt next time
+                logger.warning("could not save %s: %s", path, e)
+            finally:
+                tmp.unlink(missing_ok=True)
 
     def _serving(self) -> _ModelState:
         """The state answering searches: the active profile's, else the active model's."""
@@ -800,36 +901,19 @@ class Library:
         return self._serving()
 
     def _sync_profile(self, base: _ModelState) -> None:
-        """After indexing: bring the loaded active profile's vectors and index in step with the model's."""
+        """After indexing: bring the loaded active profile's index in step with the model's."""
         record = self._profile_record()
         if record is None or record.get("mode") != "adapter" or record.get("base_spec") != self._active:
             return
+        prefix = f"{record['name']}.v{record['version']}."
         with self._lock:
             states = [
                 state
                 for key, state in self._models.items()
-                if key.startswith(f"{self._active}#profile=")
-                and key.split("#profile=")[1].startswith(f"{record['name']}.v{record['version']}.")
+                if key.startswith(f"{self._active}#profile=") and key.split("#profile=")[1].startswith(prefix)
             ]
         for state in states:
-            adapter = state.embedder.adapter  # type: ignore[attr-defined]
-            drive(self._iter_apply_vectors(base.store, state.store, adapter))
-            wanted = base.index.ids()
-            have = state.index.ids()
-            gone = np.setdiff1d(have, wanted)
-            new = np.setdiff1d(wanted, have)
-            if len(gone):
-                state.index.remove(gone)
-            if len(new):
-                photos = self.catalog.photos(new.tolist())
-                ids = [pid for pid in new.tolist() if pid in photos]
-                if ids:
-                    vecs = state.store.get([photos[i].content_hash for i in ids])
-                    state.index.add(np.array(ids, np.int64), vecs)
-            if len(gone) or len(new):
-                with self._lock:
-                    self._save_index(state.index, state.index_path)
-                    state.searcher = None
+            drive(self._iter_sync_profile_index(base, state))  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ information
 
@@ -864,14 +948,10 @@ class Library:
 
 
 def match_gate_for(embedder: Embedder) -> MatchGate:
-    """The model's calibrated match gate (recorded with its weights), else the defaults."""
-    gate = getattr(embedder, "match_gate", None)
-    if isinstance(gate, dict):
-        try:
-            return MatchGate(**gate)
-        except TypeError:
-            logger.warning("ignoring a malformed match gate: %r", gate)
-    return MatchGate()
+    """The model's calibrated match gate (a file beside its weights), else the defaults."""
+    from .match_gate import load_match_gate
+
+    return load_match_gate(embedder.spec)
 
 
 def _canonical(spec: str) -> str:
@@ -883,3 +963,8 @@ def _canonical(spec: str) -> str:
 def _profile_key(spec: str, info: ProfileInfo) -> str:
     """The key of an adapter profile's state among the loaded models."""
     return f"{spec}#profile={info.adapter_id}"
+
+
+def _content_map_path(index_path: Path) -> Path:
+    """Beside a profile's index: which content each of its vectors was made from."""
+    return index_path.with_name(index_path.name + ".content.npz")

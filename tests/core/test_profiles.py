@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -176,12 +177,12 @@ def test_a_cancelled_switch_leaves_nothing_half_applied(lib, monkeypatch):
     gen.close()
     assert lib.active_profile is None
     assert lib.status().profile is None
+    assert not list((lib.root / "index").glob("*boats*"))  # nothing of it was saved
     plain = lib.search("a kite", k=10).results
-    # switching again finishes the work (only the rest is transformed)
     progress = []
     lib.use_profile("boats", on_progress=progress.append)
     applied = [p for p in progress if p.phase == "apply"]
-    assert applied[0].total == 7
+    assert applied[-1].done == applied[-1].total == 10
     assert lib.active_profile is not None
     tuned = lib.search("a kite", k=10).results
     assert len(tuned) == 10
@@ -203,18 +204,20 @@ def test_a_profile_of_another_width_is_refused(lib):
     assert lib.active_profile is None
 
 
-def test_deleting_the_active_profile_switches_back_and_drops_its_vectors(lib):
+def test_deleting_the_active_profile_switches_back_and_drops_its_vectors(lib, tiny_checkpoint):
     info = save(lib)
     lib.use_profile("boats")
-    adapted_keys = [m.key for m in lib.catalog.models() if m.adapter == info.adapter_id]
-    assert len(adapted_keys) == 1
-    assert list((lib.root / "index").glob(f"{adapted_keys[0]}.idx*"))
-    lib.delete_profile("boats")
-    assert lib.active_profile is None
-    assert lib.profiles() == []
-    assert not [m for m in lib.catalog.models() if m.adapter == info.adapter_id]
-    assert not list((lib.root / "index").glob(f"{adapted_keys[0]}.idx*"))
-    assert len(lib.search("a car", k=50).results) == 10
+    key = lib.embedder().identity.with_adapter(info.adapter_id).key
+    lib.close()  # waits for the profile index written in the background
+    files = list((lib.root / "index").glob(f"{key}.idx*"))
+    names = {f.name.removeprefix(key) for f in files if not f.name.endswith(".data")}
+    assert names == {".idx", ".idx.content.npz"}
+    with Library.open(lib.root, model=f"file:{tiny_checkpoint}") as again:
+        again.delete_profile("boats")
+        assert again.active_profile is None
+        assert again.profiles() == []
+        assert not list((again.root / "index").glob(f"{key}.idx*"))
+        assert len(again.search("a car", k=50).results) == 10
 
 
 def test_a_lost_profile_falls_back_to_the_model(lib):
@@ -228,10 +231,32 @@ def test_a_lost_profile_falls_back_to_the_model(lib):
         assert json.loads(again.catalog.get_meta("profile") or "null") is None
 
 
-def test_adapted_vectors_are_recorded_under_the_adapter_identity(lib):
-    info = save(lib)
-    lib.use_profile("boats")
-    records = {m.adapter: m for m in lib.catalog.models()}
-    assert records[None].rows == records[info.adapter_id].rows == 10
+def test_a_changed_photo_is_transformed_again(tmp_path, tiny_checkpoint):
+    photos = write_photos(tmp_path / "photos")
+    with Library.open(tmp_path / "lib", model=f"file:{tiny_checkpoint}") as lib:
+        lib.add_folder(photos)
+        lib.index()
+        save(lib)
+        lib.use_profile("boats")
+        write_jpeg(photos / "img_03.jpg", (48, 40), seed=333)  # same name, new content
+        os.utime(photos / "img_03.jpg", ns=(1, 1))
+        lib.index()
+        photo_id = lib.catalog.photo_by_path(photos / "img_03.jpg").id
+        base_vec = lib.vectors().get([lib.catalog.photo_by_path(photos / "img_03.jpg").content_hash])[0]
+        served = lib._serving().index.get_vectors([photo_id])[0]
+        np.testing.assert_allclose(served, adapter().apply_image(base_vec), atol=1e-5)
+    with Library.open(tmp_path / "lib", model=f"file:{tiny_checkpoint}") as again:
+        served = again._serving().index.get_vectors([photo_id])[0]
+        np.testing.assert_allclose(served, adapter().apply_image(base_vec), atol=1e-5)
+
+
+def test_adapted_vectors_are_unit_length():
     x = unit_rows(3, DIM)
     np.testing.assert_allclose(np.linalg.norm(adapter().apply_image(x), axis=1), 1.0, atol=1e-5)
+
+
+def test_tags_given_in_the_app(lib):
+    ids = [h.photo_id for h in lib.search("a boat", k=3).results]
+    assert lib.tags.add(ids[:2], ["Red Kayak"]) == ["red kayak"]
+    assert lib.tags.of(ids) == {ids[0]: ("red kayak",), ids[1]: ("red kayak",)}
+    assert lib.tags.counts() == {"red kayak": 2}
