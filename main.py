@@ -98,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, default=None, help="at most this many epochs")
     p.add_argument("--name", help="profile name (default: from ROOT's name); a new version if it exists")
     p.add_argument(
-        "--loss", default="adaptive", help="adaptive (default), triplet, infonce, ladder, or sums of them"
+        "--loss",
+        default=None,
+        help="infonce+adaptive (default), adaptive, infonce+triplet, triplet, infonce, or other sums",
     )
     p.add_argument("--batch-size", type=_positive_int, default=None, help="pairs per batch")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the mode's)")
@@ -298,8 +300,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from trainer.finetune_full import distributed
 
     root = Path(args.root).expanduser()
-    config = FinetuneConfig(mode=args.mode, loss=args.loss, seed=args.seed)
+    config = FinetuneConfig(mode=args.mode, seed=args.seed)
     for option, name in (
+        ("loss", "loss"),
         ("epochs", "epochs"),
         ("batch_size", "batch_size"),
         ("lr", "lr"),

@@ -54,9 +54,11 @@ from app.workers import Worker, WorkerPool
 logger = logging.getLogger(__name__)
 
 LOSSES = (
-    ("adaptive", "Adaptive ladder (graded relevance)"),
-    ("triplet", "Triplet (exact matches only)"),
+    ("infonce+adaptive", "Adaptive ladder + InfoNCE: graded relevance (recommended)"),
+    ("infonce+triplet", "Triplet + InfoNCE: exact matches only"),
     ("infonce", "InfoNCE (CLIP)"),
+    ("adaptive", "Adaptive ladder alone"),
+    ("triplet", "Triplet alone"),
 )
 MODES = (
     ("adapter", "Adapter: fast, on the stored vectors (recommended)"),

@@ -20,6 +20,14 @@ Guarding against forgetting:
 Batches hold at most one photo per distinct tag set: two photos with the same tags are equally
 relevant to each other's captions, so neither may serve as the other's negative.
 
+The default objective is InfoNCE plus the adaptive ladder loss (``"infonce+adaptive"``). The
+ladder's first boundary is the hardest-negative triplet; on frozen features of a model that
+cannot yet tell some of the tagged things apart, hardest negatives are often photos that look
+alike but carry other tags, and the hinge losses alone (triplet and ladder alike) were measured
+to lose ground there (``benchmarks/bench_finetune.py quality``). InfoNCE gives every negative a
+say and anchors the training; the ladder term on top orders partial matches by their relevance
+(higher CS@K than the same fine-tune with the triplet term). Each loss alone stays selectable.
+
 Every fine-tune is a generator of :class:`FinetuneProgress` (each yield a cancellation point;
 closing it leaves nothing behind) returning a :class:`FinetuneResult`; nothing is saved until
 :func:`save_profile`.
@@ -69,9 +77,9 @@ class FinetuneConfig:
     """Settings of a fine-tune. ``lr`` None picks the mode's default."""
 
     mode: str = "adapter"
-    loss: str = "adaptive"  # a trainer.objectives spec: adaptive, triplet, ladder, infonce, sums
+    loss: str = "infonce+adaptive"  # a trainer.objectives spec: adaptive, triplet, infonce, sums
     epochs: int = 40
-    batch_size: int = 128
+    batch_size: int = 64
     lr: float | None = None
     weight_decay: float = 0.01
     warmup: float = 0.05
@@ -82,7 +90,8 @@ class FinetuneConfig:
     patience: int = 6
     blends: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     blend_tolerance: float = 0.01
-    caption_variants: int = 8
+    caption_variants: int = 4  # captions per tag set, the fixed wording included
+    caption_budget: int = 2048  # at most this many captions to encode (at least one per tag set)
     general_scenes: int = 300  # scene-world photos for the "cost" report (0: none)
     min_photos: int = 10
     cs_k: int = 100
@@ -386,21 +395,18 @@ def iter_prepare(
     if len(tag_sets) <= GROUP_RELEVANCE_LIMIT:
         group_matrix = relevance.matrix(np.arange(len(tag_sets)), np.arange(len(tag_sets)))
 
-    variants = max(1, min(config.caption_variants, max(2, 8192 // max(len(tag_sets), 1))))
+    # Each tag set's first caption is the fixed wording, also its evaluation query; the others
+    # vary wording and order. The frozen text encoder is the costly part on a CPU, so the number
+    # of texts is capped (caption_budget), fewer variants per tag set when there are many sets.
+    variants = max(1, min(config.caption_variants, config.caption_budget // max(len(tag_sets), 1)))
     texts: list[str] = []
     offsets = [0]
     for tag_set in tag_sets:
-        made = list(dict.fromkeys(tag_caption(tag_set, rng) for _ in range(variants)))
-        texts.extend(made)
+        made = [tag_caption(tag_set), *(tag_caption(tag_set, rng) for _ in range(4 * variants))]
+        texts.extend(list(dict.fromkeys(made))[:variants])
         offsets.append(len(texts))
-    queries = [tag_caption(t) for t in tag_sets]
-    all_texts = texts + queries
-    vectors = []
-    chunk = 512
-    for start in range(0, len(all_texts), chunk):
-        vectors.append(np.asarray(encode_texts(all_texts[start : start + chunk]), dtype=np.float32))
-        yield FinetuneProgress("captions", min(start + chunk, len(all_texts)), len(all_texts))
-    encoded = np.concatenate(vectors)
+    queries = [texts[start] for start in offsets[:-1]]
+    encoded = yield from _iter_encode(texts, encode_texts)
     data = PreparedData(
         tag_sets=tag_sets,
         groups=groups,
@@ -408,9 +414,9 @@ def iter_prepare(
         split=split,
         vocabulary=vocabulary,
         group_relevance=relevance,
-        caption_vecs=encoded[: len(texts)],
+        caption_vecs=encoded,
         caption_offsets=np.array(offsets, dtype=np.int64),
-        query_vecs=encoded[len(texts) :],
+        query_vecs=encoded[np.array(offsets[:-1], dtype=np.int64)],
         pools={},
         group_matrix=group_matrix,
         caption_texts=texts,
@@ -419,6 +425,23 @@ def iter_prepare(
     for name, part in (("train", split.train), ("val", split.val), ("test", split.test)):
         data.pools[name] = _pool(data, name, part)
     return data
+
+
+def _iter_encode(
+    texts: list[str], encode_texts: TextEncoder, chunk: int = 256
+) -> Generator[FinetuneProgress, None, np.ndarray]:
+    """Encode texts in chunks of similar length (less padding), reporting progress."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out: np.ndarray | None = None
+    for start in range(0, len(order), chunk):
+        rows = order[start : start + chunk]
+        vecs = np.asarray(encode_texts([texts[i] for i in rows]), dtype=np.float32)
+        if out is None:
+            out = np.empty((len(texts), vecs.shape[1]), dtype=np.float32)
+        out[rows] = vecs
+        yield FinetuneProgress("captions", min(start + chunk, len(texts)), len(texts))
+    assert out is not None
+    return out
 
 
 def _batched(encode_texts: TextEncoder, chunk: int = 512) -> TextEncoder:
