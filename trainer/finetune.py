@@ -63,6 +63,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MODES = ("adapter", "full")
+ANCHORS_PER_STEP = 64
+PRESERVE_SCALE = 100.0  # squared cosine differences are small: this puts preserve=1 on InfoNCE's scale
 GROUP_RELEVANCE_LIMIT = 4096  # up to this many distinct tag sets, their relevance is computed once
 LEVEL_TABLE_LIMIT = 2048  # up to this many, their adaptive ladder levels too
 GENERAL_CACHE = ".general"
@@ -78,7 +80,7 @@ class FinetuneConfig:
 
     mode: str = "adapter"
     loss: str = "infonce+adaptive"  # a trainer.objectives spec: adaptive, triplet, infonce, sums
-    epochs: int = 40
+    epochs: int = 80
     batch_size: int = 64
     lr: float | None = None
     weight_decay: float = 0.01
@@ -87,9 +89,11 @@ class FinetuneConfig:
     temperature: float = 0.05  # for InfoNCE terms
     val_fraction: float = 0.15
     test_fraction: float = 0.15
-    patience: int = 6
+    patience: int = 8
     blends: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     blend_tolerance: float = 0.01
+    preserve: float = 1.0  # weight of keeping everyday captions' scores (0: off)
+    anchors: int = 512  # everyday captions for that
     caption_variants: int = 4  # captions per tag set, the fixed wording included
     caption_budget: int = 2048  # at most this many captions to encode (at least one per tag set)
     general_scenes: int = 300  # scene-world photos for the "cost" report (0: none)
@@ -548,6 +552,39 @@ def iter_general_set(
     return general
 
 
+def iter_anchor_texts(
+    embedder: Embedder, count: int, cache_dir: Path | None = None, seed: int = 0
+) -> Generator[FinetuneProgress, None, np.ndarray]:
+    """Base-model vectors of ``count`` everyday captions (scene-world wording, partial and full;
+    none of them describes the general set's photos), cached per model identity."""
+    from trainer.captions import caption, partial_caption
+    from trainer.scenes import sample_scenes
+
+    if count < 1:
+        return np.empty((0, embedder.dim), np.float32)
+    cache = cache_dir / f"anchors-{embedder.identity.key}.n{count}.s{seed}.npy" if cache_dir else None
+    if cache is not None and cache.is_file():
+        try:
+            stored = np.load(cache)
+            if stored.shape == (count, embedder.dim):
+                return stored
+        except (OSError, ValueError) as e:
+            logger.info("ignoring the anchor cache %s: %s", cache, e)
+    rng = np.random.default_rng(seed)
+    scenes = sample_scenes(count, seed=seed + 2027, split="train")
+    texts = [caption(s, rng) if i % 2 else partial_caption(s, rng)[0] for i, s in enumerate(scenes)]
+    vectors = yield from _iter_encode(texts, embedder.encode_texts)
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f".{cache.name}.tmp.npy")
+            np.save(tmp, vectors)
+            os.replace(tmp, cache)
+        except OSError as e:
+            logger.info("cannot cache the anchor captions in %s: %s", cache, e)
+    return vectors
+
+
 # ------------------------------------------------------------------------------------------ result
 
 
@@ -647,9 +684,18 @@ class _Loss:
 
 
 def iter_train_adapter(
-    data: PreparedData, config: FinetuneConfig, general: GeneralSet | None = None
+    data: PreparedData,
+    config: FinetuneConfig,
+    general: GeneralSet | None = None,
+    anchors: np.ndarray | None = None,
 ) -> Generator[FinetuneProgress, None, tuple[Any, dict[str, Any]]]:
-    """Train an adapter on prepared data; returns (core Adapter with the chosen blend, report)."""
+    """Train an adapter on prepared data; returns (core Adapter with the chosen blend, report).
+
+    ``anchors``: base-model vectors of everyday captions (:func:`iter_anchor_texts`). With
+    ``config.preserve`` > 0 each step also asks the adapted model to score the batch's photos
+    against a sample of them as the base model does (mean squared difference of the cosine
+    similarities, weighted by ``preserve``): what the model knew before stays searchable.
+    """
     from trainer.schedule import warmup_cosine
 
     started = time.perf_counter()
@@ -677,6 +723,9 @@ def iter_train_adapter(
     captions = torch.from_numpy(data.caption_vecs)
     offsets = data.caption_offsets
     counts = offsets[1:] - offsets[:-1]
+    keep = torch.from_numpy(np.ascontiguousarray(anchors, dtype=np.float32)) if anchors is not None else None
+    if keep is not None and (not config.preserve or not len(keep)):
+        keep = None
 
     def validate(blend: float, pool: EvalPool, vectors: torch.nn.Module = model) -> dict[str, float]:
         with torch.no_grad():
@@ -707,6 +756,13 @@ def iter_train_adapter(
                 group["lr"] = lr_at(step / max(total_steps, 1))
             img, txt = model(image[items], captions[rows])
             loss = objective(img, txt, relevance, chosen)
+            if keep is not None:
+                sample = keep[
+                    torch.from_numpy(rng.integers(0, len(keep), size=min(ANCHORS_PER_STEP, len(keep))))
+                ]
+                before = sample @ image[items].T
+                after = model.text(sample) @ img.T
+                loss = loss + config.preserve * torch.mean((after - before) ** 2) * PRESERVE_SCALE
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -827,11 +883,13 @@ def iter_finetune(
         [item.tags for item in collection.items], image, embedder.encode_texts, config
     )
     general = None
+    cache = library.profile_store.dir / GENERAL_CACHE
     if config.general_scenes:
-        general = yield from iter_general_set(
-            embedder, config.general_scenes, library.profile_store.dir / GENERAL_CACHE
-        )
-    adapter, report = yield from iter_train_adapter(data, config, general)
+        general = yield from iter_general_set(embedder, config.general_scenes, cache)
+    anchors = None
+    if config.preserve:
+        anchors = yield from iter_anchor_texts(embedder, config.anchors, cache)
+    adapter, report = yield from iter_train_adapter(data, config, general, anchors)
     report.update(
         {
             "mode": "adapter",

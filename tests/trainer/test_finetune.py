@@ -113,6 +113,21 @@ def test_early_stopping_and_the_blend_guard_against_a_useless_fine_tune():
     assert report["blend"] == min(float(b) for b, s in val.items() if s >= best - config.blend_tolerance)
 
 
+def test_everyday_captions_keep_their_scores_when_asked():
+    tags, image, encode = synthetic(200, seed=7)
+    anchors = encode([f"a {w} photo of something else {i}" for i, w in enumerate(["plain"] * 64)])
+    change = {}
+    for preserve in (0.0, 5.0):
+        config = FinetuneConfig(epochs=6, batch_size=12, patience=6, general_scenes=0, preserve=preserve)
+        data, _ = drive(iter_prepare(tags, image, encode, config))
+        (adapter, report), _ = drive(iter_train_adapter(data, config, None, anchors))
+        before = anchors @ data.image.T
+        after = adapter.apply_text(anchors) @ adapter.apply_image(data.image).T
+        change[preserve] = float(np.abs(after - before).mean())
+        assert report["heldout"]["finetuned"]["score"] >= report["heldout"]["base"]["score"] - 0.05
+    assert change[5.0] < 0.5 * change[0.0]
+
+
 def test_triplet_and_infonce_objectives_train_too():
     tags, image, encode = synthetic(60, seed=5)
     for loss in ("triplet", "infonce", "infonce+0.5*adaptive"):
