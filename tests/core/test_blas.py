@@ -22,9 +22,15 @@ def blas_threads() -> list[int]:
 
 
 @pytest.fixture
-def two_threads():
+def two_threads(monkeypatch):
     if not blas_threads():
         pytest.skip("numpy has no BLAS that threadpoolctl can see")
+    # Start from no user: a search still running in a thread left by another test would
+    # otherwise hold the process-wide limit and make these tests depend on test order.
+    import core.blas
+
+    monkeypatch.setattr(core.blas, "_users", 0)
+    monkeypatch.setattr(core.blas, "_limiter", None)
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         yield
 
