@@ -113,6 +113,7 @@ def test_a_folder_without_photos_says_so(qtbot, tuned_library, tmp_path):
         made.scan_button.click()
     assert "0 tagged photos" in made.summary.text() and "1 folders hold no photos" in made.summary.text()
     assert not made.start_button.isEnabled()
+    qtbot.waitUntil(lambda: not made.jobs.busy)  # the preview's worker has finished
     made.root_edit.setText(str(tmp_path / "missing"))
     with qtbot.waitSignal(made.jobs.failed, timeout=30_000):
         made.scan_button.click()
