@@ -31,6 +31,8 @@ def two_threads(monkeypatch):
 
     monkeypatch.setattr(core.blas, "_users", 0)
     monkeypatch.setattr(core.blas, "_limiter", None)
+    monkeypatch.setattr(core.blas, "_controller", None)  # libraries loaded since are seen too
+    monkeypatch.setattr(core.blas, "_unavailable", False)
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         yield
 
