@@ -81,6 +81,7 @@ class FinetuneConfig:
     mode: str = "adapter"
     loss: str = "infonce+adaptive"  # a trainer.objectives spec: adaptive, triplet, infonce, sums
     epochs: int = 80
+    max_steps: int = 2000  # fewer epochs for many photos (an epoch is one pass over the training photos)
     batch_size: int = 64
     lr: float | None = None
     weight_decay: float = 0.01
@@ -716,7 +717,9 @@ def iter_train_adapter(
     members = {int(g): train[train_groups == g] for g in group_ids}
     batch = min(config.batch_size, len(group_ids))
     steps_per_epoch = max(1, math.ceil(len(train) / batch))
-    total_steps = steps_per_epoch * config.epochs
+    # many photos need fewer passes: at most max_steps steps in all
+    epochs = max(1, min(config.epochs, config.max_steps // steps_per_epoch))
+    total_steps = steps_per_epoch * epochs
     weights = group_sizes / group_sizes.sum()
 
     image = torch.from_numpy(data.image)
@@ -740,11 +743,11 @@ def iter_train_adapter(
     history: list[dict[str, Any]] = [
         {"epoch": 0, "loss": None, **{f"val_{k}": v for k, v in base_val.items()}}
     ]
-    yield FinetuneProgress("validate", 0, total_steps, 0, config.epochs, None, base_val)
+    yield FinetuneProgress("validate", 0, total_steps, 0, epochs, None, base_val)
     step = 0
     stale = 0
     stopped_early = False
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(1, epochs + 1):
         model.train()
         losses = []
         for _ in range(steps_per_epoch):
@@ -772,22 +775,20 @@ def iter_train_adapter(
             if not math.isfinite(value):
                 raise FinetuneError("the training loss became NaN or infinite; try a smaller learning rate")
             losses.append(value)
-            yield FinetuneProgress("train", step, total_steps, epoch, config.epochs, value)
+            yield FinetuneProgress("train", step, total_steps, epoch, epochs, value)
         model.eval()
         metrics = validate(1.0, data.pools["val"])
         history.append(
             {"epoch": epoch, "loss": float(np.mean(losses)), **{f"val_{k}": v for k, v in metrics.items()}}
         )
-        yield FinetuneProgress(
-            "validate", step, total_steps, epoch, config.epochs, float(np.mean(losses)), metrics
-        )
+        yield FinetuneProgress("validate", step, total_steps, epoch, epochs, float(np.mean(losses)), metrics)
         if metrics["score"] > best_score + 1e-6:
             best_score, best_epoch, stale = metrics["score"], epoch, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
             if stale >= config.patience:
-                stopped_early = epoch < config.epochs
+                stopped_early = epoch < epochs
                 break
 
     model.load_state_dict(best_state)
