@@ -1,70 +1,73 @@
-"""single_threaded(): BLAS limited to one thread inside, restored after the last user leaves."""
+"""single_threaded(): BLAS limited to one thread inside, restored after the last user leaves.
+
+The limit is process-wide, so the checks run in a fresh interpreter: threads left searching by
+other tests in this process would change it underneath them.
+"""
 
 from __future__ import annotations
 
-import threading
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
-import numpy as np
 import pytest
 
-from core.blas import single_threaded
+pytest.importorskip("threadpoolctl")
 
-threadpoolctl = pytest.importorskip("threadpoolctl")
+REPO = Path(__file__).resolve().parents[2]
 
+CHECKS = textwrap.dedent(
+    """
+    import sys, threading
+    sys.path.insert(0, {repo!r})
+    import numpy as np
+    import threadpoolctl
+    from core.blas import single_threaded
 
-def blas_threads() -> list[int]:
-    """Threads of numpy's own BLAS (other libraries, e.g. torch's, may load theirs later)."""
-    return [
-        lib["num_threads"]
-        for lib in threadpoolctl.threadpool_info()
-        if lib["user_api"] == "blas" and "numpy" in lib["filepath"]
-    ]
+    def blas_threads():
+        return {{l["num_threads"] for l in threadpoolctl.threadpool_info()
+                 if l["user_api"] == "blas" and "numpy" in l["filepath"]}}
 
-
-@pytest.fixture
-def two_threads(monkeypatch):
     if not blas_threads():
-        pytest.skip("numpy has no BLAS that threadpoolctl can see")
-    # Start from no user: a search still running in a thread left by another test would
-    # otherwise hold the process-wide limit and make these tests depend on test order.
-    import core.blas
-
-    monkeypatch.setattr(core.blas, "_users", 0)
-    monkeypatch.setattr(core.blas, "_limiter", None)
-    monkeypatch.setattr(core.blas, "_controller", None)  # libraries loaded since are seen too
-    monkeypatch.setattr(core.blas, "_unavailable", False)
+        sys.exit(3)
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
-        yield
-
-
-def test_limited_inside_and_restored_after(two_threads):
-    assert set(blas_threads()) == {2}
-    with single_threaded():
-        assert set(blas_threads()) == {1}
-        with single_threaded():  # re-entrant
-            assert set(blas_threads()) == {1}
-        assert set(blas_threads()) == {1}
-        a = np.ones((64, 64), np.float32)
-        assert float((a @ a)[0, 0]) == 64.0
-    assert set(blas_threads()) == {2}
-
-
-def test_overlapping_users_leave_the_original_setting(two_threads):
-    inside, release = threading.Event(), threading.Event()
-
-    def other():
+        assert blas_threads() == {{2}}
         with single_threaded():
-            inside.set()
-            release.wait(10)
+            assert blas_threads() == {{1}}
+            with single_threaded():  # re-entrant
+                assert blas_threads() == {{1}}
+            assert blas_threads() == {{1}}
+            a = np.ones((64, 64), np.float32)
+            assert float((a @ a)[0, 0]) == 64.0
+        assert blas_threads() == {{2}}
 
-    t = threading.Thread(target=other)
-    t.start()
-    assert inside.wait(10)
-    with single_threaded():
-        pass
-    release.set()
-    t.join(10)
-    assert not t.is_alive()
-    with single_threaded():
-        assert set(blas_threads()) == {1}
-    assert set(blas_threads()) == {2}
+        inside, release = threading.Event(), threading.Event()
+
+        def other():
+            with single_threaded():
+                inside.set()
+                release.wait(10)
+
+        t = threading.Thread(target=other)
+        t.start()
+        assert inside.wait(10)
+        with single_threaded():
+            pass
+        release.set()
+        t.join(10)
+        assert not t.is_alive()
+        with single_threaded():
+            assert blas_threads() == {{1}}
+        assert blas_threads() == {{2}}
+    """
+)
+
+
+def test_limited_inside_shared_between_users_and_restored_after():
+    proc = subprocess.run(
+        [sys.executable, "-c", CHECKS.format(repo=str(REPO))], capture_output=True, text=True, timeout=120
+    )
+    if proc.returncode == 3:
+        pytest.skip("numpy has no BLAS that threadpoolctl can see")
+    assert proc.returncode == 0, proc.stderr
