@@ -244,12 +244,12 @@ def scene_truth(pool, data, items, scenes) -> np.ndarray:
     from trainer.scenes import relevance_matrix
     from trainer.tagged_world import PLACE_NAMES, THING_NAMES
 
-    place = {v.lower(): k for k, v in PLACE_NAMES.items()}
-    thing = {v.lower(): k for k, v in THING_NAMES.items()}
+    attribute = {v.lower(): ("setting", k) for k, v in PLACE_NAMES.items()}
+    attribute.update({v.lower(): ("kind", k) for k, v in THING_NAMES.items()})
     queries = []
-    for g in pool.query_groups:
-        tags = data.tag_sets[g]
-        queries.append({"setting": place[tags[0]], "kind": thing[tags[1]], "colour": tags[2]})
+    for c in pool.queries:
+        named = [attribute.get(tag, ("colour", tag)) for tag in data.caption_sets[c]]
+        queries.append(dict(named))
     photo_scenes = []
     from trainer.scenes import Scene
 
@@ -294,7 +294,7 @@ def cmd_quality(args: argparse.Namespace) -> None:
             test = data.pools["test"]
             truth = scene_truth(test, data, items, scenes)
             truth_gt = truth >= 1.0 - 1e-6
-            qv = data.query_vecs[test.query_groups]
+            qv = data.query_vecs[test.queries]
             iv = data.image[test.items]
             base_truth = pool_metrics(iv, qv, truth, truth_gt, config.cs_k)
             tuned_truth = pool_metrics(
@@ -307,6 +307,8 @@ def cmd_quality(args: argparse.Namespace) -> None:
                 "epochs": report["epochs_run"],
                 "blend": report["blend"],
                 "heldout": report["heldout"],
+                "heldout_tags": report.get("heldout_tags"),
+                "heldout_sets": report.get("heldout_sets"),
                 "heldout_scene_truth": {"base": base_truth, "finetuned": tuned_truth},
                 "general": report.get("general"),
             }
@@ -343,7 +345,7 @@ METRICS = ("R@1", "R@5", "R@10", "CS", "nDCG@10")
 def summarise(rows: list[dict]) -> dict:
     """Mean and standard deviation over seeds of every metric, per loss and per part."""
     out: dict = {}
-    for part in ("heldout", "heldout_scene_truth", "general"):
+    for part in ("heldout", "heldout_tags", "heldout_sets", "heldout_scene_truth", "general"):
         out[part] = {}
         for loss in dict.fromkeys(r["loss"] for r in rows):
             mine = [r for r in rows if r["loss"] == loss and r.get(part)]
@@ -364,8 +366,10 @@ def summarise(rows: list[dict]) -> dict:
 def format_summary(summary: dict, model: str, photos: int) -> str:
     lines = [f"base model {model}; {photos} tagged photos; mean (std) over seeds"]
     titles = {
-        "heldout": "held-out photos, tag relevance",
-        "heldout_scene_truth": "held-out photos, scene-world relevance",
+        "heldout": "held-out photos, all queries, tag relevance",
+        "heldout_tags": "held-out photos, one-tag queries",
+        "heldout_sets": "held-out photos, tag-set queries",
+        "heldout_scene_truth": "held-out photos, all queries, scene-world relevance",
         "general": "general scene world (cost)",
     }
     for part, title in titles.items():

@@ -32,7 +32,7 @@ def test_finetune_indexes_trains_saves_and_applies(tmp_path, tagged, tiny_checkp
     code, out, err = run(capsys, "finetune", tagged, *common, "--epochs", "2", "--general", "8")
     assert code == 0, err
     assert "added" in err  # the folder was not in the library: added and indexed first
-    assert "held-out tagged photos" in out and "general (scene world)" in out and "change" in out
+    assert "held-out, tag-set queries" in out and "general (scene world)" in out and "change" in out
     assert "saved profile my-tagged-photos v1" in out
     assert "searches now use profile my-tagged-photos v1" in out
 

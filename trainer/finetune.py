@@ -65,7 +65,7 @@ logger = logging.getLogger(__name__)
 MODES = ("adapter", "full")
 ANCHORS_PER_STEP = 64
 PRESERVE_SCALE = 100.0  # squared cosine differences are small: this puts preserve=1 on InfoNCE's scale
-GROUP_RELEVANCE_LIMIT = 4096  # up to this many distinct tag sets, their relevance is computed once
+RELEVANCE_TABLE_LIMIT = 16_000_000  # up to this many (caption set, tag set) pairs, relevance is a table
 LEVEL_TABLE_LIMIT = 2048  # up to this many, their adaptive ladder levels too
 GENERAL_CACHE = ".general"
 TextEncoder = Callable[[Sequence[str]], np.ndarray]
@@ -95,6 +95,7 @@ class FinetuneConfig:
     blend_tolerance: float = 0.01
     preserve: float = 1.0  # weight of keeping everyday captions' scores (0: off)
     anchors: int = 512  # everyday captions for that
+    partial_captions: float = 0.5  # share of captions naming one tag of the photo, not all
     caption_variants: int = 4  # captions per tag set, the fixed wording included
     caption_budget: int = 2048  # at most this many captions to encode (at least one per tag set)
     general_scenes: int = 300  # scene-world photos for the "cost" report (0: none)
@@ -345,37 +346,52 @@ def split_by_group(groups: np.ndarray, val_fraction: float, test_fraction: float
 
 @dataclass
 class EvalPool:
-    """Queries (one caption per tag set present) against the photos of one part."""
+    """Queries against the photos of one part: every tag set present, and every single tag."""
 
     name: str
     items: np.ndarray  # item indices (candidates)
-    query_groups: np.ndarray  # group per query
-    relevance: np.ndarray  # (Q, N)
-    gt: np.ndarray  # (Q, N) bool: photos with exactly the query's tags
+    queries: np.ndarray  # caption-set ids (the first G are the groups' own tag sets)
+    relevance: np.ndarray  # (Q, N): how much of the query's tags each photo carries
+    gt: np.ndarray  # (Q, N) bool: photos carrying every tag of the query
+    single: np.ndarray  # (Q,) bool: one-tag queries
 
 
 @dataclass
 class PreparedData:
-    """Everything training needs, as arrays."""
+    """Everything training needs, as arrays.
+
+    Items are photos; groups are their distinct tag sets; caption sets are what captions name:
+    each group's whole tag set (caption set g is group g) and each single tag (ids G and up).
+    """
 
     tag_sets: list[tuple[str, ...]]  # per group
     groups: np.ndarray  # group per item
     image: np.ndarray  # (N, D) base vectors per item
     split: Split
     vocabulary: TagVocabulary
-    group_relevance: TagRelevance
+    caption_sets: list[tuple[str, ...]]  # C caption sets; caption_sets[g] == tag_sets[g]
+    singles: list[np.ndarray]  # per group: the caption-set ids of its single tags
+    caption_relevance: TagRelevance  # over caption_sets
     caption_vecs: np.ndarray  # (sum variants, D)
-    caption_offsets: np.ndarray  # (G + 1,) variants of group g: rows offsets[g]:offsets[g+1]
-    query_vecs: np.ndarray  # (G, D) fixed eval caption per group
+    caption_offsets: np.ndarray  # (C + 1,) captions of set c: rows offsets[c]:offsets[c+1]
+    query_vecs: np.ndarray  # (C, D) the fixed wording of each caption set
     pools: dict[str, EvalPool]
-    group_matrix: np.ndarray | None = None  # (G, G) when G is small enough
+    table: np.ndarray | None = None  # (C, G) relevance, when small enough
     caption_texts: list[str] = field(default_factory=list)  # the texts of caption_vecs
     query_texts: list[str] = field(default_factory=list)  # the texts of query_vecs
 
-    def relevance(self, groups_a: np.ndarray, groups_b: np.ndarray) -> np.ndarray:
-        if self.group_matrix is not None:
-            return self.group_matrix[np.ix_(groups_a, groups_b)]
-        return self.group_relevance.matrix(groups_a, groups_b)
+    def relevance(self, captions: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """(len(captions), len(groups)): how much of each caption set's tags each group carries."""
+        if self.table is not None:
+            return self.table[np.ix_(captions, groups)]
+        return self.caption_relevance.coverage(captions, groups)
+
+    def covers(self, captions: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """(len(captions), len(groups)) bool: the group carries every tag the caption set names."""
+        sets = [frozenset(self.tag_sets[g]) for g in groups.tolist()]
+        return np.array(
+            [[frozenset(self.caption_sets[c]) <= t for t in sets] for c in captions.tolist()], dtype=bool
+        ).reshape(len(captions), len(groups))
 
 
 def iter_prepare(
@@ -392,22 +408,36 @@ def iter_prepare(
     groups = np.array([group_of[k] for k in keys], dtype=np.int64)
     split = split_by_group(groups, config.val_fraction, config.test_fraction, config.seed)
 
+    caption_sets = list(tag_sets)
+    caption_of = dict(group_of)
+    singles = []
+    for tag_set in tag_sets:
+        ids = []
+        if len(tag_set) > 1:
+            for tag in tag_set:
+                key = (tag,)
+                if key not in caption_of:
+                    caption_of[key] = len(caption_sets)
+                    caption_sets.append(key)
+                ids.append(caption_of[key])
+        singles.append(np.array(ids, dtype=np.int64))
+
     yield FinetuneProgress("captions", 0, None, message="encoding tags")
     # The vocabulary's idf counts every photo once.
     vocabulary = build_vocabulary(keys, _batched(encode_texts))
-    relevance = TagRelevance(vocabulary, tag_sets)
-    group_matrix = None
-    if len(tag_sets) <= GROUP_RELEVANCE_LIMIT:
-        group_matrix = relevance.matrix(np.arange(len(tag_sets)), np.arange(len(tag_sets)))
+    relevance = TagRelevance(vocabulary, caption_sets)
+    table = None
+    if len(caption_sets) * len(tag_sets) <= RELEVANCE_TABLE_LIMIT:
+        table = relevance.coverage(np.arange(len(caption_sets)), np.arange(len(tag_sets)))
 
-    # Each tag set's first caption is the fixed wording, also its evaluation query; the others
-    # vary wording and order. The frozen text encoder is the costly part on a CPU, so the number
-    # of texts is capped (caption_budget), fewer variants per tag set when there are many sets.
-    variants = max(1, min(config.caption_variants, config.caption_budget // max(len(tag_sets), 1)))
+    # Each caption set's first caption is the fixed wording, also its evaluation query; the
+    # others vary wording and order. The frozen text encoder is the costly part on a CPU, so the
+    # number of texts is capped (caption_budget): fewer variants when there are many sets.
+    variants = max(1, min(config.caption_variants, config.caption_budget // max(len(caption_sets), 1)))
     texts: list[str] = []
     offsets = [0]
-    for tag_set in tag_sets:
-        made = [tag_caption(tag_set), *(tag_caption(tag_set, rng) for _ in range(4 * variants))]
+    for caption_set in caption_sets:
+        made = [tag_caption(caption_set), *(tag_caption(caption_set, rng) for _ in range(4 * variants))]
         texts.extend(list(dict.fromkeys(made))[:variants])
         offsets.append(len(texts))
     queries = [texts[start] for start in offsets[:-1]]
@@ -418,12 +448,14 @@ def iter_prepare(
         image=np.ascontiguousarray(image, dtype=np.float32),
         split=split,
         vocabulary=vocabulary,
-        group_relevance=relevance,
+        caption_sets=caption_sets,
+        singles=singles,
+        caption_relevance=relevance,
         caption_vecs=encoded,
         caption_offsets=np.array(offsets, dtype=np.int64),
         query_vecs=encoded[np.array(offsets[:-1], dtype=np.int64)],
         pools={},
-        group_matrix=group_matrix,
+        table=table,
         caption_texts=texts,
         query_texts=queries,
     )
@@ -460,10 +492,59 @@ def _batched(encode_texts: TextEncoder, chunk: int = 512) -> TextEncoder:
 
 def _pool(data: PreparedData, name: str, items: np.ndarray) -> EvalPool:
     item_groups = data.groups[items]
-    query_groups = np.unique(item_groups)
-    rel = data.relevance(query_groups, item_groups)
-    gt = query_groups[:, None] == item_groups[None, :]
-    return EvalPool(name, items, query_groups, rel, gt)
+    present = np.unique(item_groups)
+    single = np.unique(np.concatenate([data.singles[g] for g in present] + [np.empty(0, np.int64)]))
+    queries = np.concatenate([present, single]).astype(np.int64)
+    rel = data.relevance(queries, item_groups)
+    gt = data.covers(queries, item_groups)
+    is_single = np.concatenate([np.zeros(len(present), bool), np.ones(len(single), bool)])
+    return EvalPool(name, items, queries, rel, gt, is_single)
+
+
+@dataclass
+class _Batch:
+    items: np.ndarray  # photos (item indices)
+    groups: np.ndarray  # their tag sets
+    captions: np.ndarray  # the caption set each photo's caption names
+
+
+class _Sampler:
+    """Draws training batches: at most one photo per tag set, each with a caption that names its
+    whole tag set or (with probability ``partial``) one of its tags.
+
+    No caption of a batch may describe another photo of the batch as fully as its own: a one-tag
+    caption whose tag another photo also carries names the whole tag set instead, and a photo
+    whose whole tag set another photo's tags include is left out of that batch. Otherwise the
+    losses would push apart a caption and a photo it describes.
+    """
+
+    def __init__(self, data: PreparedData, batch_size: int, partial: float, rng: np.random.Generator):
+        train = data.split.train
+        train_groups = data.groups[train]
+        self.group_ids, sizes = np.unique(train_groups, return_counts=True)
+        self.members = {int(g): train[train_groups == g] for g in self.group_ids}
+        self.weights = sizes / sizes.sum()
+        self.batch = min(batch_size, len(self.group_ids))
+        self.steps_per_epoch = max(1, math.ceil(len(train) / self.batch))
+        self.data = data
+        self.partial = partial
+        self.rng = rng
+
+    def __call__(self) -> _Batch:
+        rng, data = self.rng, self.data
+        chosen = rng.choice(self.group_ids, size=self.batch, replace=False, p=self.weights)
+        items = np.array([self.members[int(g)][rng.integers(len(self.members[int(g)]))] for g in chosen])
+        captions = chosen.copy()
+        for i, g in enumerate(chosen.tolist()):
+            if len(data.singles[g]) and rng.random() < self.partial:
+                captions[i] = data.singles[g][rng.integers(len(data.singles[g]))]
+        clash = data.covers(captions, chosen)
+        np.fill_diagonal(clash, False)
+        captions = np.where(clash.any(axis=1), chosen, captions)
+        clash = data.covers(captions, chosen)
+        np.fill_diagonal(clash, False)
+        keep = ~clash.any(axis=1)
+        return _Batch(items[keep], chosen[keep], captions[keep])
 
 
 # ------------------------------------------------------------------------------------------ metrics
@@ -492,6 +573,30 @@ def pool_metrics(
     values = [out[key] for key in SELECTION if math.isfinite(out[key])]
     out["score"] = float(np.mean(values)) if values else math.nan
     return out
+
+
+def pool_report(
+    image_vecs: np.ndarray, query_vecs: np.ndarray, pool: EvalPool, cs_k: int, parts: bool = False
+) -> dict[str, Any]:
+    """:func:`pool_metrics` over all the pool's queries; with ``parts`` also "tags" (one-tag
+    queries) and "sets" (tag-set queries) apart."""
+    out: dict[str, Any] = pool_metrics(image_vecs, query_vecs, pool.relevance, pool.gt, cs_k)
+    if parts:
+        for key, rows in (("tags", pool.single), ("sets", ~pool.single)):
+            if rows.any():
+                out[key] = pool_metrics(
+                    image_vecs, query_vecs[rows], pool.relevance[rows], pool.gt[rows], cs_k
+                )
+    return out
+
+
+def _heldout_report(base: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
+    report: dict[str, Any] = {}
+    for key, name in (("tags", "heldout_tags"), ("sets", "heldout_sets")):
+        if key in base and key in tuned:
+            report[name] = {"base": base.pop(key), "finetuned": tuned.pop(key)}
+    report["heldout"] = {"base": base, "finetuned": tuned}
+    return report
 
 
 # ------------------------------------------------------------------------------------------ general set
@@ -632,11 +737,12 @@ def save_profile(library: Library, result: FinetuneResult, name: str) -> Profile
 class _Loss:
     """The configured objective, with the adaptive ladder's levels looked up, not clustered.
 
-    Relevance between photos depends only on their tag sets, so each tag set's adaptive levels
-    (1-D k-means of its relevance to every other tag set, best silhouette) are computed once,
-    over all tag sets, instead of per query in every batch: the global version of the per-batch
-    clustering of the adaptive ladder loss, at no cost per step. Above
-    :data:`LEVEL_TABLE_LIMIT` tag sets the loss clusters each batch itself.
+    Relevance depends only on tag sets, so the adaptive levels (1-D k-means of a query's relevance
+    degrees, best silhouette) are computed once over everything a batch can hold: for each
+    caption set over all tag sets (text -> image queries) and for each tag set over all caption
+    sets (image -> text queries). This is the global version of the per-batch clustering of the
+    adaptive ladder loss, at no cost per step. Above :data:`LEVEL_TABLE_LIMIT` sets, or without a
+    relevance table, the loss clusters each batch itself.
     """
 
     def __init__(self, config: FinetuneConfig) -> None:
@@ -646,42 +752,57 @@ class _Loss:
         self.objective = Objective(config.loss)
         self.scale = torch.tensor(1.0 / config.temperature)
         self.adaptive = {n for n, m in self.objective.parts.items() if isinstance(m, AdaptiveLadderLoss)}
-        self.table: np.ndarray | None = None
+        self.text_levels: np.ndarray | None = None  # (C, G)
+        self.image_levels: np.ndarray | None = None  # (G, C)
 
-    def iter_levels(self, group_matrix: np.ndarray | None) -> Generator[FinetuneProgress, None, None]:
-        """Compute the level table of the tag sets (when an adaptive term needs one)."""
-        from trainer.levels import adaptive_levels
-
-        if not self.adaptive or group_matrix is None or len(group_matrix) > LEVEL_TABLE_LIMIT:
+    def iter_levels(self, table: np.ndarray | None) -> Generator[FinetuneProgress, None, None]:
+        """Compute the level tables (when an adaptive term needs them)."""
+        if not self.adaptive or table is None or max(table.shape) > LEVEL_TABLE_LIMIT:
             return
         part = self.objective.parts[next(iter(self.adaptive))]
-        g = len(group_matrix)
-        table = np.zeros((g, g), dtype=np.int64)
-        if g >= 3:
-            off = ~np.eye(g, dtype=bool)
-            for start in range(0, g, 256):
-                rows = np.arange(start, min(start + 256, g))
-                candidates = torch.from_numpy(group_matrix[rows][off[rows]].reshape(len(rows), g - 1))
-                found = adaptive_levels(candidates, part.k_min, part.k_max, max_iter=part.max_iter)
-                table[rows[:, None], np.nonzero(off[rows])[1].reshape(len(rows), g - 1)] = (
-                    found.levels.numpy() + 1
-                )
-                yield FinetuneProgress("captions", min(start + 256, g), g, message="grading tag sets")
-        else:
-            table[~np.eye(g, dtype=bool)] = 1
-        self.table = table
+        levels = []
+        for n, matrix in enumerate((table, table.T)):
+            levels.append(self._levels(part, matrix))
+            yield FinetuneProgress("captions", n + 1, 2, message="grading tag sets")
+        self.text_levels, self.image_levels = levels
 
-    def __call__(self, img: torch.Tensor, txt: torch.Tensor, relevance: torch.Tensor, groups: np.ndarray):
+    @staticmethod
+    def _levels(part: Any, matrix: np.ndarray) -> np.ndarray:
+        from trainer.levels import adaptive_levels
+
+        out = np.zeros(matrix.shape, dtype=np.int64)
+        if matrix.shape[1] < 2:
+            return out
+        for start in range(0, len(matrix), 256):
+            rows = torch.from_numpy(np.ascontiguousarray(matrix[start : start + 256]))
+            out[start : start + 256] = adaptive_levels(
+                rows, part.k_min, part.k_max, max_iter=part.max_iter
+            ).levels
+        return out + 1
+
+    def __call__(self, img: torch.Tensor, txt: torch.Tensor, relevance: torch.Tensor, batch: _Batch):
+        """``relevance[i, j]``: of photo i to caption j (1 on the diagonal)."""
         total = img.new_zeros(())
         for weight, name in self.objective.terms:
             part = self.objective.parts[name]
-            if name in self.adaptive and self.table is not None:
-                levels = torch.from_numpy(self.table[np.ix_(groups, groups)])
-                out = part(img, txt, relevance, levels=torch.stack([levels, levels]))
+            if name in self.adaptive and self.text_levels is not None and self.image_levels is not None:
+                image_q = self.image_levels[np.ix_(batch.groups, batch.captions)]
+                text_q = self.text_levels[np.ix_(batch.captions, batch.groups)]
+                np.fill_diagonal(image_q, 0)
+                np.fill_diagonal(text_q, 0)
+                levels = torch.from_numpy(np.stack([image_q, text_q])).to(img.device)
+                out = part(img, txt, relevance, levels=levels)
             else:
                 out = part(img, txt, relevance, logit_scale=self.scale)
             total = total + weight * out["loss"]
         return total
+
+
+def _batch_relevance(data: PreparedData, batch: _Batch) -> torch.Tensor:
+    """(B, B): relevance of photo i to caption j; 1 on the diagonal (a caption names its photo's tags)."""
+    rel = data.relevance(batch.captions, batch.groups).T.copy()
+    np.fill_diagonal(rel, 1.0)
+    return torch.from_numpy(np.ascontiguousarray(rel, dtype=np.float32))
 
 
 def iter_train_adapter(
@@ -705,22 +826,17 @@ def iter_train_adapter(
     dim = data.image.shape[1]
     model = TwinAdapter(dim, config.hidden)
     objective = _Loss(config)
-    yield from objective.iter_levels(data.group_matrix)
+    yield from objective.iter_levels(data.table)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
     lr_at = warmup_cosine(config.learning_rate, config.warmup, min_lr_ratio=0.05)
 
-    train = data.split.train
-    train_groups = data.groups[train]
-    group_ids, group_sizes = np.unique(train_groups, return_counts=True)
-    members = {int(g): train[train_groups == g] for g in group_ids}
-    batch = min(config.batch_size, len(group_ids))
-    steps_per_epoch = max(1, math.ceil(len(train) / batch))
+    sampler = _Sampler(data, config.batch_size, config.partial_captions, rng)
+    steps_per_epoch = sampler.steps_per_epoch
     # many photos need fewer passes: at most max_steps steps in all
     epochs = max(1, min(config.epochs, config.max_steps // steps_per_epoch))
     total_steps = steps_per_epoch * epochs
-    weights = group_sizes / group_sizes.sum()
 
     image = torch.from_numpy(data.image)
     captions = torch.from_numpy(data.caption_vecs)
@@ -730,11 +846,11 @@ def iter_train_adapter(
     if keep is not None and (not config.preserve or not len(keep)):
         keep = None
 
-    def validate(blend: float, pool: EvalPool, vectors: torch.nn.Module = model) -> dict[str, float]:
+    def validate(blend: float, pool: EvalPool, parts: bool = False) -> dict[str, Any]:
         with torch.no_grad():
-            img = vectors.image(image[pool.items], blend).numpy()
-            txt = vectors.text(torch.from_numpy(data.query_vecs[pool.query_groups]), blend).numpy()
-        return pool_metrics(img, txt, pool.relevance, pool.gt, config.cs_k)
+            img = model.image(image[pool.items], blend).numpy()
+            txt = model.text(torch.from_numpy(data.query_vecs[pool.queries]), blend).numpy()
+        return pool_report(img, txt, pool, config.cs_k, parts)
 
     base_val = validate(0.0, data.pools["val"])
     best_score = base_val["score"]
@@ -751,14 +867,14 @@ def iter_train_adapter(
         model.train()
         losses = []
         for _ in range(steps_per_epoch):
-            chosen = rng.choice(group_ids, size=batch, replace=False, p=weights)
-            items = np.array([members[int(g)][rng.integers(len(members[int(g)]))] for g in chosen])
-            rows = offsets[chosen] + rng.integers(0, counts[chosen])
-            relevance = torch.from_numpy(data.relevance(chosen, chosen))
+            batch = sampler()
+            items = batch.items
+            rows = offsets[batch.captions] + rng.integers(0, counts[batch.captions])
+            relevance = _batch_relevance(data, batch)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step / max(total_steps, 1))
             img, txt = model(image[items], captions[rows])
-            loss = objective(img, txt, relevance, chosen)
+            loss = objective(img, txt, relevance, batch)
             if keep is not None:
                 sample = keep[
                     torch.from_numpy(rng.integers(0, len(keep), size=min(ANCHORS_PER_STEP, len(keep))))
@@ -802,12 +918,9 @@ def iter_train_adapter(
     chosen_blend = min(b for b, s in blend_scores.items() if s >= top - config.blend_tolerance)
 
     yield FinetuneProgress("report", 0, None, message="measuring before and after")
-    report: dict[str, Any] = {
-        "heldout": {
-            "base": validate(0.0, data.pools["test"]),
-            "finetuned": validate(chosen_blend, data.pools["test"]),
-        }
-    }
+    report: dict[str, Any] = _heldout_report(
+        validate(0.0, data.pools["test"], parts=True), validate(chosen_blend, data.pools["test"], parts=True)
+    )
     if general is not None:
         report["general"] = _general_report(model, general, chosen_blend, config.cs_k)
     report.update(
@@ -820,6 +933,7 @@ def iter_train_adapter(
             "history": history,
             "split": {k: len(getattr(data.split, k)) for k in ("train", "val", "test")},
             "tag_sets": len(data.tag_sets),
+            "caption_sets": len(data.caption_sets),
             "train_seconds": time.perf_counter() - started,
         }
     )
@@ -938,9 +1052,12 @@ def format_report(report: Mapping[str, Any]) -> str:
     """The before/after table of a fine-tune report, as plain text."""
     lines = []
     rows = [
-        ("held-out tagged photos", report.get("heldout")),
+        ("held-out, one-tag queries", report.get("heldout_tags")),
+        ("held-out, tag-set queries", report.get("heldout_sets")),
         ("general (scene world)", report.get("general")),
     ]
+    if not rows[0][1] and not rows[1][1]:
+        rows[0] = ("held-out tagged photos", report.get("heldout"))
     header = f"{'':26} {'':10} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'CS@K':>12} {'nDCG@10':>8}"
     lines.append(header)
     for title, part in rows:
@@ -962,8 +1079,8 @@ def format_report(report: Mapping[str, Any]) -> str:
     heldout = report.get("heldout", {}).get("base")
     if heldout:
         lines.append(
-            f"(held out: {int(heldout['photos'])} photos, {int(heldout['queries'])} tag-set queries; "
-            f"CS@K ceiling {heldout['CS_ceiling']:.3f})"
+            f"(held out: {int(heldout['photos'])} photos, {int(heldout['queries'])} queries naming one "
+            f"tag or a photo's tags; CS@K ceiling {heldout['CS_ceiling']:.3f})"
         )
     if "blend" in report:
         lines.append(

@@ -42,12 +42,16 @@ from trainer.finetune import (
     FinetuneResult,
     PreparedData,
     TaggedCollection,
+    _Batch,
+    _batch_relevance,
     _config_dict,
     _general_report_vectors,
+    _heldout_report,
     _Loss,
+    _Sampler,
     iter_general_set,
     iter_prepare,
-    pool_metrics,
+    pool_report,
 )
 
 if TYPE_CHECKING:
@@ -266,7 +270,7 @@ def iter_finetune_full(
         [item.tags for item in items], base_vectors, base_embedder.encode_texts, config
     )
     objective = _Loss(config)
-    yield from objective.iter_levels(data.group_matrix)
+    yield from objective.iter_levels(data.table)
 
     forward = TwinTowerForward(model).to(device)
     train_model: nn.Module = forward
@@ -281,24 +285,19 @@ def iter_finetune_full(
     lr_at = warmup_cosine(config.learning_rate, config.warmup, min_lr_ratio=0.05)
 
     tokens = loaded.tokenizer(data.caption_texts)
-    train = data.split.train
-    train_groups = data.groups[train]
-    group_ids, group_sizes = np.unique(train_groups, return_counts=True)
-    members = {int(g): train[train_groups == g] for g in group_ids}
-    batch = min(config.batch_size, len(group_ids))
-    steps_per_epoch = max(1, math.ceil(len(train) / batch))
+    rng = np.random.default_rng(config.seed + 1)  # the same on every rank: the same global batches
+    sampler = _Sampler(data, config.batch_size, config.partial_captions, rng)
+    steps_per_epoch = sampler.steps_per_epoch
     total_steps = steps_per_epoch * config.epochs
-    weights = group_sizes / group_sizes.sum()
     offsets = data.caption_offsets
     counts = offsets[1:] - offsets[:-1]
-    rng = np.random.default_rng(config.seed + 1)  # the same on every rank: the same global batches
     torch.manual_seed(config.seed)
 
-    def evaluate(pool: EvalPool) -> dict[str, float]:
+    def evaluate(pool: EvalPool, parts: bool = False) -> dict[str, Any]:
         model.eval()
         img = _encode_images(model, images, pool.items, device)
-        txt = _encode_texts(model, loaded.tokenizer, [data.query_texts[g] for g in pool.query_groups], device)
-        return pool_metrics(img, txt, pool.relevance, pool.gt, config.cs_k)
+        txt = _encode_texts(model, loaded.tokenizer, [data.query_texts[c] for c in pool.queries], device)
+        return pool_report(img, txt, pool, config.cs_k, parts)
 
     def set_blend(tuned: dict[str, torch.Tensor], blend: float) -> None:
         with torch.no_grad():
@@ -306,7 +305,7 @@ def iter_finetune_full(
                 if name in base_state:
                     p.copy_(base_state[name] + blend * (tuned[name] - base_state[name]))
 
-    base_test = evaluate(data.pools["test"])
+    base_test = evaluate(data.pools["test"], parts=True)
     val = evaluate(data.pools["val"])
     best_score, best_epoch, stale, stopped_early = val["score"], 0, 0, False
     best = {n: p.detach().clone() for n, p in model.named_parameters() if n in base_state}
@@ -317,16 +316,16 @@ def iter_finetune_full(
         model.train()
         losses = []
         for _ in range(steps_per_epoch):
-            chosen = rng.choice(group_ids, size=batch, replace=False, p=weights)
-            picked = np.array([members[int(g)][rng.integers(len(members[int(g)]))] for g in chosen])
-            rows = offsets[chosen] + rng.integers(0, counts[chosen])
-            mine = np.arange(dist.rank, batch, dist.world_size)
-            chosen, picked, rows = chosen[mine], picked[mine], rows[mine]
+            whole = sampler()
+            rows = offsets[whole.captions] + rng.integers(0, counts[whole.captions])
+            mine = np.arange(dist.rank, len(whole.items), dist.world_size)  # this rank's share
+            batch = _Batch(whole.items[mine], whole.groups[mine], whole.captions[mine])
+            rows = rows[mine]
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step / max(total_steps, 1))
-            img, txt, _scale = train_model(images.get(picked).to(device), tokens[rows].to(device))
-            relevance = torch.from_numpy(data.relevance(chosen, chosen)).to(device)
-            loss = objective(img.float(), txt.float(), relevance, chosen)
+            img, txt, _scale = train_model(images.get(batch.items).to(device), tokens[rows].to(device))
+            relevance = _batch_relevance(data, batch).to(device)
+            loss = objective(img.float(), txt.float(), relevance, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -361,7 +360,7 @@ def iter_finetune_full(
     model.eval()
 
     yield FinetuneProgress("report", 0, None, message="measuring before and after")
-    report: dict[str, Any] = {"heldout": {"base": base_test, "finetuned": evaluate(data.pools["test"])}}
+    report: dict[str, Any] = _heldout_report(base_test, evaluate(data.pools["test"], parts=True))
     if config.general_scenes:
         general = yield from iter_general_set(
             base_embedder, config.general_scenes, library.profile_store.dir / GENERAL_CACHE

@@ -183,7 +183,19 @@ class TagRelevance:
         return len(self.ids)
 
     def matrix(self, rows: Sequence[int] | np.ndarray, cols: Sequence[int] | np.ndarray) -> np.ndarray:
-        """R between items ``rows`` and items ``cols``: float32 (len(rows), len(cols))."""
+        """R (soft weighted Dice) between items ``rows`` and ``cols``: float32 (len(rows), len(cols))."""
+        return self._compute(rows, cols, coverage=False)
+
+    def coverage(self, queries: Sequence[int] | np.ndarray, items: Sequence[int] | np.ndarray) -> np.ndarray:
+        """How much of each query's tags the items carry: ``sum_{t in Q} w_t max_{u in T} m(t, u) /
+        sum_{t in Q} w_t`` (the first half of R), float32 (len(queries), len(items)).
+
+        It is 1 when an item carries every tag of the query, whatever else it carries: the relevance
+        of a caption (or a search) naming some tags to a photo.
+        """
+        return self._compute(queries, items, coverage=True)
+
+    def _compute(self, rows, cols, coverage: bool) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
         cols = np.asarray(cols, dtype=np.int64)
         out = np.zeros((len(rows), len(cols)), dtype=np.float32)
@@ -204,10 +216,14 @@ class TagRelevance:
             row_ids = np.where(self.mask[part], local[np.maximum(self.ids[part], 0)], pad)  # (R, T)
             pair = m[row_ids[:, :, None, None], col_ids[None, None, :, :]]  # (R, T, C, T)
             forward = (pair.max(axis=3) * self.w[part][:, :, None]).sum(axis=1)  # (R, C)
-            backward = (pair.max(axis=1) * col_w[None, :, :]).sum(axis=2)  # (R, C)
-            denom = self.total[part][:, None] + self.total[cols][None, :]
+            if coverage:
+                denom = np.broadcast_to(self.total[part][:, None], forward.shape)
+                value = forward
+            else:
+                value = forward + (pair.max(axis=1) * col_w[None, :, :]).sum(axis=2)
+                denom = self.total[part][:, None] + self.total[cols][None, :]
             with np.errstate(invalid="ignore", divide="ignore"):
-                out[start : start + len(part)] = np.where(denom > 0, (forward + backward) / denom, 0.0)
-        same = rows[:, None] == cols[None, :]
-        out[same] = 1.0
+                out[start : start + len(part)] = np.where(denom > 0, value / denom, 0.0)
+        if not coverage:
+            out[rows[:, None] == cols[None, :]] = 1.0
         return np.clip(out, 0.0, 1.0)

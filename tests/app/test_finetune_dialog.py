@@ -69,7 +69,7 @@ def test_train_watch_then_apply(qtbot, dialog, tuned_library):
         dialog.start_button.click()
         assert dialog.cancel_button.isEnabled()
     assert dialog.plot.losses and dialog.plot.scores  # live loss and validation score
-    assert "held-out tagged photos" in dialog.report_view.toPlainText()
+    assert "held-out, one-tag queries" in dialog.report_view.toPlainText()
     assert dialog.apply_button.isEnabled() and dialog.discard_button.isEnabled()
     assert tuned_library.profiles() == []  # not saved before Apply
     dialog.name_edit.setText("My Garden")

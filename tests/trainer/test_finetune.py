@@ -91,13 +91,14 @@ def test_adapter_learns_the_vocabulary_and_reports_before_and_after():
     # the exported adapter gives the reported numbers
     test = data.pools["test"]
     img = adapter.apply_image(data.image[test.items])
-    txt = adapter.apply_text(data.query_vecs[test.query_groups])
+    txt = adapter.apply_text(data.query_vecs[test.queries])
     from trainer.finetune import pool_metrics
 
     again = pool_metrics(img, txt, test.relevance, test.gt, config.cs_k)
     assert again["R@1"] == pytest.approx(after["R@1"])
     text = format_report(report)
-    assert "held-out tagged photos" in text and "change" in text
+    assert "held-out, one-tag queries" in text and "held-out, tag-set queries" in text and "change" in text
+    assert report["heldout_tags"]["finetuned"]["R@1"] > report["heldout_tags"]["base"]["R@1"]
 
 
 def test_early_stopping_and_the_blend_guard_against_a_useless_fine_tune():
