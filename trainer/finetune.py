@@ -3,9 +3,11 @@
 The default mode trains a residual adapter (:mod:`trainer.adapter_model`) on the library's stored
 vectors of the tagged photos: no photo is decoded again, and the text side learns the user's own
 vocabulary from captions made of their tags. A training pair is (a photo's stored image vector,
-a caption of its tags encoded by the frozen text encoder); the relevance between any photo and
-any caption of a batch is graded from the two tag sets (:mod:`trainer.tag_relevance`), so the
-(adaptive) ladder loss has real degrees of relevance to order.
+a caption encoded by the frozen text encoder naming the photo's whole tag set or one of its
+tags); the relevance between any photo and any caption of a batch is graded from the tags
+(:mod:`trainer.tag_relevance`: how much of the caption's tags the photo carries, with the
+frozen encoder's similarity between tag phrases), so the (adaptive) ladder loss has real
+degrees of relevance to order.
 
 Guarding against forgetting:
 

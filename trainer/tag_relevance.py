@@ -21,6 +21,15 @@ R is symmetric, in [0, 1], 1 for equal tag sets, and with ``m`` the identity it 
 Dice coefficient of the two sets. Each side's term is a soft precision (how much of A is found
 in B), so the two terms together are a soft F1 ("BERTScore"-style greedy matching).
 
+A caption (or a search) naming tags Q is related to a photo with tags T by the first term alone,
+the *coverage* (:meth:`TagRelevance.coverage`)::
+
+    cov(Q, T) = sum_{t in Q} w_t max_{u in T} m(t, u) / sum_{t in Q} w_t
+
+1 when the photo carries every tag the caption names, whatever else it carries; this is the
+relevance the fine-tune trains and evaluates with (captions name a photo's whole tag set or one
+of its tags).
+
 Captions for training name all of a photo's own tags in a random order, with varied templates
 ("a photo of grandma's garden and the red kayak in 2019"); evaluation uses one fixed template.
 """
