@@ -509,16 +509,21 @@ class _Batch:
     groups: np.ndarray  # their tag sets
     captions: np.ndarray  # the caption set each photo's caption names
 
+    def positives(self, data: PreparedData) -> np.ndarray:
+        """(B, B) bool: photo i carries every tag caption j names (the diagonal always)."""
+        if data.table is not None:
+            found = data.table[np.ix_(self.captions, self.groups)].T >= 1.0 - 1e-6
+        else:
+            found = data.covers(self.captions, self.groups).T
+        np.fill_diagonal(found, True)
+        return found
+
 
 class _Sampler:
     """Draws training batches: at most one photo per tag set, each with a caption that names its
-    whole tag set or (with probability ``partial``) one of its tags.
-
-    No caption of a batch may describe another photo of the batch as fully as its own: a one-tag
-    caption whose tag another photo also carries names the whole tag set instead, and a photo
-    whose whole tag set another photo's tags include is left out of that batch. Otherwise the
-    losses would push apart a caption and a photo it describes.
-    """
+    whole tag set or (with probability ``partial``) one of its tags. A caption may describe other
+    photos of the batch fully too ("lisbon" and every Lisbon photo): they are its positives as
+    well (see :class:`_Loss`)."""
 
     def __init__(self, data: PreparedData, batch_size: int, partial: float, rng: np.random.Generator):
         train = data.split.train
@@ -540,13 +545,7 @@ class _Sampler:
         for i, g in enumerate(chosen.tolist()):
             if len(data.singles[g]) and rng.random() < self.partial:
                 captions[i] = data.singles[g][rng.integers(len(data.singles[g]))]
-        clash = data.covers(captions, chosen)
-        np.fill_diagonal(clash, False)
-        captions = np.where(clash.any(axis=1), chosen, captions)
-        clash = data.covers(captions, chosen)
-        np.fill_diagonal(clash, False)
-        keep = ~clash.any(axis=1)
-        return _Batch(items[keep], chosen[keep], captions[keep])
+        return _Batch(items, chosen, captions)
 
 
 # ------------------------------------------------------------------------------------------ metrics
@@ -737,31 +736,51 @@ def save_profile(library: Library, result: FinetuneResult, name: str) -> Profile
 
 
 class _Loss:
-    """The configured objective, with the adaptive ladder's levels looked up, not clustered.
+    """The configured objective over batches where a caption may have several positive photos.
+
+    A one-tag caption ("lisbon") describes every photo carrying that tag, so each query has a
+    set of positives (its ground truth, plus any photo or caption that matches it fully):
+
+    * ``infonce``: multi-positive InfoNCE, ``-log(sum_pos exp(s / T) / sum_all exp(s / T))`` per
+      query, both directions averaged (the CLIP loss when each query has one positive);
+    * ``triplet``: the hardest-negative hinge with the *worst* positive (:func:`trainer.losses.
+      ladder_hinges` with two levels), as VSE++ with several positives;
+    * ``adaptive``: the adaptive ladder loss with the positives as level 0 and the other
+      candidates on the levels of their relevance.
 
     Relevance depends only on tag sets, so the adaptive levels (1-D k-means of a query's relevance
-    degrees, best silhouette) are computed once over everything a batch can hold: for each
-    caption set over all tag sets (text -> image queries) and for each tag set over all caption
-    sets (image -> text queries). This is the global version of the per-batch clustering of the
-    adaptive ladder loss, at no cost per step. Above :data:`LEVEL_TABLE_LIMIT` sets, or without a
-    relevance table, the loss clusters each batch itself.
+    degrees, best silhouette) are computed once over everything a batch can hold: for each caption
+    set over all tag sets (text -> image queries) and for each tag set over all caption sets
+    (image -> text queries); the global version of the per-batch clustering of the adaptive ladder
+    loss, at no cost per step. Above :data:`LEVEL_TABLE_LIMIT` sets, or without a relevance table,
+    the adaptive loss clusters each batch itself (its ground truth then is the diagonal alone).
+    Other objectives of :mod:`trainer.objectives` run as they are (one positive per query).
     """
 
     def __init__(self, config: FinetuneConfig) -> None:
-        from trainer.losses import AdaptiveLadderLoss
+        from trainer.losses import AdaptiveLadderLoss, InfoNCELoss, TripletLoss
         from trainer.objectives import Objective
 
         self.objective = Objective(config.loss)
+        self.temperature = config.temperature
         self.scale = torch.tensor(1.0 / config.temperature)
-        self.adaptive = {n for n, m in self.objective.parts.items() if isinstance(m, AdaptiveLadderLoss)}
+        self.kinds = {}
+        for name, part in self.objective.parts.items():
+            if isinstance(part, AdaptiveLadderLoss):
+                self.kinds[name] = "adaptive"
+            elif isinstance(part, InfoNCELoss):
+                self.kinds[name] = "infonce"
+            elif isinstance(part, TripletLoss) and part.max_violation:
+                self.kinds[name] = "triplet"
         self.text_levels: np.ndarray | None = None  # (C, G)
         self.image_levels: np.ndarray | None = None  # (G, C)
 
     def iter_levels(self, table: np.ndarray | None) -> Generator[FinetuneProgress, None, None]:
         """Compute the level tables (when an adaptive term needs them)."""
-        if not self.adaptive or table is None or max(table.shape) > LEVEL_TABLE_LIMIT:
+        adaptive = [n for n, kind in self.kinds.items() if kind == "adaptive"]
+        if not adaptive or table is None or max(table.shape) > LEVEL_TABLE_LIMIT:
             return
-        part = self.objective.parts[next(iter(self.adaptive))]
+        part = self.objective.parts[adaptive[0]]
         levels = []
         for n, matrix in enumerate((table, table.T)):
             levels.append(self._levels(part, matrix))
@@ -777,27 +796,57 @@ class _Loss:
             return out
         for start in range(0, len(matrix), 256):
             rows = torch.from_numpy(np.ascontiguousarray(matrix[start : start + 256]))
-            out[start : start + 256] = adaptive_levels(
-                rows, part.k_min, part.k_max, max_iter=part.max_iter
-            ).levels
-        return out + 1
+            found = adaptive_levels(rows, part.k_min, part.k_max, max_iter=part.max_iter)
+            out[start : start + 256] = found.levels.numpy()
+        return out
 
-    def __call__(self, img: torch.Tensor, txt: torch.Tensor, relevance: torch.Tensor, batch: _Batch):
-        """``relevance[i, j]``: of photo i to caption j (1 on the diagonal)."""
+    def __call__(
+        self,
+        img: torch.Tensor,
+        txt: torch.Tensor,
+        relevance: torch.Tensor,
+        batch: _Batch,
+        positives: np.ndarray,
+    ) -> torch.Tensor:
+        """``relevance[i, j]`` and ``positives[i, j]``: photo i against caption j."""
+        from trainer.losses import ladder_hinges
+
         total = img.new_zeros(())
+        pos = torch.from_numpy(positives).to(img.device)
+        b = img.shape[0]
         for weight, name in self.objective.terms:
             part = self.objective.parts[name]
-            if name in self.adaptive and self.text_levels is not None and self.image_levels is not None:
-                image_q = self.image_levels[np.ix_(batch.groups, batch.captions)]
-                text_q = self.text_levels[np.ix_(batch.captions, batch.groups)]
-                np.fill_diagonal(image_q, 0)
-                np.fill_diagonal(text_q, 0)
+            kind = self.kinds.get(name)
+            if kind == "infonce":
+                logits = (img @ txt.T) / self.temperature
+                i2t = torch.logsumexp(logits, 1) - torch.logsumexp(logits.masked_fill(~pos, -torch.inf), 1)
+                t2i = torch.logsumexp(logits.T, 1) - torch.logsumexp(
+                    logits.T.masked_fill(~pos.T, -torch.inf), 1
+                )
+                loss = (i2t.mean() + t2i.mean()) / 2
+            elif kind == "triplet":
+                scores = img @ txt.T
+                levels = torch.stack([(~pos).long(), (~pos.T).long()])
+                margins = part.margins.to(scores.dtype)
+                loss = ladder_hinges(torch.stack([scores, scores.T]), levels, margins).sum() / b
+            elif kind == "adaptive" and self.text_levels is not None and self.image_levels is not None:
+                image_q = 1 + self.image_levels[np.ix_(batch.groups, batch.captions)]
+                text_q = 1 + self.text_levels[np.ix_(batch.captions, batch.groups)]
+                image_q[positives] = 0
+                text_q[positives.T] = 0
                 levels = torch.from_numpy(np.stack([image_q, text_q])).to(img.device)
-                out = part(img, txt, relevance, levels=levels)
+                loss = part(img, txt, relevance, levels=levels)["loss"]
             else:
-                out = part(img, txt, relevance, logit_scale=self.scale)
-            total = total + weight * out["loss"]
+                loss = part(img, txt, relevance, logit_scale=self.scale)["loss"]
+            total = total + weight * loss
         return total
+
+
+def _multi_positive_nce(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of ``-log(sum_pos softmax)``: InfoNCE where a row may have several positives."""
+    everything = torch.logsumexp(logits, dim=1)
+    wanted = torch.logsumexp(logits.masked_fill(~positives, -torch.inf), dim=1)
+    return (everything - wanted).mean()
 
 
 def _batch_relevance(data: PreparedData, batch: _Batch) -> torch.Tensor:
@@ -876,7 +925,7 @@ def iter_train_adapter(
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step / max(total_steps, 1))
             img, txt = model(image[items], captions[rows])
-            loss = objective(img, txt, relevance, batch)
+            loss = objective(img, txt, relevance, batch, batch.positives(data))
             if keep is not None:
                 sample = keep[
                     torch.from_numpy(rng.integers(0, len(keep), size=min(ANCHORS_PER_STEP, len(keep))))

@@ -325,7 +325,7 @@ def iter_finetune_full(
                 group["lr"] = lr_at(step / max(total_steps, 1))
             img, txt, _scale = train_model(images.get(batch.items).to(device), tokens[rows].to(device))
             relevance = _batch_relevance(data, batch).to(device)
-            loss = objective(img.float(), txt.float(), relevance, batch)
+            loss = objective(img.float(), txt.float(), relevance, batch, batch.positives(data))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -292,3 +292,22 @@ def test_general_set_needs_no_photos_on_disk(tiny_embedder, tmp_path):
     again, records = drive(iter_general_set(tiny_embedder, 10, tmp_path))
     assert records == []  # from the cache
     np.testing.assert_array_equal(again.image, general.image)
+
+
+def test_multi_positive_infonce_is_clip_loss_with_one_positive_and_rewards_all_positives():
+    import torch
+
+    from trainer.finetune import _multi_positive_nce
+    from trainer.losses import InfoNCELoss
+
+    torch.manual_seed(0)
+    img = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    txt = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    eye = torch.eye(6, dtype=torch.bool)
+    logits = img @ txt.T / 0.05
+    ours = (_multi_positive_nce(logits, eye) + _multi_positive_nce(logits.T, eye)) / 2
+    clip = InfoNCELoss(temperature=0.05)(img, txt)["loss"]
+    torch.testing.assert_close(ours, clip)
+    both = eye.clone()
+    both[0, 1] = True
+    assert _multi_positive_nce(logits, both) < _multi_positive_nce(logits, eye)
