@@ -1,7 +1,10 @@
 """Text encoding of one short query: open_clip's ``encode_text`` against the truncated shortcut.
 
 Both run on the same model and the same tokens, interleaved run by run (order alternating) so
-that machine load hits both alike; the medians are printed as a Markdown table row.
+that machine load hits both alike; the medians are printed as a Markdown table row. On a CPU the
+shortcut's bfloat16 copy (what the embedder uses for a query's phrases on CPUs with native
+bfloat16, see ``core.embedder.QUERY_BF16_MIN_PARAMS``) runs in the same rotation, with its cosine
+to the float32 vector.
 
     python benchmarks/bench_text_encode.py                       # ViT-B-32-256, random weights, CPU
     python benchmarks/bench_text_encode.py --clock cpu               # 1 thread, CPU time: steadier when busy
@@ -11,6 +14,7 @@ that machine load hits both alike; the medians are printed as a Markdown table r
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -24,7 +28,8 @@ from core.embedder import Embedder, TruncatedTextEncoder
 
 HEADER = (
     "| benchmark | model | device | tokens run (of context) | encode_text ms (median) "
-    "| shortcut ms (median) | speed-up | max abs diff |\n|---|---|---|---|---|---|---|---|"
+    "| shortcut ms (median) | speed-up | max abs diff | shortcut in bfloat16 ms | cosine to float32 |"
+    "\n|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -67,6 +72,11 @@ def main(argv: list[str] | None = None) -> None:
     def fast() -> torch.Tensor:
         return encoder(tokens)
 
+    variants = {"plain": plain, "fast": fast}
+    if device.type == "cpu":
+        half_encoder = encoder.cast(torch.bfloat16)
+        variants["bf16"] = lambda: half_encoder(tokens)
+
     def timed(fn) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -76,19 +86,25 @@ def main(argv: list[str] | None = None) -> None:
             torch.cuda.synchronize()
         return (clock() - start) * 1000.0
 
-    times: dict[str, list[float]] = {"plain": [], "fast": []}
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    orders = list(itertools.permutations(variants.items()))
     with torch.inference_mode(), amp():
         diff = (plain().float() - fast().float()).abs().max().item()
+        cosine = float("nan")
+        if "bf16" in variants:
+            a = torch.nn.functional.normalize(fast().float(), dim=-1)
+            b = torch.nn.functional.normalize(variants["bf16"]().float(), dim=-1)
+            cosine = float((a * b).sum(dim=-1).min())
         for _ in range(args.warmup):
-            plain()
-            fast()
+            for fn in variants.values():
+                fn()
         for i in range(args.runs):
-            order = (("plain", plain), ("fast", fast)) if i % 2 == 0 else (("fast", fast), ("plain", plain))
-            for name, fn in order:
+            for name, fn in orders[i % len(orders)]:
                 times[name].append(timed(fn))
 
     plain_ms = statistics.median(times["plain"])
     fast_ms = statistics.median(times["fast"])
+    half = f"{statistics.median(times['bf16']):.2f} | {cosine:.5f}" if "bf16" in times else "- | -"
     where = device.type
     if where == "cpu":
         where += f" ({torch.get_num_threads()} threads, {args.clock} time)"
@@ -99,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"| text encode, 1 query {args.query!r}, {args.runs} runs | {embedder.identity} | {where} "
         f"| {encoder.needed_length(tokens)} of {tokens.shape[1]} | {plain_ms:.2f} | {fast_ms:.2f} "
-        f"| {plain_ms / fast_ms:.1f}x | {diff:.1e} |"
+        f"| {plain_ms / fast_ms:.1f}x | {diff:.1e} | {half} |"
     )
 
 

@@ -2,12 +2,15 @@
 
 The model runs in eval mode under ``torch.inference_mode()``; on CUDA under autocast (bf16
 where supported, else fp16), elsewhere in float32. Text goes through a shortcut when the
-text tower is causal (see :class:`TruncatedTextEncoder`).
+text tower is causal (see :class:`TruncatedTextEncoder`). On a CPU with native bfloat16
+(AVX512-BF16 or AMX), the few phrases of a search query go through a bfloat16 copy of a large
+text tower: at batch 1 the time is spent reading the weights, and half the bytes halve it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -31,6 +34,12 @@ TEXT_BATCH = 256
 # (ViT-B-32 text tower, one phrase: 40 ms of CPU on one thread, 580 ms with two, under load).
 SMALL_TEXT_BATCH = 8
 _FAST_POOL_TYPES = ("argmax", "eos", "first")
+# Query phrases go through a bfloat16 copy of the text transformer when it has at least this many
+# parameters (and the CPU computes in bfloat16 natively). ViT-B-32's 38M: 52 -> 19 ms for one
+# phrase on one thread, cosine to the float32 vector 0.99993; the starter's 0.6M fit in cache and
+# are faster in float32 (2.0 against 2.7 ms).
+QUERY_BF16_MIN_PARAMS = 4_000_000
+QUERY_PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 class Embedder:
@@ -40,6 +49,11 @@ class Embedder:
         identity: what makes these vectors (stored beside them).
         spec: what was asked for (``None`` for an in-memory model).
         device: where the model runs.
+        query_precision: ``"auto"`` (bfloat16 for the phrases of a query where the CPU and the
+            tower's size make it pay, see :data:`QUERY_BF16_MIN_PARAMS`), ``"float32"`` or
+            ``"bfloat16"``. Batches of more than :data:`SMALL_TEXT_BATCH` texts and images are
+            always float32 on a CPU. Keep ``"float32"`` for a model whose weights change (one
+            being fine-tuned): the bfloat16 copy is made once.
     """
 
     def __init__(
@@ -52,7 +66,10 @@ class Embedder:
         spec: ModelSpec | None = None,
         device: torch.device | str | None = None,
         fast_text: bool = True,
+        query_precision: str = "float32",
     ) -> None:
+        if query_precision not in QUERY_PRECISIONS:
+            raise ValueError(f"query_precision must be one of {QUERY_PRECISIONS}, not {query_precision!r}")
         self.device = torch.device(device) if device is not None else _device_of(model)
         self._model = model.to(self.device).eval()
         self._preprocess = preprocess
@@ -64,6 +81,9 @@ class Embedder:
         if fast_text and self._text_encoder is None:
             logger.info("text shortcut does not apply to %s; using model.encode_text", identity.arch)
         self._amp_dtype = _autocast_dtype(self.device)
+        self._query_dtype = _query_dtype(query_precision, self.device, self._text_encoder)
+        self._query_encoder: TruncatedTextEncoder | None = None
+        self._query_encoder_lock = threading.Lock()
 
     @classmethod
     def from_spec(
@@ -72,6 +92,7 @@ class Embedder:
         device: torch.device | str | None = None,
         on_progress: Callable[[DownloadProgress], None] | None = None,
         cache_dir: str | None = None,
+        query_precision: str = "auto",
     ) -> Embedder:
         """Load the model ``spec`` names (see :func:`core.models.load_model` for the errors)."""
         device = torch.device(device) if device is not None else default_device()
@@ -83,6 +104,7 @@ class Embedder:
             loaded.identity,
             spec=loaded.spec,
             device=device,
+            query_precision=query_precision,
         )
 
     @classmethod
@@ -104,6 +126,11 @@ class Embedder:
     @property
     def uses_text_shortcut(self) -> bool:
         return self._text_encoder is not None
+
+    @property
+    def query_dtype(self) -> torch.dtype:
+        """The precision of the text tower for a query's few phrases."""
+        return self._query_dtype or torch.float32
 
     @cached_property
     def dim(self) -> int:
@@ -162,12 +189,21 @@ class Embedder:
         for start in range(0, len(texts), TEXT_BATCH):
             tokens = self.tokenize(texts[start : start + TEXT_BATCH]).to(self.device)
             with torch.inference_mode(), self._autocast(), _cpu_threads(1 if small else None):
-                if self._text_encoder is not None:
+                if small and self._query_dtype is not None:
+                    features = self._small_batch_encoder()(tokens)
+                elif self._text_encoder is not None:
                     features = self._text_encoder(tokens)
                 else:
                     features = self._model.encode_text(tokens)
             parts.append(_normalised_numpy(features))
         return np.concatenate(parts, axis=0)
+
+    def _small_batch_encoder(self) -> TruncatedTextEncoder:
+        with self._query_encoder_lock:
+            if self._query_encoder is None:
+                assert self._text_encoder is not None and self._query_dtype is not None
+                self._query_encoder = self._text_encoder.cast(self._query_dtype)
+            return self._query_encoder
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self._amp_dtype is None:
@@ -206,6 +242,34 @@ class TruncatedTextEncoder:
     def for_model(cls, model: torch.nn.Module) -> TruncatedTextEncoder | None:
         tower = _causal_text_tower(model)
         return cls(tower) if tower is not None else None
+
+    @property
+    def transformer_parameters(self) -> int:
+        return sum(p.numel() for p in self._tower.transformer.parameters())
+
+    def cast(self, dtype: torch.dtype) -> TruncatedTextEncoder:
+        """A copy whose transformer, final norm and projection hold ``dtype`` weights.
+
+        The token embedding is shared, not copied: it is only indexed, and its rows are cast.
+        """
+        t = self._tower
+        projection = t.text_projection
+        if isinstance(projection, torch.nn.Module):
+            projection = copy.deepcopy(projection).to(dtype)
+        elif projection is not None:
+            projection = projection.detach().to(dtype)
+        return TruncatedTextEncoder(
+            _TextTower(
+                token_embedding=t.token_embedding,
+                positional_embedding=t.positional_embedding.detach().to(dtype),
+                transformer=copy.deepcopy(t.transformer).to(dtype),
+                ln_final=copy.deepcopy(t.ln_final).to(dtype),
+                text_projection=projection,
+                attn_mask=t.attn_mask.to(dtype),
+                pool_type=t.pool_type,
+                eos_id=t.eos_id,
+            )
+        )
 
     def needed_length(self, tokens: torch.Tensor) -> int:
         """How many leading positions decide the pooled output of every row."""
@@ -284,6 +348,32 @@ def _device_of(model: torch.nn.Module) -> torch.device:
         return next(model.parameters()).device
     except StopIteration:
         return torch.device("cpu")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AVX512-BF16 or AMX)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    for name in checks:
+        check = getattr(torch.cpu, name, None)
+        try:
+            if check is not None and check():
+                return True
+        except RuntimeError:  # pragma: no cover - a build without the CPU probe
+            continue
+    return False
+
+
+def _query_dtype(
+    precision: str, device: torch.device, encoder: TruncatedTextEncoder | None
+) -> torch.dtype | None:
+    """bfloat16 where a query's phrases should use the cast copy of the tower, else ``None``."""
+    if encoder is None or device.type != "cpu" or precision == "float32":
+        return None
+    if precision == "bfloat16":
+        return torch.bfloat16
+    if encoder.transformer_parameters >= QUERY_BF16_MIN_PARAMS and cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
 
 
 def _autocast_dtype(device: torch.device) -> torch.dtype | None:

@@ -200,3 +200,66 @@ def test_from_model_keeps_identity_and_sets_eval(tiny_arch):
     assert embedder.identity == identity and embedder.spec is None
     assert not model.training
     assert embedder.encode_texts(["a"]).shape == (1, 32)
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1)
+
+
+def test_bfloat16_query_path_is_close_and_leaves_big_batches_in_float32(tiny_embedder):
+    bf16 = Embedder(
+        tiny_embedder.model,
+        tiny_embedder.preprocess,
+        tiny_embedder._tokenizer,
+        tiny_embedder.identity,
+        query_precision="bfloat16",
+    )
+    assert bf16.query_dtype == torch.bfloat16
+    small = ["a red car at night", "two purple kites"]
+    reference = _reference_text(tiny_embedder.model, tiny_embedder.tokenize(small))
+    got = bf16.encode_texts(small)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert _cosines(got, reference).min() > 0.995
+    assert not np.array_equal(got, reference)  # it did run in bfloat16
+    # A batch larger than a query's phrases (captions for fine-tuning) stays exact.
+    many = [f"photo number {i}" for i in range(20)]
+    np.testing.assert_allclose(
+        bf16.encode_texts(many), _reference_text(tiny_embedder.model, tiny_embedder.tokenize(many)), atol=1e-5
+    )
+    # The float32 model it was copied from is untouched.
+    assert all(p.dtype == torch.float32 for p in tiny_embedder.model.parameters())
+    np.testing.assert_allclose(tiny_embedder.encode_texts(small), reference, atol=1e-5)
+
+
+def test_auto_query_precision_keeps_small_towers_in_float32(tiny_embedder):
+    from core.embedder import _query_dtype
+
+    assert tiny_embedder.query_dtype == torch.float32  # 'auto', and the tower is tiny
+    encoder = tiny_embedder._text_encoder
+    assert _query_dtype("auto", torch.device("cpu"), encoder) is None
+    assert _query_dtype("bfloat16", torch.device("cuda"), encoder) is None  # CUDA has autocast
+    assert _query_dtype("bfloat16", torch.device("cpu"), None) is None  # no shortcut: no copy
+
+
+def test_auto_query_precision_uses_bfloat16_for_large_towers_on_capable_cpus(monkeypatch, tiny_embedder):
+    import core.embedder as embedder_module
+
+    encoder = tiny_embedder._text_encoder
+    monkeypatch.setattr(embedder_module, "QUERY_BF16_MIN_PARAMS", encoder.transformer_parameters)
+    monkeypatch.setattr(embedder_module, "cpu_has_native_bf16", lambda: True)
+    assert embedder_module._query_dtype("auto", torch.device("cpu"), encoder) == torch.bfloat16
+    monkeypatch.setattr(embedder_module, "cpu_has_native_bf16", lambda: False)
+    assert embedder_module._query_dtype("auto", torch.device("cpu"), encoder) is None
+    assert embedder_module._query_dtype("float32", torch.device("cpu"), encoder) is None
+
+
+def test_query_precision_is_checked(tiny_embedder):
+    with pytest.raises(ValueError, match="query_precision"):
+        Embedder(
+            tiny_embedder.model,
+            tiny_embedder.preprocess,
+            tiny_embedder._tokenizer,
+            tiny_embedder.identity,
+            query_precision="half",
+        )
