@@ -59,13 +59,14 @@ logger = logging.getLogger(__name__)
 # 100k, always with perfect recall; a graph answers in under a millisecond but takes a minute of
 # two cores to build at 50k. Below this size the build buys nothing the user can feel.
 DEFAULT_EXACT_THRESHOLD = 50_000
-# The graph's query beam, when not fixed by the caller, grows with the library: ef = live / 650,
+# The graph's query beam, when not fixed by the caller, grows with the library: ef = live / 1000,
 # at least 128. Measured with benchmarks/bench_query.py (M=16, ef_construction=200, text-like
 # queries, which sit apart from the image vectors and are the hard case for a graph): recall@10
-# against exact search needs ef ~128 at 100k vectors (0.99) but ~1500 at 1M (0.98-0.995 over two
-# query sets; ef=512 gave 0.87-0.94). A fixed 1536 would cost 20x the time at 100k for nothing.
+# against exact search needs ef ~128 at 100k vectors (0.99) but ~1000 at 1M (0.988; 1536 gave
+# 0.98-0.995 over two query sets for 30% more time, ef=512 0.87-0.94). A fixed 1000 would cost
+# 10x the time at 100k for nothing.
 EF_SEARCH_MIN = 128
-EF_SEARCH_PER_VECTORS = 650
+EF_SEARCH_PER_VECTORS = 1000
 EF_SEARCH_MAX = 4096
 
 FORMAT_NAME = "ladderlens-vector-index"
