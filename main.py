@@ -18,6 +18,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from core.arguments import positive_int
+
 logger = logging.getLogger("ladderlens")
 
 EXIT_OK = 0
@@ -61,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--exclude", action="append", default=[], metavar="GLOB", help="skip folders matching GLOB"
     )
-    p.add_argument("--workers", type=_positive_int, default=None, help="decode threads (default: CPU count)")
-    p.add_argument("--batch-size", type=_positive_int, default=None, help="images per model batch")
+    p.add_argument("--workers", type=positive_int, default=None, help="decode threads (default: CPU count)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="images per model batch")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("search", parents=[common], help="search the library")
@@ -73,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='free text; combine with + and -: \'"beach" - "people"\'',
     )
     p.add_argument("--image", metavar="PATH", help="more like this photo (combined with the text, if any)")
-    p.add_argument("-k", type=_positive_int, default=50, help="how many results (default 50)")
+    p.add_argument("-k", type=positive_int, default=50, help="how many results (default 50)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("status", parents=[common], help="folders, counts, model, failures")
@@ -85,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", parents=[common], help="render the demo library, index it and show searches")
     p.add_argument("--out", metavar="DIR", help="where to write the demo photos (default: in the library)")
-    p.add_argument("--count", type=_positive_int, default=400, help="number of photos (default 400)")
+    p.add_argument("--count", type=positive_int, default=400, help="number of photos (default 400)")
     p.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
 
     p = sub.add_parser(
@@ -95,14 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("root", metavar="ROOT", help="folder whose sub-folders name what their photos show")
     p.add_argument("--mode", choices=("adapter", "full"), default="adapter", help="default: adapter")
-    p.add_argument("--epochs", type=_positive_int, default=None, help="at most this many epochs")
+    p.add_argument("--epochs", type=positive_int, default=None, help="at most this many epochs")
     p.add_argument("--name", help="profile name (default: from ROOT's name); a new version if it exists")
     p.add_argument(
         "--loss",
         default=None,
         help="infonce+adaptive (default), adaptive, infonce+triplet, triplet, infonce, or other sums",
     )
-    p.add_argument("--batch-size", type=_positive_int, default=None, help="pairs per batch")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="pairs per batch")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the mode's)")
     p.add_argument("--seed", type=int, default=0, help="random seed (split and training)")
     p.add_argument("--general", type=int, default=None, help="scene-world photos for the cost report")
@@ -116,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         "action", nargs="?", choices=("list", "use", "none", "delete"), default="list", help="default: list"
     )
     p.add_argument("name", nargs="?", help="the profile (use, delete)")
-    p.add_argument("--version", type=_positive_int, default=None, help="a version (default: the latest)")
+    p.add_argument("--version", type=positive_int, default=None, help="a version (default: the latest)")
     p.add_argument("--json", action="store_true", help="print one JSON object (list)")
 
     sub.add_parser(
@@ -124,16 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("gui", parents=[common], help="open the desktop app (the default)")
     return parser
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
 
 
 def _configure_logging(verbosity: int) -> None:

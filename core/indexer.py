@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -360,17 +360,3 @@ def _reason(error: Exception) -> str:
     if isinstance(error, OSError):
         return (error.strerror or str(error) or type(error).__name__).lower()
     return f"unexpected error: {type(error).__name__}: {error}"
-
-
-def drive(
-    run: Generator[IndexProgress, None, IndexReport],
-    on_progress: Callable[[IndexProgress], None] | None = None,
-) -> IndexReport:
-    """Run an indexing generator to its end, passing each record to ``on_progress``."""
-    while True:
-        try:
-            record = next(run)
-        except StopIteration as stop:
-            return stop.value
-        if on_progress is not None:
-            on_progress(record)

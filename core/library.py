@@ -40,9 +40,10 @@ import numpy as np
 from .catalog import Catalog, Failure, Folder
 from .errors import FolderError, IndexCorruptError, LibraryError, ProfileError, QueryError
 from .grading import MatchGate, Tier
-from .indexer import Indexer, IndexProgress, IndexReport, drive
+from .indexer import Indexer, IndexProgress, IndexReport
 from .paths import library_dir
 from .profiles import ProfileInfo, ProfileProgress, ProfileStore
+from .progress import drive
 from .query import Query
 
 if TYPE_CHECKING:

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.catalog import Catalog
+from core.progress import drive
 from core.scanner import DEFAULT_EXCLUDES, IMAGE_EXTENSIONS, ScannedFile, ScanProblem, scan_folder
 
 logger = logging.getLogger(__name__)
@@ -456,14 +457,7 @@ def scan_tags(
     **options,
 ) -> TagScan:
     """:func:`iter_tag_scan`, run to its end."""
-    gen = iter_tag_scan(root, **options)
-    while True:
-        try:
-            progress = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if on_progress is not None:
-            on_progress(progress)
+    return drive(iter_tag_scan(root, **options), on_progress)
 
 
 # --------------------------------------------------------------------------------- tags from the app

@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
-import re
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from core.arguments import duration, finite_number, positive_int
 
 logger = logging.getLogger("trainer")
 
@@ -66,37 +66,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _duration(text: str) -> float:
-    """'25m', '90s', '1.5h' or a bare number of minutes -> seconds."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", text.lower())
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected a duration such as 25m, 90s or 1.5h, got {text!r}")
-    value = float(match[1]) * {"s": 1, "m": 60, "h": 3600, "": 60}[match[2]]
-    if value <= 0:
-        raise argparse.ArgumentTypeError("the time budget must be positive")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
-
-
-def _number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``train`` command's parser. Options not given stay absent (presets and resume fill them)."""
     p = argparse.ArgumentParser(
@@ -120,36 +89,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="triplet | infonce | ladder2 | ladder3 | adaptive, sums like 'infonce+0.5*adaptive', "
         "phases like 'infonce; 0.5: infonce+1*adaptive' (default: infonce)",
     )
-    g.add_argument("--steps", type=_positive_int, help="optimisation steps")
-    g.add_argument("--epochs", type=_number, help="passes over the training scenes")
+    g.add_argument("--steps", type=positive_int, help="optimisation steps")
+    g.add_argument("--epochs", type=finite_number, help="passes over the training scenes")
     g.add_argument(
         "--time-budget",
         dest="time_budget_s",
-        type=_duration,
+        type=duration,
         metavar="DURATION",
         help="wall-clock budget (25m, 90s, 1.5h); alone, the schedule follows the clock",
     )
     g.add_argument(
-        "--batch-size", dest="batch_size", type=_positive_int, help="pairs per batch and process (128)"
+        "--batch-size", dest="batch_size", type=positive_int, help="pairs per batch and process (128)"
     )
-    g.add_argument("--lr", type=_number, help="peak learning rate (1e-3)")
-    g.add_argument("--weight-decay", dest="weight_decay", type=_number, help="AdamW weight decay (0.1)")
-    g.add_argument("--warmup", type=_number, help="warm-up fraction of the run (0.05)")
-    g.add_argument("--min-lr-ratio", dest="min_lr_ratio", type=_number, help="final lr / peak lr (0)")
-    g.add_argument("--grad-clip", dest="grad_clip", type=_number, help="gradient norm clip, 0 = off (1.0)")
+    g.add_argument("--lr", type=finite_number, help="peak learning rate (1e-3)")
+    g.add_argument("--weight-decay", dest="weight_decay", type=finite_number, help="AdamW weight decay (0.1)")
+    g.add_argument("--warmup", type=finite_number, help="warm-up fraction of the run (0.05)")
+    g.add_argument("--min-lr-ratio", dest="min_lr_ratio", type=finite_number, help="final lr / peak lr (0)")
     g.add_argument(
-        "--init-logit-scale", dest="init_logit_scale", type=_number, help="start logit scale (model's)"
+        "--grad-clip", dest="grad_clip", type=finite_number, help="gradient norm clip, 0 = off (1.0)"
+    )
+    g.add_argument(
+        "--init-logit-scale", dest="init_logit_scale", type=finite_number, help="start logit scale (model's)"
     )
     g.add_argument("--seed", type=int, help="training seed (0)")
     g = p.add_argument_group("data")
-    g.add_argument("--scenes", dest="train_scenes", type=_positive_int, help="training scenes (24000)")
+    g.add_argument("--scenes", dest="train_scenes", type=positive_int, help="training scenes (24000)")
     g.add_argument(
-        "--val-scenes", dest="val_scenes", type=_positive_int, help="held-out-seed test scenes (1000)"
+        "--val-scenes", dest="val_scenes", type=positive_int, help="held-out-seed test scenes (1000)"
     )
     g.add_argument(
         "--heldout-scenes",
         dest="heldout_scenes",
-        type=_positive_int,
+        type=positive_int,
         help="held-out composition scenes (500)",
     )
     g.add_argument("--scene-seed", dest="scene_seed", type=int, help="which scenes are drawn (0)")
@@ -179,13 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--export", metavar="PATH", help="where to write the best weights (<out>/model.safetensors)"
     )
     g.add_argument(
-        "--eval-every", dest="eval_every", type=_positive_int, help="steps between validations (an epoch)"
+        "--eval-every", dest="eval_every", type=positive_int, help="steps between validations (an epoch)"
     )
     g.add_argument(
         "--select-metric", dest="select_metric", help="validation metric that picks the best (score)"
     )
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (auto)")
-    g.add_argument("--threads", type=_positive_int, help="CPU threads for torch (torch's default)")
+    g.add_argument("--threads", type=positive_int, help="CPU threads for torch (torch's default)")
     g.add_argument("--no-progress", dest="progress_bar", action="store_false", help="no progress bar")
     g.add_argument("--json", action="store_true", help="print the result as one JSON object")
     g.add_argument("-v", "--verbose", action="count", help="more log output")
