@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 from core.errors import FinetuneError, ProfileError
+from core.progress import drive
 from core.tags import TagProblem, UserTags, iter_tag_scan
 from trainer.adapter_model import TwinAdapter
 from trainer.tag_relevance import TagRelevance, TagVocabulary, build_vocabulary, tag_caption
@@ -576,6 +577,57 @@ def pool_metrics(
     return out
 
 
+@dataclass
+class EarlyStopping:
+    """The validation history of a fine-tune, its best epoch, and when to stop.
+
+    Training stops after ``patience`` validations in a row without a gain of the score; the
+    caller keeps the weights of the epoch :meth:`update` reports as the best.
+    """
+
+    patience: int
+    epochs: int
+    best_score: float
+    history: list[dict[str, Any]]
+    best_epoch: int = 0
+    stale: int = 0
+    stopped_early: bool = False
+    stop: bool = False
+
+    @classmethod
+    def start(cls, metrics: dict[str, Any], patience: int, epochs: int) -> EarlyStopping:
+        """Begin from the validation of the untrained model (epoch 0)."""
+        row = {"epoch": 0, "loss": None, **{f"val_{k}": v for k, v in metrics.items()}}
+        return cls(patience, epochs, float(metrics["score"]), [row])
+
+    def update(self, epoch: int, loss: float, metrics: dict[str, Any]) -> bool:
+        """Record an epoch's validation; ``True`` when it is the best so far (keep its weights)."""
+        self.history.append({"epoch": epoch, "loss": loss, **{f"val_{k}": v for k, v in metrics.items()}})
+        if metrics["score"] > self.best_score + 1e-6:
+            self.best_score, self.best_epoch, self.stale = float(metrics["score"]), epoch, 0
+            return True
+        self.stale += 1
+        if self.stale >= self.patience:
+            self.stop = True
+            self.stopped_early = epoch < self.epochs
+        return False
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.history[-1]["epoch"],
+            "stopped_early": self.stopped_early,
+            "history": self.history,
+        }
+
+
+def choose_blend(scores: dict[float, float], tolerance: float) -> float:
+    """The smallest blend toward the fine-tuned model whose validation score is within
+    ``tolerance`` of the best: the least change from the base model that keeps the gain."""
+    top = max(scores.values())
+    return min(b for b, s in scores.items() if s >= top - tolerance)
+
+
 def pool_report(
     image_vecs: np.ndarray, query_vecs: np.ndarray, pool: EvalPool, cs_k: int, parts: bool = False
 ) -> dict[str, Any]:
@@ -904,16 +956,10 @@ def iter_train_adapter(
         return pool_report(img, txt, pool, config.cs_k, parts)
 
     base_val = validate(0.0, data.pools["val"])
-    best_score = base_val["score"]
+    stopping = EarlyStopping.start(base_val, config.patience, epochs)
     best_state = copy.deepcopy(model.state_dict())
-    best_epoch = 0
-    history: list[dict[str, Any]] = [
-        {"epoch": 0, "loss": None, **{f"val_{k}": v for k, v in base_val.items()}}
-    ]
     yield FinetuneProgress("validate", 0, total_steps, 0, epochs, None, base_val)
     step = 0
-    stale = 0
-    stopped_early = False
     for epoch in range(1, epochs + 1):
         model.train()
         losses = []
@@ -945,18 +991,12 @@ def iter_train_adapter(
             yield FinetuneProgress("train", step, total_steps, epoch, epochs, value)
         model.eval()
         metrics = validate(1.0, data.pools["val"])
-        history.append(
-            {"epoch": epoch, "loss": float(np.mean(losses)), **{f"val_{k}": v for k, v in metrics.items()}}
-        )
-        yield FinetuneProgress("validate", step, total_steps, epoch, epochs, float(np.mean(losses)), metrics)
-        if metrics["score"] > best_score + 1e-6:
-            best_score, best_epoch, stale = metrics["score"], epoch, 0
+        mean_loss = float(np.mean(losses))
+        yield FinetuneProgress("validate", step, total_steps, epoch, epochs, mean_loss, metrics)
+        if stopping.update(epoch, mean_loss, metrics):
             best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-            if stale >= config.patience:
-                stopped_early = epoch < epochs
-                break
+        elif stopping.stop:
+            break
 
     model.load_state_dict(best_state)
     model.eval()
@@ -965,8 +1005,7 @@ def iter_train_adapter(
     for i, blend in enumerate(sorted(config.blends)):
         blend_scores[blend] = validate(blend, data.pools["val"])["score"]
         yield FinetuneProgress("blend", i + 1, len(config.blends))
-    top = max(blend_scores.values())
-    chosen_blend = min(b for b, s in blend_scores.items() if s >= top - config.blend_tolerance)
+    chosen_blend = choose_blend(blend_scores, config.blend_tolerance)
 
     yield FinetuneProgress("report", 0, None, message="measuring before and after")
     report: dict[str, Any] = _heldout_report(
@@ -978,10 +1017,7 @@ def iter_train_adapter(
         {
             "blend": chosen_blend,
             "blend_scores": {str(k): v for k, v in blend_scores.items()},
-            "best_epoch": best_epoch,
-            "epochs_run": history[-1]["epoch"],
-            "stopped_early": stopped_early,
-            "history": history,
+            **stopping.summary(),
             "split": {k: len(getattr(data.split, k)) for k in ("train", "val", "test")},
             "tag_sets": len(data.tag_sets),
             "caption_sets": len(data.caption_sets),
@@ -1086,14 +1122,7 @@ def finetune(
     **options: Any,
 ) -> FinetuneResult:
     """:func:`iter_finetune`, run to its end."""
-    gen = iter_finetune(library, root, config, **options)
-    while True:
-        try:
-            progress = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if on_progress is not None:
-            on_progress(progress)
+    return drive(iter_finetune(library, root, config, **options), on_progress)
 
 
 # ------------------------------------------------------------------------------------------ report table

@@ -36,6 +36,7 @@ from core.errors import FinetuneError
 from core.tags import TagProblem
 from trainer.finetune import (
     GENERAL_CACHE,
+    EarlyStopping,
     EvalPool,
     FinetuneConfig,
     FinetuneProgress,
@@ -49,6 +50,7 @@ from trainer.finetune import (
     _heldout_report,
     _Loss,
     _Sampler,
+    choose_blend,
     iter_general_set,
     iter_prepare,
     pool_report,
@@ -307,9 +309,8 @@ def iter_finetune_full(
 
     base_test = evaluate(data.pools["test"], parts=True)
     val = evaluate(data.pools["val"])
-    best_score, best_epoch, stale, stopped_early = val["score"], 0, 0, False
+    stopping = EarlyStopping.start(val, config.patience, config.epochs)
     best = {n: p.detach().clone() for n, p in model.named_parameters() if n in base_state}
-    history: list[dict[str, Any]] = [{"epoch": 0, "loss": None, **{f"val_{k}": v for k, v in val.items()}}]
     yield FinetuneProgress("validate", 0, total_steps, 0, config.epochs, None, val)
     step = 0
     for epoch in range(1, config.epochs + 1):
@@ -338,24 +339,18 @@ def iter_finetune_full(
             yield FinetuneProgress("train", step, total_steps, epoch, config.epochs, value)
         val = evaluate(data.pools["val"])
         mean_loss = float(np.mean(losses))
-        history.append({"epoch": epoch, "loss": mean_loss, **{f"val_{k}": v for k, v in val.items()}})
         yield FinetuneProgress("validate", step, total_steps, epoch, config.epochs, mean_loss, val)
-        if val["score"] > best_score + 1e-6:
-            best_score, best_epoch, stale = val["score"], epoch, 0
+        if stopping.update(epoch, mean_loss, val):
             best = {n: p.detach().clone() for n, p in model.named_parameters() if n in base_state}
-        else:
-            stale += 1
-            if stale >= config.patience:
-                stopped_early = epoch < config.epochs
-                break
+        elif stopping.stop:
+            break
 
     blend_scores: dict[float, float] = {}
     for i, blend in enumerate(sorted(config.blends)):
         set_blend(best, blend)
         blend_scores[blend] = evaluate(data.pools["val"])["score"]
         yield FinetuneProgress("blend", i + 1, len(config.blends))
-    top = max(blend_scores.values())
-    chosen_blend = min(b for b, s in blend_scores.items() if s >= top - config.blend_tolerance)
+    chosen_blend = choose_blend(blend_scores, config.blend_tolerance)
     set_blend(best, chosen_blend)
     model.eval()
 
@@ -378,10 +373,7 @@ def iter_finetune_full(
             "config": _config_dict(config),
             "blend": chosen_blend,
             "blend_scores": {str(k): v for k, v in blend_scores.items()},
-            "best_epoch": best_epoch,
-            "epochs_run": history[-1]["epoch"],
-            "stopped_early": stopped_early,
-            "history": history,
+            **stopping.summary(),
             "split": {k: len(getattr(data.split, k)) for k in ("train", "val", "test")},
             "tag_sets": len(data.tag_sets),
             "trainable": trainable,

@@ -311,3 +311,38 @@ def test_multi_positive_infonce_is_clip_loss_with_one_positive_and_rewards_all_p
     both = eye.clone()
     both[0, 1] = True
     assert _multi_positive_nce(logits, both) < _multi_positive_nce(logits, eye)
+
+
+def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience():
+    from trainer.finetune import EarlyStopping
+
+    stopping = EarlyStopping.start({"score": 0.5, "R@1": 0.1}, patience=2, epochs=10)
+    assert stopping.history == [{"epoch": 0, "loss": None, "val_score": 0.5, "val_R@1": 0.1}]
+    assert stopping.update(1, 0.9, {"score": 0.6}) is True
+    assert stopping.update(2, 0.8, {"score": 0.6}) is False  # no gain (ties do not count)
+    assert not stopping.stop
+    assert stopping.update(3, 0.7, {"score": 0.65}) is True  # a gain resets the count
+    assert stopping.update(4, 0.6, {"score": 0.64}) is False
+    assert stopping.update(5, 0.5, {"score": 0.60}) is False
+    assert stopping.stop and stopping.stopped_early
+    summary = stopping.summary()
+    assert summary["best_epoch"] == 3 and summary["epochs_run"] == 5 and summary["stopped_early"]
+    assert [row["loss"] for row in summary["history"]] == [None, 0.9, 0.8, 0.7, 0.6, 0.5]
+
+
+def test_early_stopping_at_the_last_epoch_is_not_early():
+    from trainer.finetune import EarlyStopping
+
+    stopping = EarlyStopping.start({"score": 0.5}, patience=1, epochs=2)
+    stopping.update(1, 1.0, {"score": 0.7})
+    stopping.update(2, 1.0, {"score": 0.6})
+    assert stopping.stop and not stopping.stopped_early and stopping.best_epoch == 1
+
+
+def test_choose_blend_takes_the_least_change_within_tolerance():
+    from trainer.finetune import choose_blend
+
+    scores = {0.25: 0.40, 0.5: 0.495, 0.75: 0.50, 1.0: 0.49}
+    assert choose_blend(scores, tolerance=0.01) == 0.5
+    assert choose_blend(scores, tolerance=0.0) == 0.75
+    assert choose_blend(scores, tolerance=1.0) == 0.25
