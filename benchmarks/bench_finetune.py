@@ -39,6 +39,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.progress import drive
+
 OUT = Path(__file__).resolve().parent / "out" / "finetune"
 
 
@@ -92,13 +94,13 @@ def bench_finetune_speed(photos: int, text_model: str, epochs: int | None, years
         config.epochs = epochs
     phases: dict[str, float] = {}
     start = time.perf_counter()
-    anchors = _drive(iter_anchor_texts(embedder, config.anchors))  # cached after the first run
+    anchors = drive(iter_anchor_texts(embedder, config.anchors))  # cached after the first run
     phases["everyday captions"] = time.perf_counter() - start
     mark = time.perf_counter()
-    data = _drive(iter_prepare(tags, image, embedder.encode_texts, config))
+    data = drive(iter_prepare(tags, image, embedder.encode_texts, config))
     phases["captions + relevance"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    _adapter, report = _drive(iter_train_adapter(data, config, None, anchors))
+    _adapter, report = drive(iter_train_adapter(data, config, None, anchors))
     phases["levels + training + blend + report"] = time.perf_counter() - mark
     total = time.perf_counter() - start
     h = report["heldout"]
@@ -195,14 +197,6 @@ def cmd_speed(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------------------ quality
 
 
-def _drive(gen):
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
-
-
 def default_model() -> str:
     from core.models import starter_weights_path
 
@@ -274,11 +268,11 @@ def cmd_quality(args: argparse.Namespace) -> None:
     model = args.model or default_model()
     lib, tree, scenes = prepare_library(model, args.photos, args.size, args.tree_seed)
     embedder = lib.embedder()
-    collection = _drive(iter_collect(lib, tree))
+    collection = drive(iter_collect(lib, tree))
     items = collection.items
     image = lib.vectors().get([i.content_hash for i in items])
-    general = _drive(iter_general_set(embedder, args.general, OUT / "general"))
-    anchors = _drive(iter_anchor_texts(embedder, 512, OUT / "general"))
+    general = drive(iter_general_set(embedder, args.general, OUT / "general"))
+    anchors = drive(iter_anchor_texts(embedder, 512, OUT / "general"))
     rows = []
     for seed in args.seeds:
         for loss in args.losses:
@@ -288,8 +282,8 @@ def cmd_quality(args: argparse.Namespace) -> None:
             if args.batch_size:
                 config.batch_size = args.batch_size
             started = time.perf_counter()
-            data = _drive(iter_prepare([i.tags for i in items], image, embedder.encode_texts, config))
-            adapter, report = _drive(iter_train_adapter(data, config, general, anchors))
+            data = drive(iter_prepare([i.tags for i in items], image, embedder.encode_texts, config))
+            adapter, report = drive(iter_train_adapter(data, config, general, anchors))
             elapsed = time.perf_counter() - started
             test = data.pools["test"]
             truth = scene_truth(test, data, items, scenes)
