@@ -121,7 +121,7 @@ class FinetuneJobs(QObject):
     def __init__(self, library: Any, pool: WorkerPool | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.library = library
-        self.pool = pool or WorkerPool(max_threads=1, parent=self)
+        self.pool = pool or WorkerPool(max_threads=1, parent=self, name="fine-tune")
         self._worker: Worker | None = None
 
     @property
@@ -153,18 +153,23 @@ class FinetuneJobs(QObject):
             return None
         worker = Worker(func, *args)
         worker.yielded.connect(self.progress.emit)
+        # The step is over for the dialog when its outcome arrives (slots run in connection order),
+        # so the buttons its outcome enables work at once; the pool runs one worker at a time, so
+        # a next step waits for this worker's thread to return.
+        for outcome in (worker.returned, worker.errored, worker.aborted, worker.finished):
+            outcome.connect(lambda *_a, w=worker: self._settle(w))
         worker.returned.connect(done.emit)
         worker.errored.connect(lambda exc: self.failed.emit(user_message(exc, doing)))
         worker.aborted.connect(self.cancelled.emit)
-        worker.finished.connect(self._on_finished)
         self._worker = worker
         self.busy_changed.emit(True)
         self.pool.start(worker)
         return worker
 
-    def _on_finished(self) -> None:
-        self._worker = None
-        self.busy_changed.emit(False)
+    def _settle(self, worker: Worker) -> None:
+        if self._worker is worker:
+            self._worker = None
+            self.busy_changed.emit(False)
 
 
 # ---------------------------------------------------------------------------------------- the plot

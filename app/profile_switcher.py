@@ -44,7 +44,7 @@ class ProfileSwitcher(QWidget):
     def __init__(self, library: Any, pool: WorkerPool | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.library = library
-        self.pool = pool or WorkerPool(max_threads=1, parent=self)
+        self.pool = pool or WorkerPool(max_threads=1, parent=self, name="profiles")
         self.combo = QComboBox()
         self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.busy = QProgressBar()

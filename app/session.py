@@ -8,8 +8,10 @@ ids so a late answer to an old query is dropped instead of shown.
 * Searches run one at a time; while one runs, only the newest request waits (intermediate
   queries typed meanwhile are skipped).
 * Indexing runs one at a time; asking for more while it runs queues one more run afterwards.
-* :meth:`shutdown` stops every worker at its next cancellation point and waits for it, so closing
-  the window mid-indexing leaves a consistent library.
+* :meth:`shutdown` (also :meth:`close`) cancels indexing, drops queued work and waits, within one
+  time limit for everything, until every worker has returned: closing the window mid-indexing
+  leaves a consistent library, and no thread of the session is left running over a library
+  that its owner closes next.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QDeadlineTimer, QObject, Signal
 
 from app.errors_text import user_message
 from app.workers import Worker, WorkerPool
@@ -34,6 +36,7 @@ DEMO_COUNT = 400
 DEMO_SEED = 7
 DEMO_SIZE = (1024, 768)
 INDEX_NICENESS = 5  # indexing runs at a lower CPU priority than the GUI and searches
+SHUTDOWN_TIMEOUT_MS = 60_000  # closing waits at most this long, in all, for the workers to return
 
 
 @dataclass(frozen=True)
@@ -109,11 +112,11 @@ class LibrarySession(QObject):
         self.index_options = dict(index_options or {})
         self.demo_count = demo_count
         self.demo_size = demo_size
-        self._search_pool = WorkerPool(max_threads=1, parent=self)
-        self._read_pool = WorkerPool(max_threads=1, parent=self)
+        self._search_pool = WorkerPool(max_threads=1, parent=self, name="search")
+        self._read_pool = WorkerPool(max_threads=1, parent=self, name="library reads")
         self._reading = False
         self._read_again = False
-        self._index_pool = WorkerPool(max_threads=1, parent=self)
+        self._index_pool = WorkerPool(max_threads=1, parent=self, name="indexing")
         self._search_worker: Worker | None = None
         self._pending_search: SearchRequest | None = None
         self._search_seq = 0
@@ -394,16 +397,44 @@ class LibrarySession(QObject):
 
     # ------------------------------------------------------------------ shutdown
 
-    def shutdown(self, timeout_ms: int = 60_000) -> bool:
-        """Stop all work at the next cancellation point and wait for it; True when everything stopped."""
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    @property
+    def is_busy(self) -> bool:
+        """Whether any of the session's workers is still running or queued."""
+        return any(pool.active for pool in self._pools())
+
+    def shutdown(self, timeout_ms: int = SHUTDOWN_TIMEOUT_MS) -> bool:
+        """Stop all work and wait for it; True when every worker has returned.
+
+        Indexing stops at its next cancellation point (its generator is closed, so the library
+        keeps what was finished); queued work is dropped; a search or library read in progress
+        runs to its end. Everything is asked to stop first, then waited for, so the time limit
+        ``timeout_ms`` bounds the whole wait. Safe to call again (it waits again for what is left).
+        """
         self._closed = True
         self._pending_search = None
         self._index_again = False
         self._read_again = False
-        ok_index = self._index_pool.shutdown(timeout_ms)
-        ok_search = self._search_pool.shutdown(timeout_ms)
-        ok_read = self._read_pool.shutdown(timeout_ms)
-        return ok_index and ok_search and ok_read
+        pools = self._pools()
+        for pool in pools:
+            pool.quit_all()
+        deadline = QDeadlineTimer(max(0, timeout_ms))
+        done = all([pool.wait_for_done(max(0, deadline.remainingTime())) for pool in pools])
+        if done:  # nothing runs, and a closed session starts nothing: its state says so at once
+            self._index_worker = self._search_worker = None
+            self._reading = False
+        else:
+            busy = [w.name for pool in pools for w in pool.active]
+            logger.warning("still running %d s after closing: %s", timeout_ms // 1000, ", ".join(busy))
+        return done
+
+    close = shutdown
+
+    def _pools(self) -> list[WorkerPool]:
+        return [self._index_pool, self._search_pool, self._read_pool]
 
 
 def _one_compute_thread() -> None:

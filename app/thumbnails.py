@@ -19,9 +19,10 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtCore import QObject, QRunnable, Signal
 from PySide6.QtGui import QImage, QPixmap
 
+from app.workers import new_thread_pool
 from core import paths
 from core.decode import open_image
 from core.errors import DecodeError
@@ -118,8 +119,7 @@ class ThumbnailLoader(QObject):
         super().__init__(parent)
         self.cache_dir = thumbnail_dir() if cache_dir is None else cache_dir
         self._threads = max(1, threads)
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(self._threads)
+        self._pool = new_thread_pool(self, self._threads, "thumbnails")
         self._relay = _Relay(self)
         self._relay.done.connect(self._on_done)
         self._memory: OrderedDict[tuple[str, int], QPixmap] = OrderedDict()

@@ -20,12 +20,49 @@ import logging
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Generator
 from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 logger = logging.getLogger(__name__)
+
+_POOLS: weakref.WeakSet[QThreadPool] = weakref.WeakSet()
+
+
+def new_thread_pool(
+    parent: QObject | None = None, max_threads: int | None = None, name: str = ""
+) -> QThreadPool:
+    """A ``QThreadPool`` for the app's background work, known to :func:`busy_pools`."""
+    pool = QThreadPool(parent)
+    pool.setObjectName(name)
+    if max_threads is not None:
+        pool.setMaxThreadCount(max_threads)
+    _POOLS.add(pool)
+    return pool
+
+
+def app_thread_pools() -> list[QThreadPool]:
+    """Qt's global thread pool and every pool made by :func:`new_thread_pool` that still exists."""
+    return [QThreadPool.globalInstance(), *list(_POOLS)]
+
+
+def busy_pools() -> list[tuple[str, int]]:
+    """(object name, busy threads) of every app thread pool (and Qt's global one) still at work.
+
+    Teardown checks use it: a window or session that was closed must leave none busy.
+    """
+    busy = []
+    for pool in app_thread_pools():
+        try:
+            active = pool.activeThreadCount()
+            name = pool.objectName() or "global QThreadPool"
+        except RuntimeError:  # its C++ object is gone: so are its threads
+            continue
+        if active > 0:
+            busy.append((name, active))
+    return busy
 
 
 class WorkerSignals(QObject):
@@ -167,11 +204,11 @@ def lower_thread_priority(niceness: int) -> Callable[[], None] | None:
 class WorkerPool(QObject):
     """A thread pool that owns its workers until they finish, and can stop them all."""
 
-    def __init__(self, max_threads: int | None = None, parent: QObject | None = None) -> None:
+    def __init__(
+        self, max_threads: int | None = None, parent: QObject | None = None, *, name: str = "workers"
+    ) -> None:
         super().__init__(parent)
-        self._pool = QThreadPool(self)
-        if max_threads is not None:
-            self._pool.setMaxThreadCount(max_threads)
+        self._pool = new_thread_pool(self, max_threads, name)
         self._workers: set[Worker] = set()
 
     @property

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from app.results_model import PhotoRow, format_score
 from app.session import DEMO_FOLDER
-from tests.app.conftest import DEMO_SIZE, photo_count, small_image, wait_indexed
+from tests.app.conftest import DEMO_SIZE, gate_indexing, photo_count, small_image, wait_indexed
 
 
 def _readable(photos: Path) -> int:
@@ -73,45 +73,6 @@ def _index_folder(qtbot, window, photos: Path) -> None:
     with qtbot.waitSignal(window.session.index_finished, timeout=60_000):
         window.add_folder(str(photos))
     wait_indexed(qtbot, window)
-
-
-class Gate:
-    """Holds an indexing run after its first progress record, inside the worker's ``next()`` call
-    (past its cancellation check), until :meth:`release`."""
-
-    def __init__(self) -> None:
-        self.held = threading.Event()
-        self.opened = threading.Event()
-
-    def wait_held(self) -> None:
-        assert self.held.wait(30)
-
-    def release(self) -> None:
-        self.opened.set()
-
-
-def _gate_indexing(monkeypatch, library) -> Gate:
-    gate = Gate()
-    real = library.iter_index
-
-    def gated(*args, **kwargs):
-        run = real(*args, **kwargs)
-        first = True
-        try:
-            while True:
-                record = next(run)
-                yield record
-                if first:
-                    first = False
-                    gate.held.set()
-                    assert gate.opened.wait(30)
-        except StopIteration as stop:
-            return stop.value
-        finally:
-            run.close()
-
-    monkeypatch.setattr(library, "iter_index", gated)
-    return gate
 
 
 def test_add_folder_search_tiers_filter_details_and_more_like_this(
@@ -238,7 +199,7 @@ def test_long_tail_banner_and_dropped_folder_and_image(window, photos, qtbot, tm
 
 
 def test_cancel_indexing_keeps_what_was_done_and_rescan_finishes(window, library, photos, qtbot, monkeypatch):
-    gate = _gate_indexing(monkeypatch, library)
+    gate = gate_indexing(monkeypatch, library)
     panel = window.library_panel
     with qtbot.waitSignal(window.session.index_progress, timeout=30_000):
         window.add_folder(str(photos))
@@ -271,7 +232,7 @@ def test_closing_during_indexing_leaves_a_consistent_library(
     make_window, library, photos, qtbot, monkeypatch, tmp_path, model_spec
 ):
     window = make_window(library)
-    gate = _gate_indexing(monkeypatch, library)
+    gate = gate_indexing(monkeypatch, library)
     with qtbot.waitSignal(window.session.index_progress, timeout=30_000):
         window.add_folder(str(photos))
     worker = window.session._index_worker
