@@ -346,3 +346,25 @@ def test_choose_blend_takes_the_least_change_within_tolerance():
     assert choose_blend(scores, tolerance=0.01) == 0.5
     assert choose_blend(scores, tolerance=0.0) == 0.75
     assert choose_blend(scores, tolerance=1.0) == 0.25
+
+
+def test_thousands_of_distinct_tags_across_the_collection():
+    """Every photo in its own dated event folder (plus a shared place): thousands of tags and tag
+    sets must still prepare and train, with each tag set counted once."""
+    n = 2000
+    rng = np.random.default_rng(11)
+    tags = [(f"event {i:04d}", PLACES[i % len(PLACES)]) for i in range(n)]
+    image = rng.normal(size=(n, DIM)).astype(np.float32)
+    image /= np.linalg.norm(image, axis=1, keepdims=True)
+
+    def encode(texts):
+        out = np.stack([np.random.default_rng(abs(hash(t)) % 2**32).normal(size=DIM) for t in texts])
+        return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+
+    config = FinetuneConfig(epochs=1, batch_size=32, general_scenes=0, caption_variants=1)
+    data, _ = drive(iter_prepare(tags, image, encode, config))
+    assert len(data.tag_sets) == n
+    assert len(data.caption_texts) <= config.caption_budget + len(data.caption_sets)
+    (_adapter, report), records = drive(iter_train_adapter(data, config))
+    assert report["epochs_run"] == 1 and report["tag_sets"] == n
+    assert all(np.isfinite(r.loss) for r in records if r.phase == "train")
