@@ -241,6 +241,13 @@ class ProfileStore:
         versions = self.list(name)
         return versions[-1].version + 1 if versions else 1
 
+    def _new_version(self, name: str) -> tuple[str, Path, int]:
+        """The canonical name, the (created) folder and the next version number of a profile."""
+        canonical = clean_profile_name(name)
+        folder = self.dir / canonical
+        folder.mkdir(parents=True, exist_ok=True)
+        return canonical, folder, self.next_version(canonical)
+
     def save_adapter(
         self,
         name: str,
@@ -250,10 +257,7 @@ class ProfileStore:
         report: Mapping[str, Any] | None = None,
     ) -> ProfileInfo:
         """Save an adapter as the next version of profile ``name``."""
-        canonical = clean_profile_name(name)
-        folder = self.dir / canonical
-        folder.mkdir(parents=True, exist_ok=True)
-        version = self.next_version(canonical)
+        canonical, folder, version = self._new_version(name)
         base = base.with_adapter(None)
         adapter = adapter.with_metadata(
             profile=canonical, profile_version=str(version), base=base.to_dict(), base_spec=base_spec
@@ -285,10 +289,7 @@ class ProfileStore:
         report: Mapping[str, Any] | None = None,
     ) -> ProfileInfo:
         """Save whole model weights (a full fine-tune; the file is moved in) as the next version."""
-        canonical = clean_profile_name(name)
-        folder = self.dir / canonical
-        folder.mkdir(parents=True, exist_ok=True)
-        version = self.next_version(canonical)
+        canonical, folder, version = self._new_version(name)
         weights = folder / f"v{version}.model.safetensors"
         tmp = weights.with_name(f".{weights.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
