@@ -203,7 +203,10 @@ class DetailsPane(QWidget):
         )
         self.score_value.setText(format_score(details.score))
         self.z_value.setText(format_z(details.z))
-        self.tier_value.setText(f"{details.tier} · {details.tier_label}" if details.tier else "–")
+        if details.tier:
+            self.tier_value.setText(f"{details.tier} · {details.tier_label}")
+        else:  # below the graded tiers, or unknown
+            self.tier_value.setText(f"below the tiers ({details.tier_label})" if details.tier_label else "–")
         self._load_preview()
 
     def _load_preview(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from app.model_panel import ModelBox
 from app.results_model import ResultsModel, format_score, rows_from_hits
 from app.results_view import ResultsView
 from app.search_bar import SearchBar, is_image_path, local_paths
-from app.session import LibrarySession, SearchRequest
+from app.session import RESULTS_PAGE, LibrarySession, SearchRequest
 from app.throttle import Throttle
 from app.thumbnails import ThumbnailLoader
 from app.tier_plot import TierPlot
@@ -80,6 +81,7 @@ class MainWindow(QMainWindow):
         self._closing = False
         self._demo_running = False
         self.last_request: SearchRequest | None = None  # the request whose results are shown
+        self.results_page = RESULTS_PAGE  # results asked for at first, and more each time
         self._switching_to: str | None = None  # a model switch asked for and not finished
         self._has_folders = True  # until the first read of the library says otherwise
         self._indexed = -1
@@ -230,7 +232,8 @@ class MainWindow(QMainWindow):
         self.results_view.activated_photo.connect(self.show_details)
         self.results_view.current_photo_changed.connect(self._on_current_photo)
         self.results_model.filter_changed.connect(self._on_filter_changed)
-        self.tier_plot.tier_clicked.connect(self.results_model.set_tier_filter)
+        self.results_model.more_requested.connect(self._search_more)
+        self.tier_plot.tier_clicked.connect(self.set_tier_filter)
         self.details.more_like_this.connect(self.search_like_photo)
 
         self.welcome.add_folder_requested.connect(self.library_panel.choose_folder)
@@ -469,6 +472,7 @@ class MainWindow(QMainWindow):
             text=text.strip(),
             image=self._photo_query[1] if kind == "image" else None,
             like_photo_id=self._photo_query[1] if kind == "like" else None,
+            k=self.results_page,
         )
         if request.is_empty():
             self.clear_results()
@@ -476,18 +480,32 @@ class MainWindow(QMainWindow):
         self._search_t0 = time.perf_counter()
         self.session.search(request)
 
+    def _search_more(self) -> None:
+        """The grid reached its end: the same search, asked for one page more than is shown."""
+        shown = self.last_request
+        if shown is None or self._result is None or self.session.latest_search_seq() != shown.seq:
+            # A newer search is on its way (its results replace these), or nothing is shown.
+            self.results_model.more_failed()
+            return
+        self.session.search(replace(shown, k=shown.k + self.results_page, extends=shown.seq))
+
     def _on_search_started(self, request: SearchRequest) -> None:
-        self.statusBar().showMessage("Searching…")
+        self.statusBar().showMessage("Loading more results…" if request.extends else "Searching…")
 
     def _on_search_finished(self, request: SearchRequest, result: Any) -> None:
         if self.message_banner.kind == BannerKind.ERROR:
             self.message_banner.hide()
+        shown = self.last_request
+        if request.extends and shown is not None and request.extends == shown.seq:
+            self._show_more(request, result)
+            return
         self._result = result
         self.last_request = request
         self.thumbnails.forget_pending()
         tiers = list(result.tiers)
         rows = rows_from_hits(tiers, result.results)
-        self.results_model.set_results(tiers, rows, bool(result.long_tail))
+        more = len(result.results) >= request.k  # as many as asked for: there may be more
+        self.results_model.set_results(tiers, rows, bool(result.long_tail), more_available=more)
         self.tier_plot.set_data(
             tiers,
             [r.score for r in rows],
@@ -513,8 +531,20 @@ class MainWindow(QMainWindow):
             self.details.show_details(None)
         self.results_shown.emit(result)
 
+    def _show_more(self, request: SearchRequest, result: Any) -> None:
+        """Add the results of a larger search below the graded tiers (which stay as they are)."""
+        self.last_request = request
+        more = len(result.results) >= request.k
+        added = self.results_model.append_more(result.results, more_available=more)
+        if added:
+            self.tier_plot.add_results([r.score for r in self.results_model.more_rows()[-added:]])
+        self._update_summary()
+        self.statusBar().showMessage(f"{added} more results" if added else "No more results", 5000)
+
     def _on_search_failed(self, request: SearchRequest, message: str) -> None:
         self.statusBar().clearMessage()
+        if request.extends:
+            self.results_model.more_failed()
         self.show_error(message)
 
     def clear_results(self) -> None:
@@ -536,6 +566,9 @@ class MainWindow(QMainWindow):
         n = len(result.results)
         tiers = len(result.tiers)
         text = f"{n} result{'s' if n != 1 else ''} in {tiers} tier{'s' if tiers != 1 else ''} for {query}"
+        more = self.results_model.more_count
+        if more:
+            text += f", and {more} more below them"
         rank = self.results_model.tier_filter
         if rank is not None:
             tier = next((t for t in result.tiers if t.rank == rank), None)
@@ -554,6 +587,13 @@ class MainWindow(QMainWindow):
         if text:
             parts.append(f"“{text}”")
         return " and ".join(parts) or "this query"
+
+    def set_tier_filter(self, rank: int | None) -> None:
+        """Show one tier only (None: all); the selected photos that stay in view stay selected."""
+        view = self.results_view
+        current, selected = view.current_photo_id(), view.selected_photo_ids()
+        self.results_model.set_tier_filter(rank)
+        view.select_photos(selected, current)
 
     def _on_filter_changed(self, rank: int | None) -> None:
         self.tier_plot.set_selected(rank)
@@ -583,7 +623,7 @@ class MainWindow(QMainWindow):
 
             self.show_error(user_message(exc, "reading the photo's details"))
             return
-        tier_label = next((t.label for t in self.results_model.tiers if row and t.rank == row.tier), "")
+        tier_label = self.results_model.tier_label(row.tier) if row else ""
         self.details.show_details(
             PhotoDetails(
                 photo_id=int(photo_id),
@@ -629,7 +669,7 @@ class MainWindow(QMainWindow):
     def escape(self) -> None:
         """Esc: clear the tier filter first, then the search."""
         if self.results_model.tier_filter is not None:
-            self.results_model.set_tier_filter(None)
+            self.set_tier_filter(None)
             return
         if self.search_bar.text() or self._photo_query is not None:
             self.throttle.cancel()

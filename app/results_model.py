@@ -5,6 +5,15 @@ ladder and the keyboard moves through it naturally. Header rows are neither enab
 the view's cursor movement skips them. :meth:`ResultsModel.set_results` replaces everything
 inside ``beginResetModel()``; :meth:`ResultsModel.set_tier_filter` shows one tier only.
 
+A search retrieves a first page of candidates, and only those are graded. When the view scrolls to
+the end, Qt asks :meth:`ResultsModel.canFetchMore` / :meth:`ResultsModel.fetchMore`; the model then
+emits :attr:`ResultsModel.more_requested` (it runs no search itself), and the window answers with
+:meth:`ResultsModel.append_more`. Further results go into one "More results" section below the
+graded tiers, inserted with ``beginInsertRows()``: the tiers already seen keep their photos, counts
+and labels (re-grading a larger candidate set would move photos between tiers), rows already shown
+keep their places, so the selection and the scroll position stay, and the order stays best first
+(further candidates score below the page before them).
+
 Rows carry plain values (ids, paths, scores) under named roles; the delegate paints them and
 asks the :class:`~app.thumbnails.ThumbnailLoader` for thumbnails.
 """
@@ -27,6 +36,8 @@ from app.thumbnails import ThumbnailLoader
 logger = logging.getLogger(__name__)
 
 THUMB_SIDE = 160
+MORE_RANK = 0  # the "tier" of results below the graded tiers (not a tier: never filtered to)
+MORE_LABEL = "More results"
 
 
 class TierLike(Protocol):
@@ -110,6 +121,7 @@ class ResultsModel(QAbstractListModel):
     """Tier headers and photo hits of one search, in display order."""
 
     filter_changed = Signal(object)  # the tier rank shown alone, or None
+    more_requested = Signal()  # the view reached the end and more results can be had
 
     def __init__(self, thumbnails: ThumbnailLoader | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -121,6 +133,9 @@ class ResultsModel(QAbstractListModel):
         self._long_tail = False
         self._tier_filter: int | None = None
         self._tier_labels: dict[int, str] = {}
+        self._more: list[PhotoRow] = []  # results below the graded tiers, best first
+        self._more_available = False
+        self._fetching = False
         self.thumb_pixels = THUMB_SIDE  # thumbnail size in device pixels (the view sets it for HiDPI)
         if thumbnails is not None:
             thumbnails.ready.connect(self._on_thumbnail)
@@ -129,9 +144,19 @@ class ResultsModel(QAbstractListModel):
     # ------------------------------------------------------------------ content
 
     def set_results(
-        self, tiers: Sequence[TierLike], hits: Sequence[HitLike], long_tail: bool = False
+        self,
+        tiers: Sequence[TierLike],
+        hits: Sequence[HitLike],
+        long_tail: bool = False,
+        *,
+        more_available: bool = False,
     ) -> None:
-        """Show a new search's tiers and hits (hits in any order; shown best tier first, by score)."""
+        """Show a new search's tiers and hits (hits in any order; shown best tier first, by score).
+
+        Args:
+            more_available: The search may have more results than ``hits`` (it returned as many as
+                it was asked for): the view's reaching the end asks for them.
+        """
         self.beginResetModel()
         self._tiers = [HeaderRow(t.rank, t.label, t.count, t.min_score, t.max_score) for t in tiers]
         self._tiers.sort(key=lambda t: t.rank)
@@ -140,6 +165,9 @@ class ResultsModel(QAbstractListModel):
             PhotoRow(int(h.photo_id), str(h.path), float(h.score), float(h.z), int(h.tier)) for h in hits
         ]
         self._hits.sort(key=lambda h: (h.tier if h.tier > 0 else 1 << 30, -h.score))
+        self._more = []
+        self._more_available = bool(more_available) and bool(self._hits)
+        self._fetching = False
         self._long_tail = bool(long_tail)
         self._tier_filter = None
         self._rebuild_rows()
@@ -148,6 +176,89 @@ class ResultsModel(QAbstractListModel):
 
     def clear(self) -> None:
         self.set_results([], [], False)
+
+    # ------------------------------------------------------------------ more results
+
+    def canFetchMore(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> bool:  # noqa: B008
+        """Whether the end of the grid can ask for more: more may exist, none is being fetched, and
+        every tier is shown (further results join no tier, so a tier shown alone is complete)."""
+        return (
+            not parent.isValid() and self._more_available and not self._fetching and self._tier_filter is None
+        )
+
+    def fetchMore(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> None:  # noqa: B008
+        """Ask for more results (:attr:`more_requested`); rows come later with :meth:`append_more`."""
+        if self.canFetchMore(parent):
+            self._fetching = True
+            self.more_requested.emit()
+
+    @property
+    def is_fetching_more(self) -> bool:
+        return self._fetching
+
+    @property
+    def more_available(self) -> bool:
+        return self._more_available
+
+    @property
+    def more_count(self) -> int:
+        """Results shown below the graded tiers."""
+        return len(self._more)
+
+    def more_failed(self) -> None:
+        """The request for more failed: stop asking (a new search starts afresh)."""
+        self._fetching = False
+        self._more_available = False
+
+    def append_more(self, hits: Sequence[HitLike], *, more_available: bool) -> int:
+        """Add further results below the graded tiers; returns how many were new.
+
+        ``hits`` may repeat photos already shown (a larger search returns them again): they are
+        skipped. New ones are added best first, after every row shown. ``more_available`` says
+        whether the search can go further still; nothing new also ends it.
+        """
+        shown = {h.photo_id for h in self._hits}
+        shown.update(h.photo_id for h in self._more)
+        new: list[PhotoRow] = []
+        for h in hits:
+            pid = int(h.photo_id)
+            if pid not in shown:
+                shown.add(pid)
+                new.append(PhotoRow(pid, str(h.path), float(h.score), float(h.z), MORE_RANK))
+        new.sort(key=lambda r: -r.score)
+        self._fetching = False
+        self._more_available = bool(more_available) and bool(new)
+        if not new:
+            return 0
+        if self._tier_filter is not None:  # not on screen: shown when the filter is cleared
+            self._more.extend(new)
+            self._rebuild_rows()
+            return len(new)
+        had_header = bool(self._more)
+        first = len(self._rows)
+        added = len(new) if had_header else len(new) + 1  # the section's header comes first
+        self.beginInsertRows(QModelIndex(), first, first + added - 1)
+        self._more.extend(new)
+        self._rebuild_rows()
+        self.endInsertRows()
+        if had_header:  # its count and score range grew
+            header = self.index(self._more_header_row())
+            self.dataChanged.emit(header, header)
+        return len(new)
+
+    def more_rows(self) -> list[PhotoRow]:
+        """The results below the graded tiers, best first."""
+        return list(self._more)
+
+    def more_header(self) -> HeaderRow | None:
+        """The header of the results below the tiers, or None while there are none."""
+        if not self._more:
+            return None
+        scores = [r.score for r in self._more]
+        return HeaderRow(MORE_RANK, MORE_LABEL, len(self._more), min(scores), max(scores))
+
+    def _more_header_row(self) -> int:
+        return len(self._rows) - len(self._more) - 1
 
     def set_tier_filter(self, rank: int | None) -> None:
         """Show only the tier ``rank`` (None shows every tier)."""
@@ -175,7 +286,12 @@ class ResultsModel(QAbstractListModel):
 
     @property
     def hit_count(self) -> int:
+        """Graded results (the first page of the search)."""
         return len(self._hits)
+
+    def tier_label(self, rank: int) -> str:
+        """The label of tier ``rank`` (:data:`MORE_LABEL` for results below the tiers)."""
+        return MORE_LABEL if rank == MORE_RANK and self._more else self._tier_labels.get(rank, "")
 
     def row(self, index: QModelIndex | int) -> Row | None:
         r = index if isinstance(index, int) else index.row()
@@ -218,6 +334,10 @@ class ResultsModel(QAbstractListModel):
         if self._tier_filter is None:  # hits of no known tier (should not happen) still show, last
             known = {t.rank for t in self._tiers}
             rows.extend(h for h in self._hits if h.tier not in known)
+            more = self.more_header()
+            if more is not None:
+                rows.append(more)
+                rows.extend(self._more)
         self._rows = rows
         self._row_of_path = {}
         for i, r in enumerate(rows):
@@ -263,8 +383,9 @@ class ResultsModel(QAbstractListModel):
         if role == Role.SCORE_RANGE:
             return (row.min_score, row.max_score)
         if role == Qt.ItemDataRole.ToolTipRole:
+            where = " below the graded tiers" if row.rank == MORE_RANK else ""
             return (
-                f"{row.label}: {row.count} photo{'s' if row.count != 1 else ''}, "
+                f"{row.label}: {row.count} photo{'s' if row.count != 1 else ''}{where}, "
                 f"scores {format_score(row.min_score)} to {format_score(row.max_score)}"
             )
         if role == Qt.ItemDataRole.AccessibleTextRole:
@@ -285,12 +406,16 @@ class ResultsModel(QAbstractListModel):
         if role == Role.TIER:
             return row.tier
         if role == Role.TIER_LABEL:
-            return self._tier_labels.get(row.tier, "")
+            return self.tier_label(row.tier)
         if role == Qt.ItemDataRole.ToolTipRole:
+            tier = (
+                "below the graded tiers"
+                if row.tier == MORE_RANK
+                else f"tier {row.tier}: {html.escape(self._tier_labels.get(row.tier, ''))}"
+            )
             return (
                 f"<b>{html.escape(os.path.basename(row.path))}</b><br>"
-                f"score {format_score(row.score)} &nbsp; z {format_z(row.z)}<br>"
-                f"tier {row.tier}: {html.escape(self._tier_labels.get(row.tier, ''))}"
+                f"score {format_score(row.score)} &nbsp; z {format_z(row.z)}<br>{tier}"
             )
         if role == Qt.ItemDataRole.AccessibleTextRole:
             return f"{os.path.basename(row.path)}, score {format_score(row.score)}"

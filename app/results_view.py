@@ -10,7 +10,17 @@ from __future__ import annotations
 import logging
 import os
 
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QRectF, QSize, Qt, Signal
+from PySide6.QtCore import (
+    QItemSelection,
+    QItemSelectionModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QRect,
+    QRectF,
+    QSize,
+    Qt,
+    Signal,
+)
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QKeyEvent, QPainter, QPalette, QPen, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -21,7 +31,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.results_model import THUMB_SIDE, HeaderRow, PhotoRow, ResultsModel, Role, format_score, format_z
+from app.results_model import (
+    MORE_RANK,
+    THUMB_SIDE,
+    HeaderRow,
+    PhotoRow,
+    ResultsModel,
+    Role,
+    format_score,
+    format_z,
+)
 from app.tier_colors import tier_color
 
 logger = logging.getLogger(__name__)
@@ -95,7 +114,9 @@ class ResultsDelegate(QStyledItemDelegate):
         title = f"{label}"
         painter.drawText(text_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, title)
         painter.setFont(option.font)
-        detail = f"{count} photo{'s' if count != 1 else ''} · scores {format_score(hi)} – {format_score(lo)}"
+        where = ", not graded into the tiers above" if row.rank == MORE_RANK else ""
+        photos = f"{count} photo{'s' if count != 1 else ''}{where}"
+        detail = f"{photos} · scores {format_score(hi)} – {format_score(lo)}"
         detail_rect = text_rect.adjusted(fm.horizontalAdvance(title) + 14, 0, 0, 0)
         painter.setPen(pal.color(active, QPalette.ColorRole.PlaceholderText))
         painter.drawText(detail_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, detail)
@@ -217,6 +238,30 @@ class ResultsView(QListView):
         if not idx.isValid() or idx.data(Role.IS_HEADER):
             return None
         return int(idx.data(Role.PHOTO_ID))
+
+    def selected_photo_ids(self) -> list[int]:
+        return [
+            int(i.data(Role.PHOTO_ID))
+            for i in self.selectionModel().selectedIndexes()
+            if not i.data(Role.IS_HEADER)
+        ]
+
+    def select_photos(self, photo_ids: list[int], current: int | None) -> None:
+        """Select those of ``photo_ids`` that are shown and make ``current`` the current one (if shown)."""
+        model = self.model()
+        if not isinstance(model, ResultsModel):
+            return
+        selection = QItemSelection()
+        for pid in photo_ids:
+            idx = model.index_of_photo(pid)
+            if idx.isValid():
+                selection.select(idx, idx)
+        flags = QItemSelectionModel.SelectionFlag
+        self.selectionModel().select(selection, flags.ClearAndSelect)
+        idx = model.index_of_photo(current) if current is not None else QModelIndex()
+        if idx.isValid():
+            self.selectionModel().setCurrentIndex(idx, flags.NoUpdate)
+            self.scrollTo(idx)
 
     def select_first_photo(self) -> bool:
         model = self.model()

@@ -39,15 +39,26 @@ INDEX_NICENESS = 5  # indexing runs at a lower CPU priority than the GUI and sea
 SHUTDOWN_TIMEOUT_MS = 60_000  # closing waits at most this long, in all, for the workers to return
 
 
+RESULTS_PAGE = 60  # results a search asks for at first, and how many more each time the grid asks
+
+
 @dataclass(frozen=True)
 class SearchRequest:
-    """What to search for: text, an image file, a photo of the library, or a mix."""
+    """What to search for: text, an image file, a photo of the library, or a mix.
+
+    ``k`` results are asked for. ``extends`` is the ``seq`` of the request whose results this one
+    continues (0: a new search): its results beyond those already shown are added below them.
+    """
 
     text: str = ""
     image: str | None = None
     like_photo_id: int | None = None
-    k: int = 60
+    k: int = RESULTS_PAGE
     seq: int = 0
+    extends: int = 0
+
+    def same_query(self, other: SearchRequest) -> bool:
+        return (self.text, self.image, self.like_photo_id) == (other.text, other.image, other.like_photo_id)
 
     def is_empty(self) -> bool:
         return not self.text.strip() and self.image is None and self.like_photo_id is None

@@ -122,6 +122,17 @@ class TierPlot(QWidget):
     def clear(self) -> None:
         self.set_data([], [], [], [], False)
 
+    def add_results(self, scores: Sequence[float] | np.ndarray) -> None:
+        """Add ticks (grey) for results shown below the graded tiers; the tiers stay as they are."""
+        extra = np.asarray(scores, dtype=np.float64).ravel()
+        if extra.size == 0:
+            return
+        n = min(self._scores.size, self._score_tiers.size)
+        self._scores = np.concatenate([self._scores[:n], extra])
+        self._score_tiers = np.concatenate([self._score_tiers[:n], np.zeros(extra.size, np.int64)])
+        self._compute_range()
+        self._invalidate()
+
     def set_selected(self, rank: int | None) -> None:
         """Highlight one tier (what the grid is filtered to); None highlights none."""
         if rank != self._selected:

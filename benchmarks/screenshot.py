@@ -2,6 +2,7 @@
 
     python benchmarks/screenshot.py                         # -> resources/screenshot.png
     python benchmarks/screenshot.py --query "two kites over a meadow" --out /tmp/shot.png
+    python benchmarks/screenshot.py --more --out /tmp/more.png   # scrolled to the end: more results
 
 Without a display the script re-runs itself under ``xvfb-run`` (``apt-get install xvfb``), so the
 window is drawn by a real X server with real fonts, as a user would see it. The demo library is
@@ -42,6 +43,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--size", default="1440x900", help="window size WxH")
     p.add_argument(
         "--details", action=argparse.BooleanOptionalAction, default=True, help="show the details pane"
+    )
+    p.add_argument(
+        "--more", action="store_true", help="scroll the grid to its end, so more results load below the tiers"
     )
     return p.parse_args(argv)
 
@@ -138,6 +142,13 @@ def _shoot(args: argparse.Namespace, work: Path) -> int:
         window.results_view.setFocus()
         window.results_view.select_first_photo()
         window.show_details(window.results_view.current_photo_id())
+    if args.more:
+        bar = window.results_view.verticalScrollBar()
+        model = window.results_model
+        bar.setValue(bar.maximum())
+        _wait(app, lambda: model.more_count > 0 or not model.more_available, timeout_s=60)
+        _wait(app, lambda: False, timeout_s=0.3)  # the new rows are laid out
+        bar.setValue(bar.maximum())
     # Let every visible thumbnail (and the preview) arrive and be painted.
     _wait(app, lambda: False, timeout_s=0.5)
     _wait(app, lambda: thumbnails.wait_for_done(10), timeout_s=30)

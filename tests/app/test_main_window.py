@@ -12,7 +12,7 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
-from app.results_model import PhotoRow, format_score
+from app.results_model import PhotoRow, Role, format_score
 from app.session import DEMO_FOLDER
 from tests.app.conftest import DEMO_SIZE, gate_indexing, photo_count, small_image, wait_indexed
 
@@ -369,3 +369,69 @@ def test_blank_queries_clear_results(window, photos, qtbot, query):
     qtbot.keyClick(window.search_bar.edit, Qt.Key.Key_Return)
     assert window.results_model.rowCount() == 0 and window.last_request is None
     assert not window.tier_plot.has_data()
+
+
+def test_scrolling_to_the_end_shows_more_results_below_the_tiers(window, library, photos, qtbot):
+    from PySide6.QtWidgets import QAbstractSlider
+
+    _index_folder(qtbot, window, photos)
+    window.results_page = 8  # the library is small: pages of 8 photos
+    window.resize(760, 620)
+    result = _search_typed(qtbot, window, "a red car")
+    model, view = window.results_model, window.results_view
+    bar = view.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() > 0, timeout=10_000)  # the page is taller than the grid
+    assert len(result.results) == 8 and model.more_count == 0 and model.more_available
+    banner_hidden = window.long_tail_banner.isHidden()
+    plot_tiers = window.tier_plot.tiers
+
+    # Pick a photo, then scroll to the end: more photos come, below the tiers, best first.
+    first = result.tiers[0]
+    in_first = [r for r in model.photo_rows() if model.row(r).tier == first.rank]
+    target = model.index(in_first[-1])
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=view.visualRect(target).center())
+    picked = view.current_photo_id()
+    graded_rows = [model.row(i) for i in range(model.rowCount())]
+    bar.triggerAction(QAbstractSlider.SliderAction.SliderToMaximum)
+    position = bar.value()
+    qtbot.waitUntil(lambda: model.more_count > 0, timeout=30_000)
+    rows = [model.row(i) for i in range(model.rowCount())]
+    assert rows[: len(graded_rows)] == graded_rows  # the graded tiers did not change
+    assert rows[len(graded_rows)].label == "More results"
+    extra = rows[len(graded_rows) + 1 :]
+    larger = library.search("a red car", k=16).results
+    shown = {h.photo_id for h in result.results}
+    assert {r.photo_id for r in extra} == {h.photo_id for h in larger} - shown
+    scores = [r.score for r in rows if isinstance(r, PhotoRow)]
+    assert scores == sorted(scores, reverse=True)
+    assert view.current_photo_id() == picked and bar.value() == position
+    assert [i.data(Role.PHOTO_ID) for i in view.selectionModel().selectedIndexes()] == [picked]
+    assert window.long_tail_banner.isHidden() == banner_hidden and window.tier_plot.tiers == plot_tiers
+    assert f"and {len(extra)} more below them" in window.results_summary.text()
+
+    # A tier shown alone is complete: the end of it asks for nothing; "All" brings the rest back.
+    # The selected photo stays selected throughout.
+    qtbot.mouseClick(
+        window.tier_plot, Qt.MouseButton.LeftButton, pos=window.tier_plot.chip_rect(first.rank).center()
+    )
+    assert {model.row(r).tier for r in model.photo_rows()} == {first.rank}
+    assert len(model.photo_rows()) == first.count and view.current_photo_id() == picked
+    bar.triggerAction(QAbstractSlider.SliderAction.SliderToMaximum)
+    assert not model.is_fetching_more
+    qtbot.mouseClick(
+        window.tier_plot, Qt.MouseButton.LeftButton, pos=window.tier_plot.chip_rect(None).center()
+    )
+    assert [model.row(i) for i in range(len(rows))] == rows
+    assert view.current_photo_id() == picked and view.selected_photo_ids() == [picked]
+
+    # Scrolling on to the end of the library shows every photo once.
+    for _ in range(10):
+        if not model.more_available:
+            break
+        qtbot.waitUntil(lambda: bar.maximum() > bar.value(), timeout=10_000)  # new rows laid out
+        bar.triggerAction(QAbstractSlider.SliderAction.SliderToMaximum)
+        qtbot.waitUntil(lambda: not model.is_fetching_more, timeout=30_000)
+    assert not model.more_available
+    ids = [model.row(r).photo_id for r in model.photo_rows()]
+    assert len(ids) == len(set(ids)) == library.status().indexed
+    assert view.current_photo_id() == picked

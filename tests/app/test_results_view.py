@@ -182,3 +182,98 @@ def test_file_names_are_not_read_as_markup(grid):
     model.set_results(g.tiers, hits, g.long_tail)
     tip = model.index(1).data(Qt.ItemDataRole.ToolTipRole)
     assert "&lt;i&gt;odd &amp; name.jpg" in tip and "<i>" not in tip
+
+
+def _page_and_more(first: int = 30, total: int = 54, seed: int = 3):
+    """A search's first ``first`` candidates graded, and the ``total`` a larger search returns."""
+    rng = np.random.default_rng(seed)
+    background = rng.normal(0.10, 0.03, 2000)
+    scores = np.sort(
+        np.concatenate(
+            [rng.normal(0.32, 0.005, 4), rng.normal(0.22, 0.01, 8), rng.normal(0.15, 0.01, total - 12)]
+        )
+    )[::-1]
+    g = grade(scores[:first], background)
+    page = [
+        SimpleNamespace(photo_id=100 + i, path=f"/p/{i}.jpg", score=float(s), z=float(z), tier=int(t))
+        for i, (s, z, t) in enumerate(zip(scores[:first], g.z, g.tier_of, strict=True))
+    ]
+    larger = [
+        SimpleNamespace(photo_id=100 + i, path=f"/p/{i}.jpg", score=float(s), z=0.0)
+        for i, s in enumerate(scores)
+    ]
+    return g, page, larger
+
+
+def _rows(model):
+    return [model.row(i) for i in range(model.rowCount())]
+
+
+def test_the_end_of_the_grid_asks_for_more_once_and_more_goes_below_the_tiers(grid, qtbot):
+    model, view = grid
+    g, page, larger = _page_and_more()
+    asked = []
+    model.more_requested.connect(lambda: asked.append(model.rowCount()))
+    model.set_results(g.tiers, page, g.long_tail, more_available=True)
+    bar = view.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() > 0, timeout=2000)  # the page is taller than the view
+    assert model.canFetchMore(QModelIndex()) and asked == []  # the end is not in sight yet
+
+    # The user picks a photo, then scrolls to the end: one request, however often the end is hit.
+    target = model.index(model.photo_rows()[5])
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=view.visualRect(target).center())
+    picked = view.current_photo_id()
+    bar.triggerAction(bar.SliderAction.SliderToMaximum)
+    qtbot.waitUntil(lambda: asked != [], timeout=2000)
+    bar.triggerAction(bar.SliderAction.SliderPageStepSub)
+    bar.triggerAction(bar.SliderAction.SliderToMaximum)
+    assert len(asked) == 1 and model.is_fetching_more and not model.canFetchMore(QModelIndex())
+
+    before, position = _rows(model), bar.value()
+    assert model.append_more(larger[:42], more_available=True) == 12  # the 30 shown come back: skipped
+    rows = _rows(model)
+    assert rows[: len(before)] == before  # the tiers and their photos stay as they were
+    header = rows[len(before)]
+    assert isinstance(header, HeaderRow) and header.label == "More results" and header.count == 12
+    assert [r.photo_id for r in rows[len(before) + 1 :]] == [h.photo_id for h in larger[30:42]]
+    photo_scores = [r.score for r in rows if isinstance(r, PhotoRow)]
+    assert photo_scores == sorted(photo_scores, reverse=True)  # best first, all the way down
+    assert view.current_photo_id() == picked
+    assert [i.data(Role.PHOTO_ID) for i in view.selectionModel().selectedIndexes()] == [picked]
+    assert bar.value() == position
+    assert model.canFetchMore(QModelIndex())
+
+    # The next page grows the same section; its header says so.
+    changed = []
+    model.dataChanged.connect(lambda a, b, roles=(): changed.append(a.row()))
+    assert model.append_more(larger, more_available=False) == 12
+    assert changed == [len(before)] and model.row(len(before)).count == 24
+    assert model.more_count == 24 and not model.canFetchMore(QModelIndex())
+    tip = model.index(model.rowCount() - 1).data(Qt.ItemDataRole.ToolTipRole)
+    assert "below the graded tiers" in tip
+    assert model.index(len(before)).data(Qt.ItemDataRole.ToolTipRole).startswith("More results: 24 photos")
+
+
+def test_more_under_a_tier_filter_and_an_empty_answer(grid, qtbot):
+    model, _view = grid
+    g, page, larger = _page_and_more()
+    model.set_results(g.tiers, page, g.long_tail, more_available=True)
+    model.set_tier_filter(g.tiers[0].rank)
+    assert not model.canFetchMore(QModelIndex())  # a tier shown alone is complete
+    model.fetchMore(QModelIndex())
+    assert not model.is_fetching_more
+    shown = _rows(model)
+    assert model.append_more(larger[:40], more_available=True) == 10  # arriving while filtered
+    assert _rows(model) == shown  # ... stays out of sight
+    model.set_tier_filter(None)
+    rows = _rows(model)
+    assert rows[-11].label == "More results" and [r.photo_id for r in rows[-10:]] == [
+        h.photo_id for h in larger[30:40]
+    ]
+    assert model.canFetchMore(QModelIndex())
+    model.fetchMore(QModelIndex())
+    assert model.append_more(larger[:40], more_available=True) == 0  # nothing new: no more asking
+    assert not model.canFetchMore(QModelIndex()) and not model.is_fetching_more
+    # A new search starts afresh.
+    model.set_results(g.tiers, page, g.long_tail, more_available=False)
+    assert model.more_count == 0 and not model.canFetchMore(QModelIndex())
