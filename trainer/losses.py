@@ -39,17 +39,18 @@ diagnostics.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainer.levels import DEFAULT_MAX_ITER, adaptive_levels
+from trainer.levels import DEFAULT_MAX_ITER, LevelSettings
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ __all__ = [
     "LadderLoss",
     "TripletLoss",
     "ladder_hinges",
+    "levels_given",
 ]
 
 
@@ -211,19 +213,6 @@ class _LadderBase(nn.Module):
         return out
 
 
-def _off_diagonal(matrix: Tensor) -> Tensor:
-    """(B, B) -> (B, B-1): every row without its diagonal entry, in order."""
-    b = matrix.shape[0]
-    return matrix.reshape(-1)[1:].view(b - 1, b + 1)[:, :-1].reshape(b, b - 1)
-
-
-def _with_diagonal(rows: Tensor) -> Tensor:
-    """(B, B-1) -> (B, B): the inverse of :func:`_off_diagonal`, with zeros on the diagonal."""
-    b = rows.shape[0]
-    body = F.pad(rows.reshape(b - 1, b), (0, 1)).reshape(-1)
-    return F.pad(body, (1, 0)).view(b, b)
-
-
 def _eye_levels(batch: int, device: torch.device) -> Tensor:
     """Level 0 on the diagonal (ground truth), 1 everywhere else, for both directions."""
     off = 1 - torch.eye(batch, dtype=torch.int64, device=device)
@@ -350,11 +339,12 @@ class AdaptiveLadderLoss(_LadderBase):
     weight betas[l]; boundary 0 is the triplet term. A query whose candidates cannot be split
     (fewer than 2 distinct values, or too few candidates) only gets the triplet term.
 
-    The clustering runs batched on R's device (no loop over queries), without gradient. It
-    depends on R only and costs several times the rest of the loss on a CPU (see
-    ``benchmarks/bench_losses.py``), so a data pipeline may compute it ahead, in its workers,
-    with :meth:`levels` and pass ``levels=`` to forward: the step then costs what the fixed
-    ladder costs.
+    The clustering runs batched (no loop over queries), without gradient: with numpy when R is
+    on the CPU, on R's device otherwise. It depends on R only and costs more than the rest of
+    the loss on a CPU (see ``benchmarks/bench_losses.py``), so a data pipeline may compute it
+    ahead, in its workers, with :attr:`level_settings` (or :meth:`levels`), and pass the result
+    as ``levels=`` to forward, or through :func:`levels_given` when the loss sits inside another
+    module: the step then costs what the fixed ladder costs.
 
     Args:
         margins: one per boundary, k_max of them; margins[0] is the triplet margin.
@@ -393,21 +383,20 @@ class AdaptiveLadderLoss(_LadderBase):
         self.k_min = int(k_min)
         self.k_max = int(k_max)
         self.max_iter = int(max_iter)
+        self._given: tuple[Tensor, Tensor] | None = None
+
+    @property
+    def level_settings(self) -> LevelSettings:
+        """How this loss computes levels: call it on a relevance matrix to compute them ahead."""
+        return LevelSettings(self.k_min, self.k_max, self.max_iter)
 
     def levels(self, relevance: Tensor) -> Tensor:
         """(2, B, B) int64 levels: [0][q, j] for image query q, [1][t, i] for text query t.
 
-        Level 0 is the diagonal (ground truth); others are 1 + the adaptive cluster level.
+        Level 0 is the diagonal (ground truth); others are 1 + the adaptive cluster level
+        (:func:`trainer.levels.ladder_levels`).
         """
-        batch = relevance.shape[0]
-        if relevance.shape != (batch, batch):
-            raise ValueError(f"relevance must be square, got shape {tuple(relevance.shape)}")
-        if batch < 2:
-            return torch.zeros(2, batch, batch, dtype=torch.int64, device=relevance.device)
-        candidates = torch.cat([_off_diagonal(relevance), _off_diagonal(relevance.T)])
-        assignment = adaptive_levels(candidates, self.k_min, self.k_max, max_iter=self.max_iter)
-        levels = assignment.levels + 1
-        return torch.stack([_with_diagonal(levels[:batch]), _with_diagonal(levels[batch:])])
+        return self.level_settings(relevance)
 
     def forward(
         self,
@@ -418,6 +407,8 @@ class AdaptiveLadderLoss(_LadderBase):
         levels: Tensor | None = None,
     ) -> dict[str, Tensor]:
         batch = _check_features(image_features, text_features)
+        if levels is None and self._given is not None and self._given[0] is relevance:
+            levels = self._given[1]
         _check_relevance(relevance, batch, required=levels is None)
         if levels is None:
             assert relevance is not None  # checked above
@@ -428,6 +419,32 @@ class AdaptiveLadderLoss(_LadderBase):
         with torch.no_grad():
             out["stat_mean_k"] = levels.amax(dim=-1).to(torch.float32).mean()
         return out
+
+
+@contextlib.contextmanager
+def levels_given(
+    module: nn.Module, relevance: Tensor, levels: Tensor | None, settings: LevelSettings | None
+) -> Iterator[None]:
+    """Within the block, the adaptive ladder losses in ``module`` take ``levels`` for ``relevance``.
+
+    For levels computed ahead (e.g. by a data pipeline, with ``settings``) when the loss is called
+    by another module (a weighted sum of losses) that does not pass them on. Only the
+    :class:`AdaptiveLadderLoss` modules whose :attr:`~AdaptiveLadderLoss.level_settings` are
+    ``settings`` use them, and only when called with this very ``relevance`` tensor; the others
+    compute their own. With ``levels`` None this does nothing.
+    """
+    targets = []
+    if levels is not None:
+        targets = [
+            m for m in module.modules() if isinstance(m, AdaptiveLadderLoss) and m.level_settings == settings
+        ]
+    for loss in targets:
+        loss._given = (relevance, levels)
+    try:
+        yield
+    finally:
+        for loss in targets:
+            loss._given = None
 
 
 class InfoNCELoss(nn.Module):
