@@ -15,10 +15,13 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import queue
 import sys
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -38,6 +41,7 @@ DEFAULT_MEAN = (0.48145466, 0.4578275, 0.40821073)
 DEFAULT_STD = (0.26862954, 0.26130258, 0.27577711)
 
 ProgressFn = Callable[[int, int], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -243,13 +247,19 @@ def relevance_of(captions_attributes: Sequence[dict[str, str]], scenes: Sequence
 
 @dataclass
 class Batch:
-    """One training batch. ``relevance[i, j]`` grades caption j against image i; its diagonal is 1."""
+    """One training batch. ``relevance[i, j]`` grades caption j against image i; its diagonal is 1.
+
+    ``levels`` holds the adaptive ladder levels of ``relevance`` when the stream computes them
+    (:class:`TrainStream`'s ``levels``): the relevance is known before the model runs, so the
+    data pipeline computes them and the training step passes them to the loss.
+    """
 
     images: torch.Tensor  # (B, 3, H, W) float32, normalised
     tokens: torch.Tensor  # (B, context_length) int64
     relevance: torch.Tensor  # (B, B) float32 in [0, 1]
     indices: torch.Tensor  # (B,) scene indices in the training set
     attributes: list[dict[str, str]]  # what each caption names
+    levels: torch.Tensor | None = None  # (2, B, B) int64, see trainer.levels.ladder_levels
 
 
 class ImageNormalizer:
@@ -291,6 +301,9 @@ class TrainStream:
     batch: every loss of the family treats the diagonal as the one best match, and a second
     perfect match would be a false negative (InfoNCE) or an unsatisfiable hinge (the ladder's
     triplet boundary). Twins (two scenes with all five attributes equal) stay as they are.
+
+    With ``levels`` (e.g. an adaptive ladder loss's ``level_settings``), every batch also
+    carries the levels that function computes from its relevance matrix.
     """
 
     def __init__(
@@ -304,6 +317,7 @@ class TrainStream:
         world_size: int = 1,
         augment_images: bool = True,
         unambiguous: bool = True,
+        levels: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         if batch_size < 2:
             raise ValueError(
@@ -318,6 +332,7 @@ class TrainStream:
         self.world_size = world_size
         self.augment_images = augment_images
         self.unambiguous = unambiguous
+        self.levels = levels
         self.per_rank = len(data) // world_size
         self.batches_per_epoch = self.per_rank // batch_size
         if self.batches_per_epoch < 1:
@@ -379,7 +394,68 @@ class TrainStream:
                 if ambiguous:
                     relevance = relevance_of(attributes, scenes)
             tokens = self.tokenizer(texts)
-            yield Batch(images, tokens, torch.from_numpy(relevance), torch.as_tensor(idx), attributes)
+            relevance_t = torch.from_numpy(relevance)
+            levels = self.levels(relevance_t) if self.levels is not None else None
+            yield Batch(images, tokens, relevance_t, torch.as_tensor(idx), attributes, levels)
+
+
+def prefetched(batches: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """``batches`` produced ahead in a background thread, at most ``depth`` waiting.
+
+    The training step then overlaps with the making of the next batches (rendered pixels
+    normalised, captions tokenized, relevance and adaptive levels computed: numpy and torch
+    release the interpreter lock in their kernels). The order is unchanged, an exception in the
+    producer is raised here, and closing this generator (e.g. leaving a ``for`` loop early)
+    stops the producer, so an epoch abandoned midway leaves no thread behind.
+    """
+    if depth < 1:
+        yield from batches
+        return
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        source = iter(batches)
+        try:
+            for item in source:
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(_Failure(exc))
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=produce, name="batch-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = items.get()
+            if item is done:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+@dataclass
+class _Failure:
+    error: BaseException
 
 
 def hash_seed(*parts: int) -> int:

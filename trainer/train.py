@@ -40,13 +40,17 @@ from trainer.data import (
     TrainStream,
     build_eval_set,
     load_scene_set,
+    prefetched,
 )
+from trainer.levels import LevelSettings
+from trainer.losses import AdaptiveLadderLoss, levels_given
 from trainer.objectives import Objective, parse_objective
 from trainer.schedule import parse_phases, phase_at, warmup_cosine
 
 logger = logging.getLogger(__name__)
 
 LOGIT_SCALE_MAX = math.log(100.0)
+PREFETCH = 2  # batches made ahead, in a background thread, while the model trains
 EXPORT_NAME = "model.safetensors"
 PLOT_NAME = "training.png"
 HISTORY_NAME = "history.json"
@@ -563,6 +567,8 @@ def _train(config, resume, on_progress, objective_factory, dist_info: _Dist) -> 
         sets = {"train": load_scene_set(specs["train"], cache_root)}
     logger.info("scenes ready in %.1f s", time.monotonic() - t_prepare)
 
+    phases = parse_phases(config.loss)
+    objectives = [objective_factory(p.loss).to(device) for p in phases]
     stream = TrainStream(
         sets["train"],
         tokenizer,
@@ -573,6 +579,7 @@ def _train(config, resume, on_progress, objective_factory, dist_info: _Dist) -> 
         world_size=dist_info.world_size,
         augment_images=config.augment,
         unambiguous=config.unambiguous,
+        levels=pipeline_levels(objectives),
     )
     eval_sets = []
     if dist_info.is_main:
@@ -585,8 +592,6 @@ def _train(config, resume, on_progress, objective_factory, dist_info: _Dist) -> 
     steps_per_epoch = stream.batches_per_epoch
     total_steps = _total_steps(config, steps_per_epoch)
     eval_every = config.eval_every or steps_per_epoch
-    phases = parse_phases(config.loss)
-    objectives = [objective_factory(p.loss).to(device) for p in phases]
     lr_at = warmup_cosine(config.lr, config.warmup, config.min_lr_ratio)
 
     model.to(device)
@@ -721,11 +726,13 @@ def _train(config, resume, on_progress, objective_factory, dist_info: _Dist) -> 
     last_eval_step = state.evaluations[-1]["step"] if state.evaluations else -1
     current_phase = [phase_at(phases, progress_now())]
     model.train()
+    batches = None
     try:
         while True:
             if _agreed_progress(dist_info, device, progress_now()) >= 1.0:
                 break
-            for batch in stream.epoch(state.epoch, start_batch=state.batch_in_epoch):
+            batches = prefetched(stream.epoch(state.epoch, start_batch=state.batch_in_epoch), PREFETCH)
+            for batch in batches:
                 progress = _agreed_progress(dist_info, device, progress_now())
                 if progress >= 1.0:
                     break
@@ -743,7 +750,7 @@ def _train(config, resume, on_progress, objective_factory, dist_info: _Dist) -> 
                     state.phase_starts.append(state.step)
                 objective = objectives[phase]
                 loss_value, terms, problem = _train_step(
-                    train_model, model, objective, optimizer, batch, config, device, scaler
+                    train_model, model, objective, optimizer, batch, config, device, scaler, stream.levels
                 )
                 if _any_problem(dist_info, device, problem is not None):
                     where = f"step {state.step + 1} (epoch {state.epoch + 1})"
@@ -786,6 +793,8 @@ def _train(config, resume, on_progress, objective_factory, dist_info: _Dist) -> 
                 continue  # the epoch ran out: start the next one
             break  # progress reached 1 inside the epoch
     finally:
+        if batches is not None:
+            batches.close()  # stops the producer of an epoch left midway
         if bar is not None:
             bar.close()
     if total_steps is None:
@@ -829,16 +838,32 @@ def _train(config, resume, on_progress, objective_factory, dist_info: _Dist) -> 
     )
 
 
-def _train_step(train_model, model, objective, optimizer, batch, config: TrainConfig, device, scaler=None):
-    """One optimisation step. Returns (loss, named terms, problem); problem says what went non-finite."""
+def _train_step(
+    train_model,
+    model,
+    objective,
+    optimizer,
+    batch,
+    config: TrainConfig,
+    device,
+    scaler=None,
+    levels_from: LevelSettings | None = None,
+):
+    """One optimisation step. Returns (loss, named terms, problem); problem says what went non-finite.
+
+    ``batch.levels``, computed by the data pipeline with ``levels_from``, go to the objective's
+    adaptive ladder losses of those settings, which then skip computing them.
+    """
     images = batch.images.to(device, non_blocking=True)
     tokens = batch.tokens.to(device, non_blocking=True)
     relevance = batch.relevance.to(device, non_blocking=True)
+    levels = batch.levels.to(device, non_blocking=True) if batch.levels is not None else None
     with _autocast(device):
         image_features, text_features, logit_scale = train_model(images, tokens)
-    terms = objective(
-        image_features.float(), text_features.float(), relevance, logit_scale=logit_scale.float()
-    )
+    with levels_given(objective, relevance, levels, levels_from):
+        terms = objective(
+            image_features.float(), text_features.float(), relevance, logit_scale=logit_scale.float()
+        )
     loss = terms["loss"]
     if not getattr(objective, "uses_logit_scale", True):
         # The logit scale gets a (zero) gradient anyway, which DDP needs from every parameter.
@@ -865,6 +890,16 @@ def _train_step(train_model, model, objective, optimizer, batch, config: TrainCo
     with torch.no_grad():
         model.logit_scale.clamp_(0, LOGIT_SCALE_MAX)
     return loss_value, {k: float(v.detach()) for k, v in terms.items() if v.numel() == 1}, None
+
+
+def pipeline_levels(objectives: list[nn.Module]) -> LevelSettings | None:
+    """The level settings of the objectives' adaptive ladder losses, for the data pipeline.
+
+    None when no objective has one, or when they differ (each then computes its own levels).
+    """
+    losses = [m for objective in objectives for m in objective.modules() if isinstance(m, AdaptiveLadderLoss)]
+    settings = {loss.level_settings for loss in losses}
+    return next(iter(settings)) if len(settings) == 1 else None
 
 
 def _agreed_progress(dist_info: _Dist, device, progress: float) -> float:
