@@ -149,8 +149,14 @@ class NumpyArrays:
     @staticmethod
     def run_starts(starts: np.ndarray, distinct: np.ndarray, width: int) -> np.ndarray:
         """(G, width) positions of the True entries of each row in order, padded with N."""
-        order = np.argsort(~starts, axis=1, kind="stable")[:, :width]  # a radix sort of booleans
-        return np.where(np.arange(width) < distinct[:, None], order, starts.shape[1])
+        g, n = starts.shape
+        if 4 * width > n:  # many: a radix sort of the booleans of every row
+            order = np.argsort(~starts, axis=1, kind="stable")[:, :width]
+            return np.where(np.arange(width) < distinct[:, None], order, n)
+        row, col = np.divmod(np.flatnonzero(starts), n)  # few: where they are, rank in their row
+        out = np.full((g, width), n, dtype=np.int64)
+        out[row, np.arange(row.shape[0]) - (np.cumsum(distinct) - distinct)[row]] = col
+        return out
 
     @staticmethod
     def expand(tables: Sequence[np.ndarray], counts: np.ndarray, width: int) -> list[np.ndarray]:
