@@ -20,11 +20,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import tempfile
 import time
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +32,7 @@ from torch import nn
 
 from core.errors import FinetuneError
 from core.tags import TagProblem
+from trainer.distributed import Distributed, join_process_group
 from trainer.finetune import (
     GENERAL_CACHE,
     EarlyStopping,
@@ -64,27 +63,6 @@ logger = logging.getLogger(__name__)
 MAX_CACHED_PIXELS_BYTES = 1_500_000_000  # decoded inputs kept in memory up to this size
 
 
-@dataclass
-class Distributed:
-    """Where this process stands in a distributed run (one process: rank 0 of 1)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.enabled:
-            torch.distributed.barrier()
-
-
 _current = Distributed()
 
 
@@ -95,23 +73,16 @@ def distributed(enabled: bool = True) -> Iterator[Distributed]:
     Outside ``torchrun`` (no ``WORLD_SIZE`` > 1), or when not ``enabled``, it is one process.
     """
     global _current
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if not enabled or world <= 1:
+    if not enabled:
         yield Distributed()
         return
-    import torch.distributed as dist
-
-    created = False
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-        created = True
-    _current = Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    _current, created = join_process_group(torch.cuda.is_available())
     try:
         yield _current
     finally:
         _current = Distributed()
         if created:
-            dist.destroy_process_group()
+            torch.distributed.destroy_process_group()
 
 
 def _device(pref: str, dist: Distributed) -> torch.device:

@@ -42,6 +42,7 @@ from trainer.data import (
     load_scene_set,
     prefetched,
 )
+from trainer.distributed import Distributed, join_process_group
 from trainer.levels import LevelSettings
 from trainer.losses import AdaptiveLadderLoss, levels_given
 from trainer.objectives import Objective, parse_objective
@@ -203,38 +204,12 @@ ProgressCallback = Callable[[TrainProgress], None]
 # ----------------------------------------------------------------------------------------- setup
 
 
-@dataclass
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.enabled:
-            torch.distributed.barrier()
+def _init_distributed(device_pref: str) -> Distributed:
+    use_cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda")
+    return join_process_group(use_cuda)[0]
 
 
-def _init_distributed(device_pref: str) -> _Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        use_cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda")
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def _select_device(pref: str, dist_info: _Dist) -> torch.device:
+def _select_device(pref: str, dist_info: Distributed) -> torch.device:
     if pref == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", dist_info.local_rank)
@@ -510,7 +485,7 @@ def train(
             torch.distributed.destroy_process_group()
 
 
-def _train(config, resume, on_progress, objective_factory, dist_info: _Dist) -> TrainResult:
+def _train(config, resume, on_progress, objective_factory, dist_info: Distributed) -> TrainResult:
     run_start = time.monotonic()
     out_dir = Path(config.out_dir)
     last_path = out_dir / checkpointing.LAST_NAME
@@ -902,7 +877,7 @@ def pipeline_levels(objectives: list[nn.Module]) -> LevelSettings | None:
     return next(iter(settings)) if len(settings) == 1 else None
 
 
-def _agreed_progress(dist_info: _Dist, device, progress: float) -> float:
+def _agreed_progress(dist_info: Distributed, device, progress: float) -> float:
     """The run's progress as every process will use it (the furthest any process has got)."""
     if not dist_info.enabled:
         return progress
@@ -911,7 +886,7 @@ def _agreed_progress(dist_info: _Dist, device, progress: float) -> float:
     return float(value.item())
 
 
-def _any_problem(dist_info: _Dist, device, nonfinite: bool) -> bool:
+def _any_problem(dist_info: Distributed, device, nonfinite: bool) -> bool:
     """True when any process saw a non-finite loss or gradient (every process decides the same)."""
     if not dist_info.enabled:
         return nonfinite
@@ -938,7 +913,7 @@ def _image_size(model: nn.Module) -> int:
     return int(size)
 
 
-def _emitter(on_progress: ProgressCallback | None, dist_info: _Dist) -> ProgressCallback:
+def _emitter(on_progress: ProgressCallback | None, dist_info: Distributed) -> ProgressCallback:
     def emit(record: TrainProgress) -> None:
         if on_progress is not None and dist_info.is_main:
             on_progress(record)
@@ -946,7 +921,7 @@ def _emitter(on_progress: ProgressCallback | None, dist_info: _Dist) -> Progress
     return emit
 
 
-def _progress_bar(config: TrainConfig, dist_info: _Dist, total_steps: int | None, initial: int):
+def _progress_bar(config: TrainConfig, dist_info: Distributed, total_steps: int | None, initial: int):
     if not (config.progress_bar and dist_info.is_main and sys.stderr.isatty()):
         return None
     from tqdm import tqdm
