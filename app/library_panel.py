@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
-from PySide6.QtGui import QColor
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtGui import QColor, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -112,19 +112,65 @@ def _last_scan_text(value: Any) -> str:
     return str(value).replace("T", " ")[:16]
 
 
-class FoldersModel(QAbstractTableModel):
-    """The library's folders: name, searchable photos, failures, state (details in the tooltip)."""
+def _set_item_data(item: QStandardItem, role: int, value: Any) -> None:
+    """Set a role of an item only when it changes (no needless repaint)."""
+    if item.data(role) != value:
+        item.setData(value, role)
+
+
+class FoldersModel(QStandardItemModel):
+    """The library's folders: name, searchable photos, failures, state (details in the tooltip).
+
+    The values live in Qt's item model: views read them without calling into Python (each call
+    from Qt into Python waits for the interpreter lock, which indexing threads hold often), and a
+    refresh with the same folders updates the cells that changed instead of resetting the table,
+    so the selected folder stays selected.
+    """
 
     HEADERS = ("Folder", "Photos", "Failed", "State")
+    OFFLINE_COLOR = QColor("#b25a00")
 
     def __init__(self, parent: QObject | None = None) -> None:
-        super().__init__(parent)
+        super().__init__(0, len(self.HEADERS), parent)
+        self.setHorizontalHeaderLabels(list(self.HEADERS))
         self._folders: list[Any] = []
 
     def set_folders(self, folders: Sequence[Any]) -> None:
-        self.beginResetModel()
-        self._folders = list(folders)
-        self.endResetModel()
+        folders = list(folders)
+        if [str(f.path) for f in folders] != self.paths():
+            self.setRowCount(0)
+            self.setRowCount(len(folders))
+            for r in range(len(folders)):
+                for c in range(len(self.HEADERS)):
+                    self.setItem(r, c, QStandardItem())
+        self._folders = folders
+        for r, f in enumerate(folders):
+            self._fill_row(r, f)
+
+    def _fill_row(self, row: int, f: Any) -> None:
+        offline = str(getattr(f, "state", "online")) == "offline"
+        photos = int(getattr(f, "photos", 0) or 0)
+        indexed = int(getattr(f, "indexed", photos) or 0)
+        texts = (
+            os.path.basename(os.path.normpath(str(f.path))) or str(f.path),
+            f"{indexed:,}" if indexed == photos else f"{indexed:,} / {photos:,}",
+            f"{int(getattr(f, 'failures', 0) or 0):,}",
+            "offline" if offline else "online",
+        )
+        lines = [str(f.path), f"{indexed:,} of {photos:,} photos searchable"]
+        lines.append(f"last scan: {_last_scan_text(getattr(f, 'last_scan', None))}")
+        if offline:
+            lines.append("This folder cannot be reached (a disconnected drive?). Its photos stay searchable.")
+        tip = "\n".join(lines)
+        right = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        for col, text in enumerate(texts):
+            item = self.item(row, col)
+            item.setEditable(False)
+            _set_item_data(item, Qt.ItemDataRole.DisplayRole, text)
+            _set_item_data(item, Qt.ItemDataRole.ToolTipRole, tip)
+            _set_item_data(item, Qt.ItemDataRole.ForegroundRole, self.OFFLINE_COLOR if offline else None)
+            if col in (1, 2):
+                _set_item_data(item, Qt.ItemDataRole.TextAlignmentRole, right)
 
     def folder(self, row: int) -> Any:
         return self._folders[row]
@@ -132,91 +178,30 @@ class FoldersModel(QAbstractTableModel):
     def paths(self) -> list[str]:
         return [str(f.path) for f in self._folders]
 
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._folders)
 
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.HEADERS[section]
-        return None
-
-    def data(
-        self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        if not index.isValid():
-            return None
-        f = self._folders[index.row()]
-        col = index.column()
-        offline = str(getattr(f, "state", "online")) == "offline"
-        photos = int(getattr(f, "photos", 0) or 0)
-        indexed = int(getattr(f, "indexed", photos) or 0)
-        if role == Qt.ItemDataRole.DisplayRole:
-            if col == 0:
-                return os.path.basename(os.path.normpath(str(f.path))) or str(f.path)
-            if col == 1:
-                return f"{indexed:,}" if indexed == photos else f"{indexed:,} / {photos:,}"
-            if col == 2:
-                return f"{int(getattr(f, 'failures', 0) or 0):,}"
-            if col == 3:
-                return "offline" if offline else "online"
-        if role == Qt.ItemDataRole.ToolTipRole:
-            lines = [str(f.path), f"{indexed:,} of {photos:,} photos searchable"]
-            lines.append(f"last scan: {_last_scan_text(getattr(f, 'last_scan', None))}")
-            if offline:
-                lines.append(
-                    "This folder cannot be reached (a disconnected drive?). Its photos stay searchable."
-                )
-            return "\n".join(lines)
-        if role == Qt.ItemDataRole.ForegroundRole and offline:
-            return QColor("#b25a00")
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in (1, 2):
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        return None
-
-
-class FailuresModel(QAbstractTableModel):
-    """Files that could not be indexed, and why."""
+class FailuresModel(QStandardItemModel):
+    """Files that could not be indexed, and why (values held by Qt, as in :class:`FoldersModel`)."""
 
     HEADERS = ("File", "Reason")
 
     def __init__(self, parent: QObject | None = None) -> None:
-        super().__init__(parent)
+        super().__init__(0, len(self.HEADERS), parent)
+        self.setHorizontalHeaderLabels(list(self.HEADERS))
         self._rows: list[tuple[str, str]] = []
 
     def set_failures(self, failures: Sequence[Any]) -> None:
-        self.beginResetModel()
-        self._rows = [(str(f.path), str(f.reason)) for f in failures]
-        self.endResetModel()
-
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else 2
-
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.HEADERS[section]
-        return None
-
-    def data(
-        self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        if not index.isValid():
-            return None
-        path, reason = self._rows[index.row()]
-        if role == Qt.ItemDataRole.DisplayRole:
-            return os.path.basename(path) if index.column() == 0 else reason
-        if role == Qt.ItemDataRole.ToolTipRole:
-            return f"{path}\n{reason}"
-        return None
+        rows = [(str(f.path), str(f.reason)) for f in failures]
+        if rows == self._rows:
+            return  # unchanged: the list is not rebuilt (it can be long)
+        self._rows = rows
+        self.setRowCount(0)
+        for path, reason in rows:
+            tip = f"{path}\n{reason}"
+            items = [QStandardItem(os.path.basename(path)), QStandardItem(reason)]
+            for item in items:
+                item.setToolTip(tip)
+                item.setEditable(False)
+            self.appendRow(items)
 
     def reasons(self) -> dict[str, str]:
         return dict(self._rows)

@@ -227,7 +227,7 @@ class MainWindow(QMainWindow):
         sb.submitted.connect(self.search_now)
         sb.image_query.connect(self.search_like_image)
         sb.photo_query_cleared.connect(self._on_photo_query_cleared)
-        sb.edit.installEventFilter(self)
+        sb.edit.down_handler = self._enter_results
 
         self.results_view.activated_photo.connect(self.show_details)
         self.results_view.current_photo_changed.connect(self._on_current_photo)
@@ -648,16 +648,14 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ keyboard, drops
 
-    def eventFilter(self, watched, event) -> bool:
-        if watched is self.search_bar.edit and event.type() == event.Type.KeyPress:
-            key = event.key()
-            popup = self.search_bar.completer.popup()
-            if key == Qt.Key.Key_Down and not (popup and popup.isVisible()) and self.results_model.rowCount():
-                self.results_view.setFocus(Qt.FocusReason.OtherFocusReason)
-                if self.results_view.current_photo_id() is None:
-                    self.results_view.select_first_photo()
-                return True
-        return super().eventFilter(watched, event)
+    def _enter_results(self) -> bool:
+        """Down in the search bar: into the results grid (when there are results)."""
+        if not self.results_model.rowCount():
+            return False
+        self.results_view.setFocus(Qt.FocusReason.OtherFocusReason)
+        if self.results_view.current_photo_id() is None:
+            self.results_view.select_first_photo()
+        return True
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         if event.key() == Qt.Key.Key_Escape:

@@ -3,6 +3,15 @@
 Photo rows are fixed-size cells (thumbnail, score badge); header rows span the viewport's width,
 so each tier starts on a new line under its header. The view keeps the delegate told of its
 viewport width and re-lays items out when it changes.
+
+Laying the grid out and painting it call the Python model and delegate hundreds of times (row
+counts, flags, size hints, cells). Each call from Qt's C++ into Python must take the interpreter
+lock, and while indexing runs, worker threads hold it for up to the switch interval at a time: a
+grid of 60 results took over a second to appear next to three threads running Python. So the
+view enters Python once per pass instead: :class:`ResultsView` overrides the entry points of a
+pass (``doItemsLayout``, ``paintEvent``, ``viewportEvent``, ``timerEvent``, model signals...)
+and runs Qt's own implementation from there, with the lock already held, so the calls made during
+the pass take it without waiting.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ import logging
 import os
 
 from PySide6.QtCore import (
+    QEvent,
     QItemSelection,
     QItemSelectionModel,
     QModelIndex,
@@ -19,9 +29,20 @@ from PySide6.QtCore import (
     QRectF,
     QSize,
     Qt,
+    QTimerEvent,
     Signal,
 )
-from PySide6.QtGui import QColor, QFont, QFontMetrics, QKeyEvent, QPainter, QPalette, QPen, QResizeEvent
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QFontMetrics,
+    QKeyEvent,
+    QPainter,
+    QPaintEvent,
+    QPalette,
+    QPen,
+    QResizeEvent,
+)
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QListView,
@@ -49,6 +70,13 @@ CELL_PADDING = 6
 SPACING = 6
 HEADER_HEIGHT = 40
 THUMB_BOX_HEIGHT = THUMB_SIDE * 4 // 5  # landscape photos fill it; portrait ones are centred in it
+CAPTION_CACHE = 4000  # captions (score text, elided name) kept ready for painting
+
+# Painting runs for every visible cell: flags and enum combinations are looked up once, here.
+_LEFT = Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft
+_SELECTED = QStyle.StateFlag.State_Selected
+_HOVERED = QStyle.StateFlag.State_MouseOver
+_FOCUSED = QStyle.StateFlag.State_HasFocus
 
 
 class ResultsDelegate(QStyledItemDelegate):
@@ -57,16 +85,39 @@ class ResultsDelegate(QStyledItemDelegate):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.header_width = 600
+        self._metrics: dict[str, QFontMetrics] = {}  # by font key
+        self._captions: dict[tuple[str, float, str], tuple[str, int, str]] = {}
+
+    def _fm(self, font: QFont) -> tuple[str, QFontMetrics]:
+        key = font.key()
+        fm = self._metrics.get(key)
+        if fm is None:
+            fm = self._metrics[key] = QFontMetrics(font)
+        return key, fm
 
     def cell_size(self, option: QStyleOptionViewItem) -> QSize:
-        line = QFontMetrics(option.font).height()
+        line = self._fm(option.font)[1].height()
         return QSize(THUMB_SIDE + 2 * CELL_PADDING, THUMB_BOX_HEIGHT + 2 * CELL_PADDING + line + 4)
 
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
         if _model(index).is_header(index.row()):
-            line = QFontMetrics(option.font).height()
+            line = self._fm(option.font)[1].height()
             return QSize(max(200, self.header_width), max(HEADER_HEIGHT, 2 * line + 10))
         return self.cell_size(option)
+
+    def _caption(self, font: QFont, row: PhotoRow, width: int) -> tuple[str, int, str]:
+        """(score text, where the name starts, the name elided to fit): the same at every repaint."""
+        key, fm = self._fm(font)
+        cache_key = (row.path, row.score, key)
+        caption = self._captions.get(cache_key)
+        if caption is None:
+            if len(self._captions) >= CAPTION_CACHE:
+                self._captions.clear()
+            score_text = format_score(row.score)
+            name_left = 12 + fm.horizontalAdvance(score_text) + 8
+            name = fm.elidedText(os.path.basename(row.path), Qt.TextElideMode.ElideMiddle, width - name_left)
+            caption = self._captions[cache_key] = (score_text, name_left, name)
+        return caption
 
     def paint(
         self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
@@ -126,8 +177,9 @@ class ResultsDelegate(QStyledItemDelegate):
     ) -> None:
         rect: QRect = option.rect
         pal: QPalette = option.palette
-        selected = bool(option.state & QStyle.StateFlag.State_Selected)
-        hovered = bool(option.state & QStyle.StateFlag.State_MouseOver)
+        state = option.state
+        selected = bool(state & _SELECTED)
+        hovered = bool(state & _HOVERED)
         cell = rect.adjusted(1, 1, -1, -1)
         if selected:
             highlight = pal.color(QPalette.ColorRole.Highlight)
@@ -141,7 +193,7 @@ class ResultsDelegate(QStyledItemDelegate):
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(fill)
             painter.drawRoundedRect(cell, 6, 6)
-        if option.state & QStyle.StateFlag.State_HasFocus:
+        if state & _FOCUSED:
             painter.setPen(QPen(pal.color(QPalette.ColorRole.Highlight), 1, Qt.PenStyle.DotLine))
             painter.setBrush(Qt.BrushStyle.NoBrush)
             painter.drawRoundedRect(cell.adjusted(1, 1, -1, -1), 6, 6)
@@ -168,23 +220,19 @@ class ResultsDelegate(QStyledItemDelegate):
                 )
 
         # Caption: a tier-coloured dot, the score, the file name (elided).
+        font = option.font
         line_top = thumb_box.bottom() + 4
-        fm = QFontMetrics(option.font)
-        line = QRect(rect.left() + CELL_PADDING, line_top, THUMB_SIDE, fm.height())
+        line = QRect(rect.left() + CELL_PADDING, line_top, THUMB_SIDE, self._fm(font)[1].height())
         dot = QRectF(line.left(), line.center().y() - 4, 8, 8)
         painter.setPen(Qt.PenStyle.NoPen)
         painter.setBrush(tier_color(row.tier, model.long_tail))
         painter.drawEllipse(dot)
-        score_text = format_score(row.score)
+        score_text, name_left, name = self._caption(font, row, THUMB_SIDE)
         painter.setPen(pal.color(QPalette.ColorRole.Text))
-        painter.setFont(option.font)
-        score_rect = line.adjusted(12, 0, 0, 0)
-        painter.drawText(score_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, score_text)
-        name_left = 12 + fm.horizontalAdvance(score_text) + 8
-        name_rect = line.adjusted(name_left, 0, 0, 0)
-        name = fm.elidedText(os.path.basename(row.path), Qt.TextElideMode.ElideMiddle, name_rect.width())
+        painter.setFont(font)
+        painter.drawText(line.adjusted(12, 0, 0, 0), _LEFT, score_text)
         painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
-        painter.drawText(name_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, name)
+        painter.drawText(line.adjusted(name_left, 0, 0, 0), _LEFT, name)
 
 
 def _model(index: QModelIndex | QPersistentModelIndex) -> ResultsModel:
@@ -290,6 +338,41 @@ class ResultsView(QListView):
         self._update_header_width()
         super().resizeEvent(event)
         self.scheduleDelayedItemsLayout()
+
+    # Entry points of a layout or paint pass: Qt's implementation runs under the interpreter lock
+    # taken once here (see the module docstring).
+
+    def doItemsLayout(self) -> None:
+        super().doItemsLayout()
+
+    def updateGeometries(self) -> None:
+        super().updateGeometries()
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        super().paintEvent(event)
+
+    def viewportEvent(self, event: QEvent) -> bool:
+        return super().viewportEvent(event)
+
+    def dataChanged(
+        self,
+        top_left: QModelIndex | QPersistentModelIndex,
+        bottom_right: QModelIndex | QPersistentModelIndex,
+        roles: list[int] | None = None,
+    ) -> None:
+        super().dataChanged(top_left, bottom_right, roles or [])
+
+    def reset(self) -> None:
+        super().reset()
+
+    def rowsInserted(self, parent: QModelIndex | QPersistentModelIndex, first: int, last: int) -> None:
+        super().rowsInserted(parent, first, last)
+
+    def timerEvent(self, event: QTimerEvent) -> None:  # the delayed layout, fetching more, autoscroll
+        super().timerEvent(event)
+
+    def verticalScrollbarValueChanged(self, value: int) -> None:
+        super().verticalScrollbarValueChanged(value)
 
     def _update_header_width(self) -> None:
         self._delegate.header_width = max(200, self.viewport().width() - 2 * self.spacing() - 2)

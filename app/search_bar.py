@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QMimeData, QStringListModel, Qt, Signal
@@ -28,9 +29,18 @@ def is_image_path(path: Path) -> bool:
 
 
 class QueryEdit(QLineEdit):
-    """A line edit that takes a dropped image file as a query instead of pasting its path."""
+    """A line edit that takes a dropped image file as a query instead of pasting its path.
+
+    ``down_handler``, when set, is offered the Down key (when no completion list is open); it
+    returns True when it took it (the window moves into the results). A key handler rather than an
+    event filter: a filter would run Python for every event of the edit (the cursor blinking).
+    """
 
     image_dropped = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.down_handler: Callable[[], bool] | None = None
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         paths = local_paths(event.mimeData())
@@ -58,6 +68,11 @@ class QueryEdit(QLineEdit):
         if event.key() == Qt.Key.Key_Escape:
             event.ignore()  # the window decides what Escape clears
             return
+        if event.key() == Qt.Key.Key_Down and self.down_handler is not None:
+            popup = self.completer().popup() if self.completer() is not None else None
+            if not (popup is not None and popup.isVisible()) and self.down_handler():
+                event.accept()
+                return
         super().keyPressEvent(event)
 
 

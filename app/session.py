@@ -26,6 +26,7 @@ from typing import Any
 from PySide6.QtCore import QDeadlineTimer, QObject, Signal
 
 from app.errors_text import user_message
+from app.garbage_collection import collector_paused, freeze_heap
 from app.workers import Worker, WorkerPool
 from core.errors import ModelError
 
@@ -35,7 +36,12 @@ DEMO_FOLDER = "demo-library"
 DEMO_COUNT = 400
 DEMO_SEED = 7
 DEMO_SIZE = (1024, 768)
-INDEX_NICENESS = 5  # indexing runs at a lower CPU priority than the GUI and searches
+# Indexing runs at a much lower CPU priority than the GUI and searches. The scheduler shares the
+# CPUs between threads, not processes, and indexing runs several at once (its own, decoding, the
+# model's compute threads): at nice 5 together they outweighed the GUI thread, which on a busy
+# two-core machine then waited for a CPU while painting (benchmarks/bench_gui.py: 24-73 ticks
+# over 50 ms at nice 5, 1-9 at nice 10, indexing no slower).
+INDEX_NICENESS = 10
 SHUTDOWN_TIMEOUT_MS = 60_000  # closing waits at most this long, in all, for the workers to return
 
 
@@ -238,7 +244,8 @@ class LibrarySession(QObject):
         self._search_pool.start(worker)
 
     def _warm_up_job(self) -> None:
-        self.library.embedder()
+        with collector_paused():  # the first import of torch makes millions of objects
+            self.library.embedder()
         _one_compute_thread()
 
     def _on_warm_up_failed(self, exc: BaseException) -> None:
@@ -366,14 +373,14 @@ class LibrarySession(QObject):
 
     def _index_job(self, folders: tuple[str, ...] | None) -> Generator[Any, None, Any]:
         chosen = list(folders) if folders is not None else None
-        report = yield from self.library.iter_index(chosen, **self.index_options)
+        report = yield from _model_loaded_quietly(self.library.iter_index(chosen, **self.index_options))
         return report
 
     def _demo_job(self, out: Path, count: int, size: tuple[int, int]) -> Generator[Any, None, Any]:
         yield StepProgress("demo", 0, count)
         yield from _write_demo(out, count, size)
         self.library.add_folder(out)
-        report = yield from self.library.iter_index([str(out)], **self.index_options)
+        report = yield from _model_loaded_quietly(self.library.iter_index([str(out)], **self.index_options))
         return report
 
     def _model_job(self, spec: str) -> Generator[Any, None, Any]:
@@ -381,7 +388,7 @@ class LibrarySession(QObject):
         previous = self.library.model_spec
         self.library.set_model(spec)
         try:
-            report = yield from self.library.iter_index(None, **self.index_options)
+            report = yield from _model_loaded_quietly(self.library.iter_index(None, **self.index_options))
         except Exception:
             # The new model cannot be used (offline, bad file): keep the current one, switch nothing.
             if self.library.model_spec == previous:
@@ -401,6 +408,7 @@ class LibrarySession(QObject):
     def _on_index_finished(self) -> None:
         self._index_worker = None
         self._cancelling = False
+        freeze_heap()  # what indexing left alive (caches, the index) stays out of collections' walks
         self.library_changed.emit()
         again, self._index_again = self._index_again, False
         if again is not False and not self._closed:
@@ -459,6 +467,21 @@ def _one_compute_thread() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() != 1:
         torch.set_num_threads(1)
+
+
+def _model_loaded_quietly(run: Generator[Any, None, Any]) -> Generator[Any, None, Any]:
+    """``run``'s records and result; its first step, which loads the model (and imports torch the
+    first time), runs with the garbage collector paused (see :mod:`app.garbage_collection`)."""
+    try:
+        with collector_paused():
+            first = next(run)
+    except StopIteration as stop:
+        return stop.value
+    try:
+        yield first
+        return (yield from run)
+    finally:
+        run.close()
 
 
 class _Stop(Exception):

@@ -22,7 +22,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QRunnable, Signal
 from PySide6.QtGui import QImage, QPixmap
 
-from app.workers import new_thread_pool
+from app.workers import lower_thread_priority, new_thread_pool
 from core import paths
 from core.decode import open_image
 from core.errors import DecodeError
@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 
 JPEG_QUALITY = 85
 MEMORY_ITEMS = 3000
+# Thumbnails are made at a lower CPU priority than the GUI thread (which paints them) and a higher
+# one than indexing: on a busy two-core machine the GUI thread otherwise waits for a CPU behind
+# the thumbnail threads while it lays out and paints a new page of results.
+THUMBNAIL_NICENESS = 3
 
 
 def thumbnail_dir() -> Path:
@@ -78,7 +82,7 @@ def make_thumbnail(path: str, side: int, cache: Path | None) -> QImage:
 
 
 class _Relay(QObject):
-    done = Signal(str, int, QImage, str)
+    arrived = Signal()  # results are waiting in the loader's outbox (sent once per batch)
 
 
 class _Drain(QRunnable):
@@ -93,6 +97,14 @@ class _Drain(QRunnable):
         self._loader = loader
 
     def run(self) -> None:
+        restore = lower_thread_priority(THUMBNAIL_NICENESS)
+        try:
+            self._drain()
+        finally:
+            if restore is not None:
+                restore()
+
+    def _drain(self) -> None:
         loader = self._loader
         while (key := loader._next_request()) is not None:
             path, side = key
@@ -104,7 +116,7 @@ class _Drain(QRunnable):
             except Exception as exc:  # never lose the pool thread to a bad file
                 logger.debug("thumbnail failed for %s", path, exc_info=True)
                 image, error = QImage(), str(exc) or type(exc).__name__
-            loader._relay.done.emit(path, side, image, error)
+            loader._deliver(path, side, image, error)
 
 
 class ThumbnailLoader(QObject):
@@ -121,7 +133,8 @@ class ThumbnailLoader(QObject):
         self._threads = max(1, threads)
         self._pool = new_thread_pool(self, self._threads, "thumbnails")
         self._relay = _Relay(self)
-        self._relay.done.connect(self._on_done)
+        self._relay.arrived.connect(self._on_arrived)
+        self._outbox: list[tuple[str, int, QImage, str]] = []  # made, not yet handed to the GUI
         self._memory: OrderedDict[tuple[str, int], QPixmap] = OrderedDict()
         self._failed: dict[tuple[str, int], str] = {}
         self._lock = threading.Lock()
@@ -182,6 +195,21 @@ class ThumbnailLoader(QObject):
             key, _ = self._queue.popitem(last=True)
             self._in_progress.add(key)
             return key
+
+    def _deliver(self, path: str, side: int, image: QImage, error: str) -> None:
+        """Pool thread: hand a result to the GUI thread. One signal wakes it for everything made
+        until it runs: each wake-up costs the GUI thread the interpreter lock once."""
+        with self._lock:
+            self._outbox.append((path, side, image, error))
+            first = len(self._outbox) == 1
+        if first:
+            self._relay.arrived.emit()
+
+    def _on_arrived(self) -> None:
+        with self._lock:
+            batch, self._outbox = self._outbox, []
+        for item in batch:
+            self._on_done(*item)
 
     def _on_done(self, path: str, side: int, image: QImage, error: str) -> None:
         key = (path, side)

@@ -46,6 +46,7 @@ MARGIN = 10
 CHIP_HEIGHT = 24
 RUG_HEIGHT = 14
 AXIS_HEIGHT = 18
+MINIMUM_SIZE = QSize(240, 150)
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,10 @@ class TierPlot(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
-        self.setMinimumHeight(150)
+        # Sizes are set, not computed by overriding sizeHint(): layouts ask for size hints often
+        # (every status message), and each Python override answers only with the interpreter lock,
+        # which busy worker threads make the GUI thread wait for.
+        self.setMinimumSize(MINIMUM_SIZE)
         self.setMouseTracking(True)
         self.setAccessibleName("Tier inspector")
         self._tiers: list[PlotTier] = []
@@ -176,12 +180,6 @@ class TierPlot(QWidget):
             self._edges = np.zeros(0)
 
     # ------------------------------------------------------------------ geometry
-
-    def sizeHint(self) -> QSize:
-        return QSize(600, 190)
-
-    def minimumSizeHint(self) -> QSize:
-        return QSize(240, 150)
 
     def _plot_rect(self) -> QRect:
         if self._plot_cache is not None and self._plot_cache[0] == self.size():

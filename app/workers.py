@@ -176,18 +176,24 @@ class Worker(QRunnable):
 
 
 def lower_thread_priority(niceness: int) -> Callable[[], None] | None:
-    """Lower the calling thread's CPU priority by ``niceness`` (Linux: per-thread nice value).
+    """Run the calling thread ``niceness`` below the app's own CPU priority (Linux: per-thread nice).
 
     Threads it starts afterwards (decode threads, the model's compute threads) inherit the lower
-    priority, so a long indexing run leaves the GUI thread the CPU when it needs it. Returns a
-    function restoring the previous priority, or None where per-thread priorities are not available.
+    priority, so a long indexing run leaves the GUI thread the CPU when it needs it. The level is
+    relative to the main thread's, not to the calling thread's: a pool thread whose priority could
+    not be raised back after its last job (that needs privileges) is not lowered again and again.
+    Returns a function restoring the previous priority, or None when nothing was changed (or
+    per-thread priorities are not available).
     """
     if not sys.platform.startswith("linux"):
         return None
     tid = threading.get_native_id()
     try:
+        target = min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + niceness)
         before = os.getpriority(os.PRIO_PROCESS, tid)
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, before + niceness))
+        if before >= target:
+            return None
+        os.setpriority(os.PRIO_PROCESS, tid, target)
     except OSError as exc:
         logger.debug("thread priority unchanged: %s", exc)
         return None

@@ -22,12 +22,24 @@ Goal: under 150 ms.
 
 The model is the bundled starter model when its weights are installed, else a model of the same
 architecture with random weights (the same compute; ``--model`` picks another).
+
+Before and after, side by side (the machine is shared and its load drifts):
+
+    python benchmarks/bench_gui.py ab --baseline REV --rounds 3            # latency
+    python benchmarks/bench_gui.py ab --baseline REV --rounds 3 --measure keystroke
+
+runs the measurement in fresh processes, alternating the ``app`` package of git revision REV
+(``--app-from REV``: core and the benchmark stay the current ones) with the current one, in the
+order ABBA..., and pools the rounds of each. ``--watchdog`` explains late ticks: a thread samples
+every thread's Python stack every 3 ms, and each tick later than 30 ms is reported with what the
+GUI thread and the others were running meanwhile.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -42,11 +54,14 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+if "--app-from" in sys.argv:  # the app package of another revision (exported by `ab`), before ROOT
+    sys.path.insert(0, sys.argv[sys.argv.index("--app-from") + 1])
 OUT = HERE / "out"
 
 TICK_MS = 5
 BASELINE_S = 5.0
 STALL_GOAL_MS = 50
+WATCH_MS = 30  # late ticks beyond this are explained by --watchdog
 KEYSTROKE_GOAL_MS = 150
 QUERIES = (
     "a red car in the city at night",
@@ -159,6 +174,215 @@ def _pump(app, condition, timeout_s: float) -> bool:
 # ---------------------------------------------------------------------- latency
 
 
+_OUTSIDE_PROBE = """
+import os, sys, threading, time
+pid = int(sys.argv[1])
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+gaps, samples, seen, last = [], [], {}, time.perf_counter()
+while not stop.wait(0.002):
+    now = time.perf_counter()
+    if now - last > 0.012:
+        gaps.append((last, now))
+    last = now
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                cpu, wait, _ = f.read().split()
+            samples.append((now, int(tid), int(cpu), int(wait)))
+            if tid not in seen:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    seen[tid] = (f.read().strip().replace(" ", "_"), fields[16])  # name, nice
+    except OSError:
+        pass
+out = [f"T {tid} {name} {nice}" for tid, (name, nice) in seen.items()]
+out += [f"G {a} {b}" for a, b in gaps]
+out += [f"S {t} {tid} {c} {w}" for t, tid, c, w in samples]
+print("\\n".join(out))
+"""
+
+
+def _stack(frame, depth: int = 8) -> tuple[str, ...]:
+    """The innermost ``depth`` frames of a stack, innermost first, as 'file:line function'."""
+    out = []
+    while frame is not None and len(out) < depth:
+        code = frame.f_code
+        out.append(f"{Path(code.co_filename).name}:{frame.f_lineno} {code.co_name}")
+        frame = frame.f_back
+    return tuple(out)
+
+
+class StallWatchdog:
+    """Samples the Python stack of every thread every few milliseconds, from a thread of its own.
+
+    The GUI thread's late ticks are then explained by the samples taken while it was late: what the
+    GUI thread itself was running (a slot of the app, or waiting in the event loop for the
+    interpreter lock), and what the other threads were running. A sampler that could not run for a
+    while (a gap between its samples) was kept from the interpreter lock too: the samples on both
+    sides of the gap name the thread that held it.
+    """
+
+    def __init__(self, gui_ident: int, period_s: float = 0.003) -> None:
+        import threading
+        from collections import deque
+
+        self.gui_ident = gui_ident
+        self.period_s = period_s
+        self.samples: deque = deque(maxlen=200_000)  # (time, {thread name: stack})
+        self.machine_gaps: list[tuple[float, float]] = []  # (start, end) of the outside probe's gaps
+        self._stop = threading.Event()
+        self._names: dict[int, str] = {}
+        self._thread = threading.Thread(target=self._run, name="stall-watchdog", daemon=True)
+        self._outside = None
+
+    def start(self) -> None:
+        import subprocess
+
+        # A process of its own ticking every 2 ms: its gaps are the machine's (other programs, the
+        # scheduler), not this process's interpreter lock. The same clock (CLOCK_MONOTONIC on Linux).
+        # It also reads every thread's scheduler statistics (CPU time, time waiting for a CPU), which
+        # tell a thread that held the interpreter lock while the scheduler left it waiting.
+        self._outside = subprocess.Popen(
+            [sys.executable, "-c", _OUTSIDE_PROBE, str(os.getpid())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        import threading
+
+        self._stop.set()
+        self._thread.join()
+        self.tid_names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+        self.tid_names[os.getpid()] = "GUI"
+        self.tid_nice: dict[str, int] = {}
+        if self._outside is not None:
+            out, _ = self._outside.communicate("stop\n", timeout=60)
+            self.sched = {}
+            for line in out.splitlines():
+                kind, *fields = line.split()
+                if kind == "T":  # a thread: its OS name and nice value
+                    tid, name, nice = int(fields[0]), fields[1], int(fields[2])
+                    self.tid_names.setdefault(tid, f"{name}/{tid}")
+                    self.tid_nice[self.tid_names[tid]] = nice
+                elif kind == "G":  # the outside probe's own gap
+                    self.machine_gaps.append((float(fields[0]), float(fields[1])))
+                elif kind == "S":  # a thread's scheduler counters
+                    t, tid, cpu, wait = float(fields[0]), int(fields[1]), int(fields[2]), int(fields[3])
+                    self.sched.setdefault(tid, []).append((t, cpu, wait))
+
+    def scheduler(self, start: float, end: float) -> dict[str, tuple[float, float]]:
+        """Per thread: (ms on a CPU, ms runnable but waiting for one) within ``[start, end]``."""
+        import bisect
+
+        out = {}
+        for tid, rows in getattr(self, "sched", {}).items():
+            times = [r[0] for r in rows]
+            i, j = bisect.bisect_left(times, start) - 1, bisect.bisect_right(times, end)
+            if i < 0 or j >= len(rows):
+                continue
+            cpu = (rows[j][1] - rows[i][1]) / 1e6
+            wait = (rows[j][2] - rows[i][2]) / 1e6
+            if cpu >= 1 or wait >= 1:
+                out[self.tid_names.get(tid, f"tid {tid}")] = (round(cpu, 1), round(wait, 1))
+        return dict(sorted(out.items(), key=lambda kv: -kv[1][0]))
+
+    def machine_share(self, start: float, end: float) -> float:
+        """The part of ``[start, end]`` during which the outside probe was stalled too (0..1)."""
+        covered = sum(max(0.0, min(end, b) - max(start, a)) for a, b in self.machine_gaps)
+        return covered / max(end - start, 1e-9)
+
+    def _run(self) -> None:
+        import threading
+
+        me = threading.get_ident()
+        while not self._stop.wait(self.period_s):
+            now = time.perf_counter()
+            frames = sys._current_frames()
+            if len(self._names) != len(frames):
+                self._names = {t.ident: t.name for t in threading.enumerate()}
+            snap = {}
+            for ident, frame in frames.items():
+                if ident == me:
+                    continue
+                name = "GUI" if ident == self.gui_ident else self._names.get(ident, f"pool-{ident % 10_000}")
+                snap[name] = _stack(frame)
+            self.samples.append((now, snap))
+
+    def explain(self, start: float, end: float) -> dict:
+        """What the threads ran between ``start`` and ``end`` (a late tick), from the samples."""
+        inside = [(t, snap) for t, snap in self.samples if start <= t <= end + self.period_s]
+        times = [t for t, _ in inside]
+        gaps = [b - a for a, b in zip([start, *times], [*times, end], strict=True)]
+        longest = max(gaps) if gaps else end - start
+        threads: dict[str, dict[tuple[str, ...], int]] = {}
+        for _t, snap in inside:
+            for name, stack in snap.items():
+                top = stack[:3]
+                threads.setdefault(name, {})
+                threads[name][top] = threads[name].get(top, 0) + 1
+        around = {}
+        if longest > 4 * self.period_s:  # the sampler itself was kept out: who ran before and after
+            near = [(t, snap) for t, snap in self.samples if start - 0.05 <= t <= end + 0.05]
+            pairs = list(itertools.pairwise(near))
+            if pairs:
+                a, b = max(pairs, key=lambda ab: ab[1][0] - ab[0][0])
+                around = {
+                    "gap_ms": round(1000 * (b[0] - a[0]), 1),
+                    "before": {n: " <- ".join(st[:4]) for n, st in a[1].items()},
+                    "after": {n: " <- ".join(st[:4]) for n, st in b[1].items()},
+                }
+        return {
+            "machine_stalled_share": round(self.machine_share(start, end), 2),
+            "cpu_and_wait_ms": self.scheduler(start, end),
+            "samples": len(inside),
+            "longest_sampler_gap_ms": round(1000 * longest, 1),
+            "around_longest_gap": around,
+            "threads": {
+                name: [(" <- ".join(top), n) for top, n in sorted(c.items(), key=lambda x: -x[1])[:3]]
+                for name, c in threads.items()
+            },
+        }
+
+
+class GcPauses:
+    """Records every garbage collection: its generation and how long it held the interpreter."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[float, int, float]] = []  # (start, generation, seconds)
+        self._start = 0.0
+
+    def __enter__(self) -> GcPauses:
+        import gc
+
+        gc.callbacks.append(self._on_gc)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import gc
+
+        gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._start = now
+        else:
+            self.pauses.append((self._start, int(info["generation"]), now - self._start))
+
+    def summary(self, start: float, end: float) -> dict:
+        out = {}
+        for gen in (0, 1, 2):
+            ms = [1000 * d for t, g, d in self.pauses if g == gen and start <= t <= end]
+            if ms:
+                out[f"gen{gen}"] = {"n": len(ms), "max_ms": round(max(ms), 1), "total_ms": round(sum(ms), 1)}
+        return out
+
+
 class LoopProbe:
     """Records the gaps between ticks of a repeating timer: the event loop's stalls."""
 
@@ -240,7 +464,7 @@ class _Typist:
         self._next = now + self.PAUSE_S
 
 
-def bench_latency(photos: int, model: str | None) -> dict:
+def bench_latency(photos: int, model: str | None, watchdog: bool = False) -> dict:
 
     from core.library import Library
 
@@ -266,6 +490,13 @@ def bench_latency(photos: int, model: str | None) -> dict:
     window.session.index_progress.connect(
         lambda p: (marks.setdefault("first_progress", time.perf_counter()), records.append(p))
     )
+    dog = None
+    if watchdog:
+        import threading
+
+        dog = StallWatchdog(threading.get_ident())
+        dog.start()
+    gc_pauses = GcPauses().__enter__()
     probe.start()
     marks["start"] = time.perf_counter()
     window.add_folder(str(folder))
@@ -278,6 +509,7 @@ def bench_latency(photos: int, model: str | None) -> dict:
     marks["end"] = time.perf_counter()
     _pump(app, lambda: False, 0.3)
     probe.stop()
+    gc_pauses.__exit__()
     status = library.status()
     first = marks.get("first_progress", marks["end"])
     result = {
@@ -293,7 +525,24 @@ def bench_latency(photos: int, model: str | None) -> dict:
         "model_load": _summary(probe.stalls_ms(marks["start"], first)),
         "indexing": _summary(probe.stalls_ms(first, marks["end"])),
         "worst_stalls_ms": sorted((round(s, 1) for s in probe.stalls_ms()), reverse=True)[:8],
+        "gc_model_load": gc_pauses.summary(marks["start"], first),
+        "gc_indexing": gc_pauses.summary(first, marks["end"]),
+        "_indexing_stalls_ms": [round(s, 2) for s in probe.stalls_ms(first, marks["end"])],
     }
+    if dog is not None:
+        dog.stop()
+        late = [(t - gap, t, gap) for t, gap in probe.gaps if (gap - probe.interval) * 1000 > WATCH_MS]
+        late.sort(key=lambda x: -x[2])
+        result["thread_nice"] = dog.tid_nice
+        result["late_ticks_explained"] = [
+            {
+                "stall_ms": round((gap - probe.interval) * 1000, 1),
+                "at_s": round(a - marks["start"], 2),
+                "gc_ms": [round(1000 * d, 1) for t, _, d in gc_pauses.pauses if a - d <= t <= b and d > 5e-3],
+            }
+            | dog.explain(a, b)
+            for a, b, gap in late[:12]
+        ]
     window.close()
     library.close()
     return result
@@ -387,9 +636,84 @@ def bench_keystroke(size: int, model: str | None, repeats: int) -> dict:
         "library_size": size,
         "model": model_text,
         "first_search_s": round(warmup, 2),
+        "load_average": [round(x, 1) for x in os.getloadavg()],
         "fresh_query": stats(fresh),
         "cached_query": stats(cached),
         "until_thumbnails_painted": stats(thumbs),
+        "_raw_ms": {"fresh_query": fresh, "cached_query": cached, "until_thumbnails_painted": thumbs},
+    }
+
+
+# ---------------------------------------------------------------------- before / after
+
+
+def _export_app(rev: str) -> Path:
+    """The ``app`` package of git revision ``rev``, exported under ``benchmarks/out``; the folder
+    to put first on ``sys.path``."""
+    import subprocess
+
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", rev], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    dest = OUT / f"app-{sha}"
+    if not (dest / "app" / "__init__.py").exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", sha, "app"], cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest
+
+
+def _pooled_latency(runs: list[dict]) -> dict:
+    stalls = [s for r in runs for s in r["_indexing_stalls_ms"]]
+    summary = _summary(stalls)
+    summary["per_run_over_50ms"] = [r["indexing"]["over_50ms"] for r in runs]
+    summary["per_run_max_ms"] = [r["indexing"]["max_ms"] for r in runs]
+    summary["per_run_p99_ms"] = [r["indexing"]["p99_ms"] for r in runs]
+    summary["load_average_1min"] = [r["load_average"][0] for r in runs]
+    summary["rate_photos_s"] = [r["rate_photos_s"] for r in runs]
+    summary["model_load_max_ms"] = [r["model_load"].get("max_ms") for r in runs]
+    summary["idle_max_ms"] = [r["idle_baseline"].get("max_ms") for r in runs]
+    return summary
+
+
+def _pooled_keystroke(runs: list[dict]) -> dict:
+    out = {}
+    for key in ("fresh_query", "cached_query", "until_thumbnails_painted"):
+        values = sorted(v for r in runs for v in r["_raw_ms"][key])
+        out[key] = {
+            "n": len(values),
+            "median_ms": round(statistics.median(values), 1),
+            "p90_ms": round(values[int(0.9 * (len(values) - 1))], 1),
+            "max_ms": round(values[-1], 1),
+        }
+    out["load_average_1min"] = [r["load_average"][0] for r in runs]
+    return out
+
+
+def bench_ab(baseline: str, rounds: int, measure: str, extra: list[str]) -> dict:
+    """Alternate the app of ``baseline`` (A) and the current one (B) in fresh processes, ABBA..."""
+    import subprocess
+
+    app_dir = _export_app(baseline)
+    runs: dict[str, list[dict]] = {"baseline": [], "current": []}
+    order = []
+    for r in range(rounds):
+        order += ["baseline", "current"] if r % 2 == 0 else ["current", "baseline"]
+    for i, variant in enumerate(order):
+        out = OUT / f"bench_gui_ab_{i}.json"
+        cmd = [sys.executable, str(Path(__file__).resolve()), measure, "--json", str(out), *extra]
+        if variant == "baseline":
+            cmd += ["--app-from", str(app_dir)]
+        print(f"[{i + 1}/{len(order)}] {variant} ({measure})", flush=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        runs[variant].append(json.loads(out.read_text(encoding="utf-8"))[measure])
+    pooled = _pooled_latency if measure == "latency" else _pooled_keystroke
+    return {
+        "baseline_rev": baseline,
+        "rounds": rounds,
+        "order": order,
+        "baseline": pooled(runs["baseline"]),
+        "current": pooled(runs["current"]),
     }
 
 
@@ -400,13 +724,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", nargs="?", choices=("all", "latency", "keystroke"), default="all")
+    parser.add_argument("what", nargs="?", choices=("all", "latency", "keystroke", "ab"), default="all")
+    parser.add_argument("--baseline", default="HEAD", help="ab: git revision of the app to compare with")
+    parser.add_argument("--rounds", type=int, default=3, help="ab: runs of each variant")
+    parser.add_argument("--measure", choices=("latency", "keystroke"), default="latency", help="ab: what")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here too")
+    parser.add_argument("--app-from", default=None, help=argparse.SUPPRESS)  # read at import time
     parser.add_argument("--photos", type=int, default=1000, help="photos indexed in the latency run")
     parser.add_argument("--library-size", type=int, default=10_000, help="photos in the keystroke run")
     parser.add_argument("--model", default=None, help="model spec (default: starter, else its random twin)")
     parser.add_argument("--repeats", type=int, default=6, help="cached queries in the keystroke run")
     parser.add_argument(
         "--switch-interval", type=float, default=None, help="sys.setswitchinterval (default: the app's)"
+    )
+    parser.add_argument(
+        "--watchdog",
+        action="store_true",
+        help=f"sample every thread's stack and explain late ticks (> {WATCH_MS} ms); adds some load",
     )
     args = parser.parse_args(argv)
     if args.switch_interval is not None:
@@ -421,16 +755,25 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {platform.python_version()}",
         "qt_platform": os.environ.get("QT_QPA_PLATFORM"),
         "switch_interval_s": sys.getswitchinterval(),
+        "app": str(Path(sys.modules["app"].__file__).parent) if "app" in sys.modules else "",
     }
+    if args.what == "ab":
+        extra = ["--photos", str(args.photos), "--library-size", str(args.library_size)]
+        if args.model:
+            extra += ["--model", args.model]
+        results["ab"] = bench_ab(args.baseline, args.rounds, args.measure, extra)
+        print(json.dumps(results["ab"], indent=2))
     if args.what in ("all", "latency"):
-        results["latency"] = bench_latency(args.photos, args.model)
-        print(json.dumps(results["latency"], indent=2))
+        results["latency"] = bench_latency(args.photos, args.model, args.watchdog)
+        print(json.dumps({k: v for k, v in results["latency"].items() if not k.startswith("_")}, indent=2))
     if args.what in ("all", "keystroke"):
         results["keystroke"] = bench_keystroke(args.library_size, args.model, args.repeats)
-        print(json.dumps(results["keystroke"], indent=2))
-    path = OUT / "bench_gui.json"
-    path.write_text(json.dumps(results, indent=2), encoding="utf-8")
-    print(f"written {path}")
+        print(json.dumps({k: v for k, v in results["keystroke"].items() if not k.startswith("_")}, indent=2))
+    text = json.dumps(results, indent=2)
+    for path in (OUT / "bench_gui.json", args.json):
+        if path is not None:
+            path.write_text(text, encoding="utf-8")
+    print(f"written {args.json or OUT / 'bench_gui.json'}")
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -277,3 +279,29 @@ def test_more_under_a_tier_filter_and_an_empty_answer(grid, qtbot):
     # A new search starts afresh.
     model.set_results(g.tiers, page, g.long_tail, more_available=False)
     assert model.more_count == 0 and not model.canFetchMore(QModelIndex())
+
+
+def test_layout_and_paint_enter_python_only_through_the_views_pass_methods(grid):
+    """Qt's item-by-item calls (row counts, flags, size hints, cells) happen inside one Python call
+    per pass, with the interpreter lock already held, not each on its own from the event loop."""
+    from PySide6.QtWidgets import QApplication
+
+    model, view = grid
+    g, page, _ = _page_and_more(first=40, total=60)
+    model.set_results(g.tiers, page, g.long_tail, more_available=True)
+    view.viewport().update()
+    me = sys._getframe().f_code
+    entries: collections.Counter = collections.Counter()
+
+    def hook(frame, event, arg):
+        if event == "call" and frame.f_back is not None and frame.f_back.f_code is me:
+            entries[frame.f_code.co_name] += 1
+
+    sys.setprofile(hook)
+    try:
+        for _ in range(5):
+            QApplication.processEvents()
+    finally:
+        sys.setprofile(None)
+    assert "viewportEvent" in entries and {"timerEvent", "doItemsLayout"} & set(entries)  # paint, layout
+    assert not {"rowCount", "flags", "data", "sizeHint", "paint", "index"} & set(entries)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
 
 import pytest
 from PIL import Image
@@ -71,3 +73,39 @@ def test_unreadable_files_report_why(loader, qtbot, tmp_path):
     with qtbot.waitSignal(loader.failed, timeout=10_000):
         loader.request(missing, 64)
     assert loader.error(missing, 64) == "file not found"
+
+
+def test_results_made_together_reach_the_gui_in_one_batch(loader, qtbot, tmp_path, monkeypatch):
+    paths = [_photo(tmp_path / f"p{i}.jpg", color=(20 * i, 90, 90)) for i in range(6)]
+    arrivals = []
+    real = loader._on_arrived
+    monkeypatch.setattr(loader, "_on_arrived", lambda: (arrivals.append(len(loader._outbox)), real()))
+    loader._relay.arrived.disconnect()
+    loader._relay.arrived.connect(loader._on_arrived)
+    ready = []
+    loader.ready.connect(lambda p, side: ready.append(p))
+    for p in paths:
+        loader.request(p, 48)
+    assert loader.wait_for_done(30_000)  # every thumbnail is made before the GUI thread looks
+    qtbot.waitUntil(lambda: len(ready) == len(paths), timeout=10_000)
+    assert sorted(ready) == sorted(paths)
+    assert arrivals == [len(paths)]  # one wake-up of the GUI thread for all of them
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are a Linux feature")
+def test_thumbnails_are_made_below_the_gui_threads_priority(loader, qtbot, tmp_path, monkeypatch):
+    from app import thumbnails
+
+    seen = []
+    real = thumbnails.make_thumbnail
+
+    def spy(path, side, cache):
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return real(path, side, cache)
+
+    monkeypatch.setattr(thumbnails, "make_thumbnail", spy)
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    with qtbot.waitSignal(loader.ready, timeout=10_000):
+        loader.request(_photo(tmp_path / "n.jpg"), 32)
+    assert seen == [min(19, before + thumbnails.THUMBNAIL_NICENESS)]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before

@@ -158,3 +158,35 @@ def test_a_worker_can_run_at_a_lower_priority(qtbot, pool):
         pool.start(worker)
     assert seen == [min(19, before + 5)] or seen == [before + 5]
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # the GUI thread is untouched
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are a Linux feature")
+def test_a_pooled_thread_left_low_is_not_lowered_again(qtbot, monkeypatch):
+    from app import workers
+
+    pool = WorkerPool(max_threads=1)  # one thread: the second job runs where the first ran
+    app_level = os.getpriority(os.PRIO_PROCESS, os.getpid())
+    seen = []
+
+    def job():
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        yield 1
+
+    # As for a user who may not raise a priority back: the thread stays where the first job left it.
+    monkeypatch.setattr(workers.os, "setpriority", _setpriority_without_raising)
+    for _ in range(2):
+        worker = Worker(job)
+        worker.niceness = 4
+        with qtbot.waitSignal(worker.finished, timeout=5000):
+            pool.start(worker)
+    assert pool.shutdown(10_000)
+    assert seen == [min(19, app_level + 4)] * 2
+
+
+_real_setpriority = os.setpriority
+
+
+def _setpriority_without_raising(which, who, prio):
+    if prio < os.getpriority(which, who):
+        raise PermissionError("raising a priority needs privileges")
+    _real_setpriority(which, who, prio)
