@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,8 +157,9 @@ class FinetuneJobs(QObject):
         # The step is over for the dialog when its outcome arrives (slots run in connection order),
         # so the buttons its outcome enables work at once; the pool runs one worker at a time, so
         # a next step waits for this worker's thread to return.
+        ref = weakref.ref(worker)  # not the worker itself: Qt holds connections out of the collector's sight
         for outcome in (worker.returned, worker.errored, worker.aborted, worker.finished):
-            outcome.connect(lambda *_a, w=worker: self._settle(w))
+            outcome.connect(lambda *_a, ref=ref: self._settle(ref()))
         worker.returned.connect(done.emit)
         worker.errored.connect(lambda exc: self.failed.emit(user_message(exc, doing)))
         worker.aborted.connect(self.cancelled.emit)
@@ -166,8 +168,8 @@ class FinetuneJobs(QObject):
         self.pool.start(worker)
         return worker
 
-    def _settle(self, worker: Worker) -> None:
-        if self._worker is worker:
+    def _settle(self, worker: Worker | None) -> None:
+        if worker is not None and self._worker is worker:
             self._worker = None
             self.busy_changed.emit(False)
 

@@ -9,12 +9,13 @@ of ``returned``.
 
 Workers never touch widgets. They emit plain data; the signals object lives in the GUI thread, so
 connected slots run there (queued connections). :class:`WorkerPool` keeps a reference to every
-worker until it has finished: a ``QRunnable`` whose Python wrapper is collected mid-run would take
-its signals with it.
+worker until it has finished (a worker collected mid-run would take its signals with it), and not
+longer.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -24,7 +25,7 @@ import weakref
 from collections.abc import Callable, Generator
 from typing import Any
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal
 
 logger = logging.getLogger(__name__)
 
@@ -222,20 +223,29 @@ class WorkerPool(QObject):
         return [w for w in self._workers if not w.is_done]
 
     def start(self, worker: Worker, priority: int = 0) -> Worker:
-        """Start ``worker``; the pool holds it until its ``finished`` signal has been delivered."""
+        """Start ``worker``; the pool holds it until its ``finished`` signal has been delivered.
+
+        Qt's pool is given the worker's ``run`` method, not the runnable itself: PySide makes a
+        pool the owner of every ``QRunnable`` passed to it, for as long as the pool lives, so each
+        worker (its signals, its arguments) stayed in memory after it had finished.
+        """
         self._workers.add(worker)
-        worker.signals.finished.connect(lambda w=worker: self._workers.discard(w))
-        self._pool.start(worker, priority)
+        # A weak reference: a connection is held by Qt, where Python's collector cannot see a
+        # cycle through it (worker -> signals -> connection -> worker would never be freed).
+        worker.signals.finished.connect(functools.partial(self._forget, weakref.ref(worker)))
+        self._pool.start(worker.run, priority)
         return worker
 
+    def _forget(self, ref: weakref.ref[Worker]) -> None:
+        worker = ref()
+        if worker is not None:
+            # Not now: this runs inside the delivery of ``finished``, and the worker's signals
+            # must outlive it, for the slots connected after this one.
+            QTimer.singleShot(0, self, lambda: self._workers.discard(worker))
+
     def quit_all(self) -> None:
-        """Ask every worker to stop; workers still queued are dropped without running."""
-        # Drop the queued ones first: stopping a running worker first would let a queued one start.
-        for worker in list(self._workers):
-            if self._pool.tryTake(worker):
-                self._workers.discard(worker)
-                worker.quit()
-                worker._done.set()
+        """Ask every worker to stop: running ones at their next yield; queued ones end as soon
+        as their turn comes, without running their function (they emit ``aborted``)."""
         for worker in list(self._workers):
             worker.quit()
 

@@ -190,3 +190,23 @@ def _setpriority_without_raising(which, who, prio):
     if prio < os.getpriority(which, who):
         raise PermissionError("raising a priority needs privileges")
     _real_setpriority(which, who, prio)
+
+
+def test_finished_workers_are_not_kept_alive(qtbot):
+    import weakref
+
+    pool = WorkerPool(max_threads=1)
+    refs = []
+    for i in range(5):
+        worker = Worker(lambda n=i: n)
+        refs.append(weakref.ref(worker))
+        with qtbot.waitSignal(worker.finished, timeout=5000):
+            pool.start(worker)
+        del worker
+    assert pool.shutdown(10_000)
+
+    def freed() -> bool:
+        gc.collect()
+        return all(r() is None for r in refs)
+
+    qtbot.waitUntil(freed, timeout=5000)  # each search's worker, signals and arguments are freed
