@@ -40,6 +40,7 @@ from app.banner import Banner, BannerKind
 from app.details_pane import DetailsPane, PhotoDetails
 from app.library_panel import LibraryPanel, progress_text, report_text
 from app.model_panel import ModelBox
+from app.profile_switcher import ProfileSwitcher
 from app.results_model import ResultsModel, format_score, rows_from_hits
 from app.results_view import ResultsView
 from app.search_bar import SearchBar, is_image_path, local_paths
@@ -85,6 +86,7 @@ class MainWindow(QMainWindow):
         self._switching_to: str | None = None  # a model switch asked for and not finished
         self._has_folders = True  # until the first read of the library says otherwise
         self._indexed = -1
+        self.finetune_dialog: Any = None  # the fine-tune dialog, once opened
 
         self._build_widgets()
         self._build_menus()
@@ -170,6 +172,12 @@ class MainWindow(QMainWindow):
         model_layout = QVBoxLayout(model_group)
         model_layout.setContentsMargins(0, 0, 0, 0)
         model_layout.addWidget(self.model_box)
+        self.profile_switcher = ProfileSwitcher(self.session.library, parent=self)
+        self.profile_switcher.setToolTip(
+            "Fine-tune profiles made from your tagged folders (Library ▸ Fine-tune…); "
+            "the model alone is always one click away"
+        )
+        model_layout.addWidget(self.profile_switcher)
         dock_layout.addWidget(model_group)
         self.library_dock = QDockWidget("Library", self)
         self.library_dock.setObjectName("libraryDock")
@@ -216,8 +224,11 @@ class MainWindow(QMainWindow):
         self.rescan_action.triggered.connect(lambda: self.session.index(None))
         self.model_action = QAction("Change &model…", self)
         self.model_action.triggered.connect(self.model_box.open_dialog)
+        self.finetune_action = QAction("&Fine-tune on tagged folders…", self)
+        self.finetune_action.triggered.connect(self.open_finetune_dialog)
         library_menu.addAction(self.rescan_action)
         library_menu.addAction(self.model_action)
+        library_menu.addAction(self.finetune_action)
 
         QShortcut(QKeySequence.StandardKey.Find, self, self.search_bar.focus)
 
@@ -245,6 +256,8 @@ class MainWindow(QMainWindow):
         lp.rescan_requested.connect(lambda: self.session.index(None))
         lp.cancel_requested.connect(self.session.cancel_index)
         self.model_box.model_requested.connect(self.change_model)
+        self.profile_switcher.switched.connect(self._on_profile_switched)
+        self.profile_switcher.failed.connect(self._on_profile_failed)
 
         s = self.session
         s.search_started.connect(self._on_search_started)
@@ -370,6 +383,7 @@ class MainWindow(QMainWindow):
         text = report_text(report) if report is not None else "Indexing stopped; what was done is kept."
         demo, self._demo_running = self._demo_running, False
         self._end_indexing(text)
+        self.profile_switcher.refresh()  # a model switch changes which profiles can be used
         if demo and report is not None and not self.current_request_is_active():
             self._try_example_query()
         elif self.current_request_is_active():
@@ -742,9 +756,44 @@ class MainWindow(QMainWindow):
             self._status_timer.stop()
             if self.session.is_indexing:
                 self.statusBar().showMessage("Stopping indexing…")
+            if self.finetune_dialog is not None:
+                self.finetune_dialog.reject()  # stops a running step: nothing half-applied
+            self.profile_switcher.shutdown()
             self.session.shutdown()
             self.thumbnails.shutdown()
         event.accept()
+
+    # ------------------------------------------------------------------ fine-tune profiles
+
+    def open_finetune_dialog(self) -> None:
+        """Open (or bring forward) the fine-tune dialog over this window's library."""
+        from app.finetune_dialog import FinetuneDialog
+
+        if self.finetune_dialog is None:
+            self.finetune_dialog = FinetuneDialog(self.session.library, self)
+            self.finetune_dialog.profile_applied.connect(self._on_profile_applied)
+        self.finetune_dialog.show()
+        self.finetune_dialog.raise_()
+        self.finetune_dialog.activateWindow()
+
+    def _on_profile_applied(self, info: Any) -> None:
+        self.profile_switcher.refresh()
+        self._on_profile_switched(info)
+
+    def _on_profile_switched(self, info: Any) -> None:
+        """A profile (or the model alone, ``None``) answers searches now: show the current query's
+        results under it."""
+        if self._closing:
+            return
+        if info is not None:
+            self.statusBar().showMessage(f"Searching with profile {info.label}.", 10_000)
+        else:
+            self.statusBar().showMessage("Searching with the model alone.", 10_000)
+        self.refresh_library()
+        self._research()
+
+    def _on_profile_failed(self, message: str) -> None:
+        self.message_banner.show_message(message, BannerKind.ERROR)
 
 
 def _background_of(result: Any) -> Any:

@@ -435,3 +435,43 @@ def test_scrolling_to_the_end_shows_more_results_below_the_tiers(window, library
     ids = [model.row(r).photo_id for r in model.photo_rows()]
     assert len(ids) == len(set(ids)) == library.status().indexed
     assert view.current_photo_id() == picked
+
+
+def test_profile_switcher_and_fine_tune_dialog_in_the_window(window, library, photos, qtbot):
+    from app.finetune_dialog import FinetuneDialog
+    from app.profile_switcher import BASE_LABEL
+    from tests.core.test_profiles import adapter
+
+    _index_folder(qtbot, window, photos)
+    switcher = window.profile_switcher
+    assert switcher.combo.currentText() == BASE_LABEL and switcher.combo.count() == 1
+    base_result = _search_typed(qtbot, window, "a red car")
+    base_scores = [hit.score for hit in base_result.results]
+
+    # A profile saved by a fine-tune appears once the dialog reports it applied.
+    identity = library.embedder().identity
+    info = library.profile_store.save_adapter("garden", adapter(seed=3), identity, library.model_spec)
+    window.finetune_action.trigger()
+    dialog = window.finetune_dialog
+    assert isinstance(dialog, FinetuneDialog) and dialog.isVisible()
+    library.use_profile(info.name, info.version)
+    with qtbot.waitSignal(window.session.search_finished, timeout=30_000) as searched:
+        dialog.profile_applied.emit(library.active_profile)  # as Apply does once the profile serves
+    assert switcher.combo.currentText().startswith("garden v1")
+    tuned_scores = [hit.score for hit in searched.args[1].results]
+    assert tuned_scores != base_scores  # the same query, answered through the adapter
+    qtbot.waitUntil(lambda: "fine-tuned: <b>garden v1</b>" in window.model_box.title.text(), timeout=10_000)
+    dialog.reject()
+
+    # Back to the model alone from the switcher: searches answer as before.
+    with qtbot.waitSignal(window.session.search_finished, timeout=30_000) as searched:
+        switcher.choose(None)
+    assert library.active_profile is None
+    assert [hit.score for hit in searched.args[1].results] == pytest.approx(base_scores)
+    qtbot.waitUntil(lambda: "fine-tuned" not in window.model_box.title.text(), timeout=10_000)
+
+    # And forth again, from the switcher.
+    with qtbot.waitSignal(switcher.switched, timeout=30_000):
+        switcher.choose("garden")
+    assert library.active_profile.label == "garden v1"
+    assert window.finetune_action.isEnabled()
