@@ -134,6 +134,15 @@ class PhotoInfo:
 
 
 @dataclass(frozen=True)
+class PhotoTags:
+    """A photo's tags: ``on_disk`` from its folders, tags.txt and XMP sidecar; ``given`` in the app."""
+
+    photo_id: int
+    on_disk: tuple[str, ...]
+    given: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class LibrarySearchResult:
     """Graded results with file paths. ``tiers`` best first; ``results`` by score, best first."""
 
@@ -574,6 +583,19 @@ class Library:
         from .tags import UserTags
 
         return UserTags(self.catalog)
+
+    def photo_tags(self, photo_id: int) -> PhotoTags:
+        """The tags of one photo: those its folders and sidecars give (as a fine-tune rooted at its
+        library folder reads them) and those given in the app.
+
+        Raises:
+            LibraryError: no such photo.
+        """
+        from .tags import file_tags
+
+        info = self.photo(photo_id)
+        given = self.tags.of([photo_id]).get(photo_id, ())
+        return PhotoTags(photo_id, file_tags(info.path, info.folder), tuple(given))
 
     def vectors(self) -> VectorStore:
         """The active model's stored photo vectors (never adapted; loads the model on first use)."""

@@ -33,6 +33,7 @@ follow a photo that is renamed or moved.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -273,6 +274,48 @@ def sidecar_names(photo_name: str) -> tuple[str, str]:
     """Lower-case names of a photo's possible XMP sidecars: ``photo.xmp`` and ``photo.jpg.xmp``."""
     lower = photo_name.casefold()
     return os.path.splitext(lower)[0] + ".xmp", lower + ".xmp"
+
+
+def file_tags(photo: str | os.PathLike[str], root: str | os.PathLike[str]) -> tuple[str, ...]:
+    """The tags one photo carries on disk, as a fine-tune rooted at ``root`` reads them.
+
+    In the order of the module's description: the names of the folders between ``root`` and the
+    photo, the ``tags.txt`` of the root and of each of those folders, the ``tags.txt`` lines naming
+    the photo, and the keywords of its XMP sidecar; normalised, without repeats, at most
+    :data:`MAX_TAGS_PER_PHOTO`. A sidecar or tags file that cannot be read adds nothing (the tree
+    scan of a fine-tune reports it). A photo outside ``root`` gets only its own folder's files.
+    """
+    photo_path = Path(photo)
+    folder = photo_path.parent
+    try:
+        relative = folder.relative_to(Path(root))
+        chain = [Path(root)] + [
+            Path(root).joinpath(*relative.parts[: i + 1]) for i in range(len(relative.parts))
+        ]
+    except ValueError:
+        relative, chain = Path(), [folder]
+    tags: list[str | None] = [folder_tag(part) for part in relative.parts]
+    own_names: dict[str, str] = {}
+    for current in chain:
+        try:
+            names = {entry.name.casefold(): entry.name for entry in os.scandir(current)}
+        except OSError:
+            continue
+        if current == folder:
+            own_names = names
+        if TAGS_FILE in names:
+            try:
+                listed = read_tags_file(current / names[TAGS_FILE])
+            except TagSourceError:
+                continue
+            tags.extend(listed.folder)
+            if current == folder:
+                tags.extend(listed.files.get(photo_path.name.casefold(), ()))
+    for wanted in sidecar_names(photo_path.name):
+        if wanted in own_names:
+            with contextlib.suppress(TagSourceError):
+                tags.extend(map(normalise_tag, read_xmp_keywords(folder / own_names[wanted])))
+    return tuple(_unique(tags))[:MAX_TAGS_PER_PHOTO]
 
 
 # --------------------------------------------------------------------------------- the tree scan

@@ -227,3 +227,49 @@ def test_user_tags_follow_content(tmp_path):
         tags.remove(moved, ["the red kayak"])
         assert tags.of(moved) == {}
         assert tags.tagged() == {"hash-b": ("lake",)}
+
+
+def test_file_tags_of_one_photo_follow_the_tree_scan(tmp_path):
+    from core.tags import file_tags
+
+    root = tmp_path / "Pictures"
+    trip = root / "Lisbon_2019" / "Tram 28"
+    trip.mkdir(parents=True)
+    photo = trip / "IMG_0001.JPG"
+    photo.write_bytes(b"jpeg")
+    (root / "tags.txt").write_text("family\n", encoding="utf-8")
+    (trip / "tags.txt").write_text("yellow, street\nimg_0001.jpg: the red kayak\nother.jpg: nope\n")
+    (trip / "img_0001.jpg.xmp").write_text(xmp("Portugal", "Yellow"), encoding="utf-8")
+    assert file_tags(photo, root) == (
+        "lisbon 2019",
+        "tram 28",
+        "family",
+        "yellow",
+        "street",
+        "the red kayak",
+        "portugal",
+        "lisbon",  # the leaf of the template's lr:hierarchicalSubject
+    )
+    # a broken sidecar adds nothing; outside the root only the photo's own folder counts
+    (trip / "img_0001.jpg.xmp").write_text("<not xml", encoding="utf-8")
+    assert "portugal" not in file_tags(photo, root)
+    assert file_tags(photo, tmp_path / "elsewhere") == ("yellow", "street", "the red kayak")
+
+
+def test_library_photo_tags_on_disk_and_given_in_the_app(tmp_path, tiny_checkpoint):
+    from core.library import Library
+    from tests.core.imagefiles import write_jpeg
+
+    root = tmp_path / "photos"
+    (root / "Grandma's garden").mkdir(parents=True)
+    write_jpeg(root / "Grandma's garden" / "a.jpg")
+    with Library.open(tmp_path / "lib", model=f"file:{tiny_checkpoint}") as lib:
+        lib.add_folder(root)
+        lib.index()
+        pid = lib.catalog.photo_by_path(root / "Grandma's garden" / "a.jpg").id
+        tags = lib.photo_tags(pid)
+        assert tags.on_disk == ("grandma's garden",) and tags.given == ()
+        lib.tags.add([pid], ["The Kayak", "  "])
+        assert lib.photo_tags(pid).given == ("the kayak",)
+        lib.tags.remove([pid], ["the kayak"])
+        assert lib.photo_tags(pid).given == ()
