@@ -7,14 +7,17 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QSize, Qt, QUrl, Signal
-from PySide6.QtGui import QDesktopServices, QGuiApplication, QPixmap, QResizeEvent
+from PySide6.QtGui import QDesktopServices, QGuiApplication, QKeySequence, QPixmap, QResizeEvent, QShortcut
 from PySide6.QtWidgets import (
     QFormLayout,
     QFrame,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
+    QListWidget,
     QPushButton,
     QSizePolicy,
     QVBoxLayout,
@@ -110,11 +113,14 @@ class DetailsPane(QWidget):
 
     more_like_this = Signal(int)  # photo id
     closed = Signal()
+    tags_added = Signal(int, list)  # photo id, tags as typed (the library normalises them)
+    tags_removed = Signal(int, list)  # photo id, tags given in the app
 
     def __init__(self, thumbnails: ThumbnailLoader, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._thumbnails = thumbnails
         self._details: PhotoDetails | None = None
+        self._tags: Any = None
         self.setMinimumWidth(260)
 
         self.preview = _Preview()
@@ -147,6 +153,34 @@ class DetailsPane(QWidget):
         form.addRow("z", self.z_value)
         form.addRow("Tier", self.tier_value)
         self.z_value.setToolTip("How far above this query's typical score, in standard deviations")
+
+        # Tags: those on disk (folders, tags.txt, XMP) are shown; those given here can be edited.
+        self.disk_tags_value = QLabel()
+        self.disk_tags_value.setTextFormat(Qt.TextFormat.PlainText)
+        self.disk_tags_value.setWordWrap(True)
+        self.disk_tags_value.setToolTip("From the photo's folder names, tags.txt files and XMP sidecar")
+        self.given_tags = QListWidget()
+        self.given_tags.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
+        self.given_tags.setMaximumHeight(72)
+        self.given_tags.setToolTip("Tags given here; fine-tuning learns them too. Delete removes them.")
+        self.remove_tags_button = QPushButton("Remove")
+        self.remove_tags_button.setEnabled(False)
+        self.tag_edit = QLineEdit()
+        self.tag_edit.setPlaceholderText("Add tags, separated by commas (Enter)")
+        self.tag_edit.setClearButtonEnabled(True)
+        self.tag_edit.returnPressed.connect(self._on_tags_typed)
+        self.remove_tags_button.clicked.connect(self._remove_selected_tags)
+        self.given_tags.itemSelectionChanged.connect(
+            lambda: self.remove_tags_button.setEnabled(bool(self.given_tags.selectedItems()))
+        )
+        QShortcut(QKeySequence.StandardKey.Delete, self.given_tags, self._remove_selected_tags)
+        given_row = QHBoxLayout()
+        given_row.setContentsMargins(0, 0, 0, 0)
+        given_row.addWidget(self.given_tags, 1)
+        given_row.addWidget(self.remove_tags_button, 0, Qt.AlignmentFlag.AlignTop)
+        form.addRow("Tags", self.disk_tags_value)
+        form.addRow("Your tags", given_row)
+        form.addRow("", self.tag_edit)
 
         self.open_button = QPushButton("Open")
         self.open_button.setToolTip("Open the photo in the default viewer")
@@ -182,7 +216,10 @@ class DetailsPane(QWidget):
         return self._details
 
     def show_details(self, details: PhotoDetails | None) -> None:
+        if details is None or self._details is None or details.photo_id != self._details.photo_id:
+            self.set_tags(None)  # until the new photo's tags are read
         self._details = details
+        self.tag_edit.setEnabled(details is not None)
         for button in (self.open_button, self.folder_button, self.copy_button, self.like_button):
             button.setEnabled(details is not None)
         if details is None:
@@ -222,6 +259,38 @@ class DetailsPane(QWidget):
     def _on_thumbnail(self, path: str, side: int, *_: object) -> None:
         if self._details is not None and side == PREVIEW_SIDE and path == self._details.path:
             self._load_preview()
+
+    # ------------------------------------------------------------------ tags
+
+    def set_tags(self, tags: Any) -> None:
+        """Show a photo's tags (a ``core.library.PhotoTags``; ignored unless it is the photo shown;
+        ``None`` clears them)."""
+        if tags is not None and (self._details is None or tags.photo_id != self._details.photo_id):
+            return
+        self._tags = tags
+        self.given_tags.clear()
+        if tags is None:
+            self.disk_tags_value.setText("")
+            return
+        self.disk_tags_value.setText(", ".join(tags.on_disk) or "–")
+        self.given_tags.addItems(list(tags.given))
+
+    @property
+    def tags(self) -> Any:
+        return self._tags
+
+    def _on_tags_typed(self) -> None:
+        parts = [part.strip() for part in self.tag_edit.text().split(",")]
+        parts = [part for part in parts if part]
+        if self._details is None or not parts:
+            return
+        self.tag_edit.clear()
+        self.tags_added.emit(self._details.photo_id, parts)
+
+    def _remove_selected_tags(self) -> None:
+        chosen = [item.text() for item in self.given_tags.selectedItems()]
+        if self._details is not None and chosen:
+            self.tags_removed.emit(self._details.photo_id, chosen)
 
     # ------------------------------------------------------------------ actions
 

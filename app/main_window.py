@@ -246,6 +246,8 @@ class MainWindow(QMainWindow):
         self.results_model.more_requested.connect(self._search_more)
         self.tier_plot.tier_clicked.connect(self.set_tier_filter)
         self.details.more_like_this.connect(self.search_like_photo)
+        self.details.tags_added.connect(lambda pid, tags: self.session.change_tags(pid, add=tags))
+        self.details.tags_removed.connect(lambda pid, tags: self.session.change_tags(pid, remove=tags))
 
         self.welcome.add_folder_requested.connect(self.library_panel.choose_folder)
         self.welcome.demo_requested.connect(self.start_demo)
@@ -271,6 +273,8 @@ class MainWindow(QMainWindow):
         s.library_changed.connect(self.refresh_library)
         s.state_read.connect(self._on_state_read)
         s.folder_removed.connect(self._on_folder_removed)
+        s.tags_read.connect(self.details.set_tags)
+        s.tags_failed.connect(self.show_error)
         s.state_failed.connect(self.show_error)
 
     # ------------------------------------------------------------------ library state
@@ -383,7 +387,8 @@ class MainWindow(QMainWindow):
         text = report_text(report) if report is not None else "Indexing stopped; what was done is kept."
         demo, self._demo_running = self._demo_running, False
         self._end_indexing(text)
-        self.profile_switcher.refresh()  # a model switch changes which profiles can be used
+        if not self._closing:
+            self.profile_switcher.refresh()  # a model switch changes which profiles can be used
         if demo and report is not None and not self.current_request_is_active():
             self._try_example_query()
         elif self.current_request_is_active():
@@ -652,6 +657,7 @@ class MainWindow(QMainWindow):
                 tier_label=tier_label,
             )
         )
+        self.session.read_tags(photo_id)
         if row is not None and self.history.add(self.search_bar.text()):
             self.search_bar.set_history(self.history.items)
 

@@ -109,6 +109,8 @@ class LibrarySession(QObject):
     state_read = Signal(object)  # LibraryState
     state_failed = Signal(str)
     model_failed = Signal(str)
+    tags_read = Signal(object)  # core.library.PhotoTags
+    tags_failed = Signal(str)
 
     def __init__(
         self,
@@ -183,6 +185,29 @@ class LibrarySession(QObject):
         if self._read_again and not self._closed:
             self._read_again = False
             self.refresh()
+
+    # ------------------------------------------------------------------ tags of one photo
+
+    def read_tags(self, photo_id: int) -> None:
+        """Read a photo's tags in a worker; ``tags_read`` delivers them."""
+        self.change_tags(photo_id)
+
+    def change_tags(self, photo_id: int, add: Sequence[str] = (), remove: Sequence[str] = ()) -> None:
+        """Give a photo tags and take given tags away, in a worker (the catalog may be busy with
+        indexing); ``tags_read`` then delivers the photo's tags as they are now."""
+        if self._closed:
+            return
+        worker = Worker(self._change_tags, int(photo_id), tuple(add), tuple(remove))
+        worker.returned.connect(self.tags_read)
+        worker.errored.connect(lambda exc: self.tags_failed.emit(user_message(exc, "changing the tags")))
+        self._read_pool.start(worker)
+
+    def _change_tags(self, photo_id: int, add: tuple[str, ...], remove: tuple[str, ...]) -> Any:
+        if add:
+            self.library.tags.add([photo_id], add)
+        if remove:
+            self.library.tags.remove([photo_id], remove)
+        return self.library.photo_tags(photo_id)
 
     # ------------------------------------------------------------------ quick reads (GUI thread)
 

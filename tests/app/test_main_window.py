@@ -475,3 +475,41 @@ def test_profile_switcher_and_fine_tune_dialog_in_the_window(window, library, ph
         switcher.choose("garden")
     assert library.active_profile.label == "garden v1"
     assert window.finetune_action.isEnabled()
+
+
+def test_details_pane_shows_and_edits_tags(window, library, photos, qtbot):
+    _index_folder(qtbot, window, photos)
+    result = _search_typed(qtbot, window, "a red car")
+    photo_id = result.results[0].photo_id
+    with qtbot.waitSignal(window.session.tags_read, timeout=30_000):
+        window.show_details(photo_id)
+    details = window.details
+    assert details.tags is not None and details.tags.photo_id == photo_id
+    expected_disk = library.photo_tags(photo_id).on_disk
+    assert details.disk_tags_value.text() == (", ".join(expected_disk) or "–")
+    assert details.given_tags.count() == 0
+
+    # Type two tags and Enter: stored by the library (normalised), listed in the pane.
+    details.tag_edit.setFocus()
+    qtbot.keyClicks(details.tag_edit, "The Red Kayak,  Lisbon_2019 ")
+    with qtbot.waitSignal(window.session.tags_read, timeout=30_000):
+        qtbot.keyClick(details.tag_edit, Qt.Key.Key_Return)
+    assert set(library.tags.of([photo_id])[photo_id]) == {"the red kayak", "lisbon 2019"}
+    listed = [details.given_tags.item(i).text() for i in range(details.given_tags.count())]
+    assert set(listed) == {"the red kayak", "lisbon 2019"} and details.tag_edit.text() == ""
+
+    # Select one and press Delete: it is gone from the library and the pane.
+    item = details.given_tags.findItems("the red kayak", Qt.MatchFlag.MatchExactly)[0]
+    details.given_tags.setCurrentItem(item)
+    assert details.remove_tags_button.isEnabled()
+    details.given_tags.setFocus()
+    with qtbot.waitSignal(window.session.tags_read, timeout=30_000):
+        qtbot.keyClick(details.given_tags, Qt.Key.Key_Delete)
+    assert library.tags.of([photo_id])[photo_id] == ("lisbon 2019",)
+    assert [details.given_tags.item(i).text() for i in range(details.given_tags.count())] == ["lisbon 2019"]
+
+    # Another photo: its own tags, none given.
+    other = result.results[1].photo_id
+    with qtbot.waitSignal(window.session.tags_read, timeout=30_000):
+        window.show_details(other)
+    assert details.tags.photo_id == other and details.given_tags.count() == 0
