@@ -166,7 +166,7 @@ class DetailsPane(QWidget):
         self.remove_tags_button = QPushButton("Remove")
         self.remove_tags_button.setEnabled(False)
         self.tag_edit = QLineEdit()
-        self.tag_edit.setPlaceholderText("Add tags, separated by commas (Enter)")
+        self.tag_edit.setPlaceholderText("Add tags, comma separated")
         self.tag_edit.setClearButtonEnabled(True)
         self.tag_edit.returnPressed.connect(self._on_tags_typed)
         self.remove_tags_button.clicked.connect(self._remove_selected_tags)
