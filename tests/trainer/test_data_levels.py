@@ -14,7 +14,7 @@ from trainer import train as train_mod
 from trainer.data import ImageNormalizer, SceneSetSpec, TrainStream, load_scene_set, prefetched
 from trainer.levels import LevelSettings
 from trainer.objectives import Objective
-from trainer.train import TrainConfig, TwinTowerForward, pipeline_levels, train
+from trainer.train import TrainConfig, TwinTowerForward, pipeline_levels
 
 SIZE = 32
 ARCH = "ladderlens-levels-tiny"
@@ -160,33 +160,3 @@ def test_a_step_with_pipelined_levels_gives_the_loss_of_in_step_levels(
     assert got_terms == want_terms
     for a, b in zip(got_model.parameters(), want_model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)  # the same update
-
-
-def test_training_with_pipelined_levels_follows_in_step_levels(
-    model_config, scene_cache, tmp_path, monkeypatch
-):
-    def run(name: str):
-        config = TrainConfig(
-            arch=ARCH,
-            model_config=str(model_config),
-            loss="infonce+1*adaptive",
-            steps=3,
-            batch_size=16,
-            lr=3e-3,
-            warmup=0.0,
-            train_scenes=48,
-            val_scenes=16,
-            heldout_scenes=16,
-            eval_every=3,
-            out_dir=str(tmp_path / name),
-            cache_dir=str(scene_cache),
-            progress_bar=False,
-        )
-        return [loss for _, loss in train(config).history["losses"]]
-
-    pipelined = run("pipelined")
-    with monkeypatch.context() as patch:
-        patch.setattr(train_mod, "pipeline_levels", lambda objectives: None)
-        in_step = run("in-step")
-    assert len(pipelined) == 3
-    assert pipelined == in_step

@@ -248,3 +248,20 @@ def test_presets_and_options_combine():
         parse(["--model-config", "/x/my-arch.json", "--epochs", "2", "--allow-ambiguous"])
     )
     assert custom.arch == "my-arch" and custom.epochs == 2 and not custom.unambiguous
+
+
+def test_training_with_pipelined_levels_follows_in_step_levels(make_config, tmp_path, monkeypatch):
+    """The adaptive ladder's levels computed by the data pipeline give the same run as levels
+    computed inside each step."""
+    from trainer import train as train_mod
+
+    def run(name: str) -> list[float]:
+        config = make_config(loss="infonce+1*adaptive", steps=3, eval_every=3, out_dir=str(tmp_path / name))
+        return [loss for _, loss in train(config).history["losses"]]
+
+    pipelined = run("pipelined")
+    with monkeypatch.context() as patch:
+        patch.setattr(train_mod, "pipeline_levels", lambda objectives: None)
+        in_step = run("in-step")
+    assert len(pipelined) == 3
+    assert pipelined == in_step
