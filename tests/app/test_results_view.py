@@ -15,8 +15,9 @@ from app.results_view import ResultsView
 from core.grading import grade
 
 
-def graded(seed: int = 0, n: int = 30):
-    """Tiers and hits from the real grading of a query with a few clear matches."""
+def query_scores(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A query's ``n`` best scores (4 clear matches, 8 related, the rest loose), best first, and
+    the library's background scores."""
     rng = np.random.default_rng(seed)
     background = rng.normal(0.10, 0.03, 2000)
     scores = np.sort(
@@ -24,6 +25,12 @@ def graded(seed: int = 0, n: int = 30):
             [rng.normal(0.32, 0.005, 4), rng.normal(0.22, 0.01, 8), rng.normal(0.15, 0.01, n - 12)]
         )
     )[::-1]
+    return scores, background
+
+
+def graded(seed: int = 0, n: int = 30):
+    """Tiers and hits from the real grading of a query with a few clear matches."""
+    scores, background = query_scores(seed, n)
     g = grade(scores, background)
     hits = [
         SimpleNamespace(
@@ -188,13 +195,7 @@ def test_file_names_are_not_read_as_markup(grid):
 
 def _page_and_more(first: int = 30, total: int = 54, seed: int = 3):
     """A search's first ``first`` candidates graded, and the ``total`` a larger search returns."""
-    rng = np.random.default_rng(seed)
-    background = rng.normal(0.10, 0.03, 2000)
-    scores = np.sort(
-        np.concatenate(
-            [rng.normal(0.32, 0.005, 4), rng.normal(0.22, 0.01, 8), rng.normal(0.15, 0.01, total - 12)]
-        )
-    )[::-1]
+    scores, background = query_scores(seed, total)
     g = grade(scores[:first], background)
     page = [
         SimpleNamespace(photo_id=100 + i, path=f"/p/{i}.jpg", score=float(s), z=float(z), tier=int(t))
