@@ -274,6 +274,7 @@ class MainWindow(QMainWindow):
         s.state_read.connect(self._on_state_read)
         s.folder_removed.connect(self._on_folder_removed)
         s.tags_read.connect(self.details.set_tags)
+        s.download_progress.connect(self._on_download_progress)
         s.tags_failed.connect(self.show_error)
         s.state_failed.connect(self.show_error)
 
@@ -419,6 +420,16 @@ class MainWindow(QMainWindow):
         self.model_box.change_button.setEnabled(True)
         self.model_box.set_pending(None)
         self.welcome.set_busy(False)
+
+    def _on_download_progress(self, progress: Any) -> None:
+        done = progress.done_bytes / 1e6
+        if progress.total_bytes:
+            text = f"Downloading {progress.name}: {done:,.0f} of {progress.total_bytes / 1e6:,.0f} MB"
+            text += f" ({progress.fraction:.0%}); only the first time."
+        else:
+            text = f"Downloading {progress.name}: {done:,.0f} MB; only the first time."
+        self.model_box.set_pending(text)
+        self.statusBar().showMessage(text, 5_000)
 
     def _on_model_failed(self, message: str) -> None:
         self.model_box.set_pending(None)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -45,6 +46,7 @@ INDEX_NICENESS = 10
 SHUTDOWN_TIMEOUT_MS = 60_000  # closing waits at most this long, in all, for the workers to return
 
 
+DOWNLOAD_REPORT_S = 0.2  # a weights download reports its progress to the window this often at most
 RESULTS_PAGE = 60  # results a search asks for at first, and how many more each time the grid asks
 
 
@@ -110,6 +112,7 @@ class LibrarySession(QObject):
     state_failed = Signal(str)
     model_failed = Signal(str)
     tags_read = Signal(object)  # core.library.PhotoTags
+    download_progress = Signal(object)  # core.models.DownloadProgress, at most every DOWNLOAD_REPORT_S
     tags_failed = Signal(str)
 
     def __init__(
@@ -128,6 +131,9 @@ class LibrarySession(QObject):
         """
         super().__init__(parent)
         self.library = library
+        self._last_download_report = 0.0
+        if hasattr(library, "on_download"):
+            library.on_download = self._on_download  # called from the thread loading the model
         self.index_options = dict(index_options or {})
         self.demo_count = demo_count
         self.demo_size = demo_size
@@ -185,6 +191,17 @@ class LibrarySession(QObject):
         if self._read_again and not self._closed:
             self._read_again = False
             self.refresh()
+
+    # ------------------------------------------------------------------ weights downloads
+
+    def _on_download(self, progress: Any) -> None:
+        """Forward a download's progress to the GUI (a queued signal), a few times a second."""
+        now = time.monotonic()
+        finished = progress.total_bytes is not None and progress.done_bytes >= progress.total_bytes
+        if finished or now - self._last_download_report >= DOWNLOAD_REPORT_S:
+            self._last_download_report = now
+            if not self._closed:
+                self.download_progress.emit(progress)
 
     # ------------------------------------------------------------------ tags of one photo
 

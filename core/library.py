@@ -49,6 +49,7 @@ from .query import Query
 if TYPE_CHECKING:
     from .embedder import Embedder
     from .index import VectorIndex
+    from .models import DownloadProgress
     from .search import Searcher, SearchResult
     from .tags import UserTags
     from .vectors import VectorStore
@@ -212,6 +213,9 @@ class Library:
         self.catalog = Catalog(root / "catalog.sqlite")
         self.profile_store = ProfileStore(root)
         self._device = device
+        # Called with a core.models.DownloadProgress while pretrained weights download (from the
+        # thread that loads the model); a terminal shows its own progress bar regardless.
+        self.on_download: Callable[[DownloadProgress], None] | None = None
         self._lock = threading.RLock()
         self._models: dict[str, _ModelState] = {}  # by spec text
         self._savers: list[threading.Thread] = []  # background saves of profile indexes
@@ -298,7 +302,7 @@ class Library:
         from .embedder import Embedder
         from .vectors import VectorStore
 
-        embedder = Embedder.from_spec(spec, device=self._device)
+        embedder = Embedder.from_spec(spec, device=self._device, on_progress=self.on_download)
         identity = embedder.identity
         store = VectorStore(self.catalog, self.root / "vectors", identity, embedder.dim)
         index_path = self.root / "index" / f"{identity.key}.idx"

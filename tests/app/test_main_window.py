@@ -513,3 +513,31 @@ def test_details_pane_shows_and_edits_tags(window, library, photos, qtbot):
     with qtbot.waitSignal(window.session.tags_read, timeout=30_000):
         window.show_details(other)
     assert details.tags.photo_id == other and details.given_tags.count() == 0
+
+
+def test_weights_download_progress_shows_under_the_model(window, library, qtbot):
+    """A model switch that downloads weights shows how far the download is (reported from the
+    loading thread, a few times a second, the last report always)."""
+    from core.models import DownloadProgress
+
+    assert library.on_download == window.session._on_download
+    emitted: list[DownloadProgress] = []
+    window.session.download_progress.connect(emitted.append)
+    reports = [DownloadProgress("open_clip_model.safetensors", n * 1_000_000, 600_000_000) for n in (1, 2, 3)]
+
+    def download():
+        for report in reports:
+            library.on_download(report)
+        library.on_download(DownloadProgress("open_clip_model.safetensors", 600_000_000, 600_000_000))
+
+    loader = threading.Thread(target=download)
+    loader.start()
+    loader.join(10)
+    qtbot.waitUntil(lambda: "600 of 600 MB (100%)" in window.model_box.pending.text(), timeout=10_000)
+    assert window.model_box.pending.isVisible()
+    assert "only the first time" in window.model_box.pending.text()
+    # the first report went through, the two right after it were too soon; the last one always goes
+    assert [r.done_bytes for r in emitted] == [1_000_000, 600_000_000]
+    window.session._last_download_report = 0.0
+    library.on_download(DownloadProgress("other.bin", 5_000_000, None))
+    qtbot.waitUntil(lambda: "other.bin: 5 MB" in window.model_box.pending.text(), timeout=10_000)

@@ -331,3 +331,26 @@ def test_kill_9_mid_indexing_then_resume(tmp_path, photos, model, tiny_checkpoin
         assert report.embedded == 14 - done  # finished work is not redone
         assert report.unchanged == done
         assert len(lib.search("car", k=100).results) == 14
+
+
+def test_weight_downloads_are_reported_to_on_download(tmp_path, tiny_checkpoint, monkeypatch):
+    """The library hands its download callback to the model loader (the app shows the progress)."""
+    from core.embedder import Embedder
+    from core.models import DownloadProgress
+
+    real = Embedder.from_spec.__func__
+    calls = []
+
+    def loading(cls, spec, device=None, on_progress=None, **kwargs):
+        calls.append(spec)
+        if on_progress is not None:  # as open_clip's hub download reports its chunks
+            on_progress(DownloadProgress("weights.safetensors", 512, 1024))
+        return real(cls, spec, device, on_progress, **kwargs)
+
+    monkeypatch.setattr(Embedder, "from_spec", classmethod(loading))
+    seen: list[DownloadProgress] = []
+    with Library.open(tmp_path / "lib", model=f"file:{tiny_checkpoint}") as lib:
+        lib.on_download = seen.append
+        lib.embedder()
+    assert calls and seen == [DownloadProgress("weights.safetensors", 512, 1024)]
+    assert seen[0].fraction == 0.5
