@@ -63,3 +63,24 @@ def test_close_is_bounded_and_waits_again_for_what_is_left(library, photos, qtbo
     assert not session.is_busy
     qtbot.wait(50)  # let queued signals arrive: a closed session delivers no answer
     assert delivered == []
+
+
+def test_indexing_behind_the_window_leaves_a_core_to_the_gui(library, monkeypatch):
+    import app.session as session_module
+
+    monkeypatch.setattr(session_module.os, "cpu_count", lambda: 2)
+    assert session_module.interactive_decode_workers() == 1
+    monkeypatch.setattr(session_module.os, "cpu_count", lambda: 8)
+    assert session_module.interactive_decode_workers() == 7
+    monkeypatch.setattr(session_module.os, "cpu_count", lambda: None)
+    assert session_module.interactive_decode_workers() == 1
+    session = session_module.LibrarySession(library)
+    try:
+        assert session.index_options == {"workers": 1}
+    finally:
+        assert session.close(10_000)
+    given = session_module.LibrarySession(library, index_options={"workers": 3, "batch_size": 4})
+    try:
+        assert given.index_options == {"workers": 3, "batch_size": 4}
+    finally:
+        assert given.close(10_000)
