@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -51,6 +52,18 @@ def lib(tmp_path, tiny_checkpoint, indexed):
     library = Library.open(tmp_path / "lib", model=f"file:{tiny_checkpoint}")
     yield library
     library.close()
+
+
+@contextlib.contextmanager
+def library_on_boats(tmp_path, tiny_checkpoint):
+    """A library of indexed photos in ``tmp_path / "lib"`` serving through profile "boats"."""
+    photos = write_photos(tmp_path / "photos")
+    with Library.open(tmp_path / "lib", model=f"file:{tiny_checkpoint}") as lib:
+        lib.add_folder(photos)
+        lib.index()
+        save(lib)
+        lib.use_profile("boats")
+        yield lib, photos
 
 
 def save(lib: Library, name: str = "boats", seed: int = 0, blend: float = 1.0):
@@ -148,12 +161,8 @@ def test_searches_go_through_the_active_profile_and_back(lib):
 
 
 def test_profile_survives_reopening_and_follows_indexing(tmp_path, tiny_checkpoint):
-    photos = write_photos(tmp_path / "photos")
-    with Library.open(tmp_path / "lib", model=f"file:{tiny_checkpoint}") as lib:
-        lib.add_folder(photos)
-        lib.index()
-        save(lib)
-        lib.use_profile("boats")
+    with library_on_boats(tmp_path, tiny_checkpoint) as (_lib, photos):
+        pass  # closed while profile "boats" serves
     with Library.open(tmp_path / "lib", model=f"file:{tiny_checkpoint}") as again:
         assert again.active_profile is not None
         first = again.search("a tree", k=20)
@@ -232,12 +241,7 @@ def test_a_lost_profile_falls_back_to_the_model(lib):
 
 
 def test_a_changed_photo_is_transformed_again(tmp_path, tiny_checkpoint):
-    photos = write_photos(tmp_path / "photos")
-    with Library.open(tmp_path / "lib", model=f"file:{tiny_checkpoint}") as lib:
-        lib.add_folder(photos)
-        lib.index()
-        save(lib)
-        lib.use_profile("boats")
+    with library_on_boats(tmp_path, tiny_checkpoint) as (lib, photos):
         write_jpeg(photos / "img_03.jpg", (48, 40), seed=333)  # same name, new content
         os.utime(photos / "img_03.jpg", ns=(1, 1))
         lib.index()
