@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
+import time
 from collections.abc import Sequence
 
-from PySide6.QtCore import QCoreApplication, QSettings
-from PySide6.QtWidgets import QApplication, QMessageBox
+from PySide6.QtCore import QCoreApplication, QSettings, Qt
+from PySide6.QtGui import QColor, QFont, QPainter, QPalette, QPixmap
+from PySide6.QtWidgets import QApplication, QMessageBox, QSplashScreen
 
 from app.app_settings import APPLICATION, ORGANIZATION, default_settings
 
@@ -27,6 +30,58 @@ def tune_interpreter() -> None:
     (benchmarks/bench_gui.py) without slowing indexing measurably.
     """
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+
+
+# Imported on the GUI thread before the window opens (see :func:`load_runtime`).
+RUNTIME_MODULES = ("torch",)
+
+
+def load_runtime() -> float:
+    """Import the model runtime (torch) now, on the calling thread; returns the seconds it took.
+
+    ``import torch`` loads torch's shared libraries and initialises its C++ extension in one piece
+    with the interpreter lock held (0.3-0.45 s here): no other Python thread runs meanwhile, the
+    GUI's included. Done by the model's loading thread after the window had opened, it froze the
+    window once, just as indexing began (benchmarks/bench_gui.py: a 320-390 ms stall). So the app
+    imports it before the window opens, behind a splash screen; the rest of loading a model (the
+    model code, the weights) still runs in the background, in small pieces.
+
+    A runtime that cannot be imported is not an error here: the window opens, and loading the
+    model reports what is wrong.
+    """
+    start = time.perf_counter()
+    for name in RUNTIME_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # the model's loader reports it in the window
+            logger.warning("could not import %s before opening the window: %s", name, exc)
+    return time.perf_counter() - start
+
+
+def _splash() -> QSplashScreen:
+    """A plain splash screen: the app's name and what it is doing, in the palette's colours."""
+    ratio = QApplication.primaryScreen().devicePixelRatio() if QApplication.primaryScreen() else 1.0
+    pixmap = QPixmap(round(420 * ratio), round(150 * ratio))
+    pixmap.setDevicePixelRatio(ratio)
+    palette = QApplication.palette()
+    pixmap.fill(palette.color(QPalette.ColorRole.Window))
+    painter = QPainter(pixmap)
+    try:
+        painter.setPen(QColor(palette.color(QPalette.ColorRole.Mid)))
+        painter.drawRect(0, 0, 419, 149)
+        title = QFont(QApplication.font())
+        title.setPointSizeF(title.pointSizeF() * 2)
+        title.setBold(True)
+        painter.setFont(title)
+        painter.setPen(palette.color(QPalette.ColorRole.WindowText))
+        left = Qt.AlignmentFlag.AlignLeft
+        painter.drawText(24, 20, 372, 60, left | Qt.AlignmentFlag.AlignBottom, "LadderLens")
+        painter.setFont(QApplication.font())
+        painter.setPen(palette.color(QPalette.ColorRole.PlaceholderText))
+        painter.drawText(24, 88, 372, 40, left | Qt.AlignmentFlag.AlignTop, "Loading the search engine\u2026")
+    finally:
+        painter.end()
+    return QSplashScreen(pixmap)
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -52,6 +107,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     QCoreApplication.setApplicationName(APPLICATION)
     QApplication.setApplicationDisplayName("LadderLens")
 
+    splash = _splash()
+    splash.show()
+    app.processEvents()
+    loaded_s = load_runtime()
+    logger.debug("model runtime imported in %.2f s", loaded_s)
+
     from app.errors_text import user_message
     from app.main_window import MainWindow
     from app.session import LibrarySession
@@ -61,12 +122,14 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         library = Library.open(args.library, model=args.model)
     except LadderLensError as exc:
+        splash.close()
         QMessageBox.critical(None, "LadderLens", f"The library cannot be opened.\n\n{user_message(exc)}")
         return 1
     settings = QSettings(args.settings, QSettings.Format.IniFormat) if args.settings else default_settings()
     session = LibrarySession(library)
     window = MainWindow(session, settings)
     window.show()
+    splash.finish(window)
     try:
         return int(app.exec())
     finally:

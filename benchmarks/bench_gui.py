@@ -148,11 +148,16 @@ def _app():
 
 
 def _window(library, work: Path, **session_options):
+    """The main window on ``library``, opened as ``app.main.run`` opens it (the model runtime is
+    imported first, where the app has that step)."""
+    from app import main as app_main
     from app.app_settings import settings_at
     from app.main_window import MainWindow
     from app.session import LibrarySession
     from app.thumbnails import ThumbnailLoader
 
+    if hasattr(app_main, "load_runtime"):
+        app_main.load_runtime()
     session = LibrarySession(library, **session_options)
     thumbnails = ThumbnailLoader(cache_dir=work / "thumbnails")
     window = MainWindow(session, settings_at(work / "settings.ini"), thumbnails)
@@ -464,7 +469,9 @@ class _Typist:
         self._next = now + self.PAUSE_S
 
 
-def bench_latency(photos: int, model: str | None, watchdog: bool = False) -> dict:
+def bench_latency(
+    photos: int, model: str | None, watchdog: bool = False, profile: Path | None = None
+) -> dict:
 
     from core.library import Library
 
@@ -501,12 +508,21 @@ def bench_latency(photos: int, model: str | None, watchdog: bool = False) -> dic
     marks["start"] = time.perf_counter()
     window.add_folder(str(folder))
     typist = _Typist(window, QUERIES)
+    profiler = None
     while window.session.is_indexing:
         app.processEvents()
         if "first_progress" in marks:
+            if profile is not None and profiler is None:
+                import cProfile
+
+                profiler = cProfile.Profile()  # the GUI thread's Python calls (and the Qt code they enter)
+                profiler.enable()
             typist.step(time.perf_counter())
         time.sleep(0.0005)
     marks["end"] = time.perf_counter()
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(profile)
     _pump(app, lambda: False, 0.3)
     probe.stop()
     gc_pauses.__exit__()
@@ -738,6 +754,12 @@ def main(argv: list[str] | None = None) -> int:
         "--switch-interval", type=float, default=None, help="sys.setswitchinterval (default: the app's)"
     )
     parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="latency: write the GUI thread's cProfile stats (while indexing) to this file",
+    )
+    parser.add_argument(
         "--watchdog",
         action="store_true",
         help=f"sample every thread's stack and explain late ticks (> {WATCH_MS} ms); adds some load",
@@ -764,7 +786,7 @@ def main(argv: list[str] | None = None) -> int:
         results["ab"] = bench_ab(args.baseline, args.rounds, args.measure, extra)
         print(json.dumps(results["ab"], indent=2))
     if args.what in ("all", "latency"):
-        results["latency"] = bench_latency(args.photos, args.model, args.watchdog)
+        results["latency"] = bench_latency(args.photos, args.model, args.watchdog, args.profile)
         print(json.dumps({k: v for k, v in results["latency"].items() if not k.startswith("_")}, indent=2))
     if args.what in ("all", "keystroke"):
         results["keystroke"] = bench_keystroke(args.library_size, args.model, args.repeats)

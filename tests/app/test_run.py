@@ -6,7 +6,7 @@ import sys
 
 import pytest
 from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QApplication, QMessageBox
+from PySide6.QtWidgets import QApplication, QMessageBox, QSplashScreen
 
 from app.main import GIL_SWITCH_INTERVAL_S, run
 from app.main_window import MainWindow
@@ -55,3 +55,47 @@ def test_a_library_that_cannot_be_opened_is_a_message_not_a_traceback(
     not_a_folder.write_text("x")
     assert run(["--library", str(not_a_folder), "--settings", str(tmp_path / "s.ini")]) == 1
     assert len(shown) == 1 and "cannot be opened" in shown[0] and "Traceback" not in shown[0]
+
+
+def test_the_model_runtime_is_imported_behind_a_splash_before_the_window_opens(
+    qtbot, tmp_path, model_spec, monkeypatch, _keep_switch_interval
+):
+    from app import main as app_main
+
+    events: list[str] = []
+    real_import = app_main.importlib.import_module
+
+    def record_import(name: str):
+        tops = QApplication.topLevelWidgets()
+        splashes = [w for w in tops if isinstance(w, QSplashScreen) and w.isVisible()]
+        windows = [w for w in tops if isinstance(w, MainWindow) and w.isVisible()]
+        events.append(f"import {name}, splash shown: {bool(splashes)}, windows: {len(windows)}")
+        return real_import(name)
+
+    monkeypatch.setattr(app_main.importlib, "import_module", record_import)
+    seen: list[str] = []
+    _close_when_shown(seen)
+    args = ["--library", str(tmp_path / "lib"), "--model", model_spec, "--settings", str(tmp_path / "s.ini")]
+    code = run(args)
+    assert code == 0 and seen == ["LadderLens"]
+    assert events == [f"import {name}, splash shown: True, windows: 0" for name in app_main.RUNTIME_MODULES]
+    splashes = [w for w in QApplication.topLevelWidgets() if isinstance(w, QSplashScreen)]
+    assert not any(s.isVisible() for s in splashes)  # gone once the window is up
+
+
+def test_a_runtime_that_cannot_be_imported_still_opens_the_window(
+    qtbot, tmp_path, model_spec, monkeypatch, caplog, _keep_switch_interval
+):
+    from app import main as app_main
+
+    def broken(name: str):
+        raise OSError(f"lib{name}_cpu.so: cannot open shared object file")
+
+    monkeypatch.setattr(app_main.importlib, "import_module", broken)
+    seen: list[str] = []
+    _close_when_shown(seen)
+    args = ["--library", str(tmp_path / "lib"), "--model", model_spec, "--settings", str(tmp_path / "s.ini")]
+    with caplog.at_level("WARNING", logger="app.main"):
+        code = run(args)
+    assert code == 0 and seen == ["LadderLens"]
+    assert "could not import torch" in caplog.text and "cannot open shared object" in caplog.text
