@@ -15,9 +15,11 @@ What it costs per file:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -31,6 +33,7 @@ from .scanner import DEFAULT_EXCLUDES, ScannedFile, ScanProblem, root_is_online,
 
 if TYPE_CHECKING:
     from .embedder import Embedder
+    from .encoder_process import EncoderProcess
     from .index import VectorIndex
     from .vectors import VectorStore
 
@@ -93,6 +96,16 @@ class _Decoded:
     pixels: Any  # the model's input tensor (C, H, W)
 
 
+@dataclass(frozen=True)
+class _ToEncode:
+    """New content, to be decoded and embedded by the encoder process."""
+
+    entry: PhotoEntry  # without the image's own metadata yet (size, date, orientation)
+
+
+_IN_FLIGHT = 2  # batches the encoder process works on ahead of the catalog (one decoding, one queued)
+
+
 class Indexer:
     """Runs one indexing pass for one model over some library folders.
 
@@ -103,6 +116,9 @@ class Indexer:
         embedder: the model.
         workers: decode threads.
         batch_size: images per model batch.
+        encoder: when given, called (once, when there is something to decode) for an
+            :class:`~core.encoder_process.EncoderProcess` of the same model, which then decodes and
+            embeds in its own process; this process only hashes and keeps the books.
     """
 
     def __init__(
@@ -114,6 +130,7 @@ class Indexer:
         *,
         workers: int | None = None,
         batch_size: int | None = None,
+        encoder: Callable[[], EncoderProcess] | None = None,
     ) -> None:
         self.catalog = catalog
         self.store = store
@@ -121,6 +138,8 @@ class Indexer:
         self.embedder = embedder
         self.workers = workers or default_workers()
         self.batch_size = batch_size or DEFAULT_BATCH
+        self._encoder_factory = encoder
+        self._encoder: EncoderProcess | None = None
 
     # ------------------------------------------------------------------ the run
 
@@ -226,8 +245,9 @@ class Indexer:
 
     # ------------------------------------------------------------------ hash, decode, embed
 
-    def _prepare(self, item: _Work) -> _Reuse | _Decoded:
-        """Runs in a worker thread: hash; reuse a stored vector or decode for the model."""
+    def _prepare(self, item: _Work) -> _Reuse | _Decoded | _ToEncode:
+        """Runs in a worker thread: hash; reuse a stored vector or decode for the model (here, or
+        later in the encoder process)."""
         f = item.file
         digest = item.known_hash or content_hash(f.path, f.size)
         if item.known_hash is None and bool(self.store.has([digest])[0]):
@@ -245,6 +265,8 @@ class Indexer:
                     orientation=first.orientation if first else None,
                 )
             )
+        if self._encoder_factory is not None:
+            return _ToEncode(PhotoEntry(f.path, f.size, f.mtime_ns, digest))
         decoded: DecodedImage = open_image(f.path, self.embedder.image_size)
         pixels = self.embedder.preprocess(decoded.image)
         entry = PhotoEntry(
@@ -265,11 +287,15 @@ class Indexer:
         total = len(work)
         if not total:
             return
+        if self._encoder_factory is not None and self._encoder is None:
+            self._encoder = self._encoder_factory()  # it loads the model while the first files are hashed
         batch: list[tuple[int, _Decoded]] = []
+        to_encode: list[tuple[_Work, PhotoEntry]] = []
+        in_flight: deque[tuple[int, list[tuple[_Work, PhotoEntry]]]] = deque()
         reuse: list[tuple[int, PhotoEntry]] = []
         embed_started = time.monotonic()
         done = 0
-        results: Iterator[tuple[_Work, _Reuse | _Decoded | Exception]] = decode_parallel(
+        results: Iterator[tuple[_Work, _Reuse | _Decoded | _ToEncode | Exception]] = decode_parallel(
             work, self._prepare, workers=self.workers, lookahead=max(2 * self.batch_size, 4 * self.workers)
         )
         try:
@@ -279,21 +305,61 @@ class Indexer:
                     reuse.append((item.folder_id, outcome.entry))
                 elif isinstance(outcome, _Decoded):
                     batch.append((item.folder_id, outcome))
+                elif isinstance(outcome, _ToEncode):
+                    to_encode.append((item, outcome.entry))
                 else:
                     self._record_failure(item, outcome)
                     report.failed += 1
+                if len(to_encode) >= self.batch_size:
+                    in_flight.append(self._submit(to_encode))
+                    to_encode = []
+                    if len(in_flight) >= _IN_FLIGHT:
+                        self._store_encoded(*in_flight.popleft(), report)
+                        yield self._progress(done, total, embed_started, item.file.path, report)
                 if len(batch) >= self.batch_size or len(reuse) >= 4 * self.batch_size:
                     self._commit(batch, reuse, report)
                     batch, reuse = [], []
                     yield self._progress(done, total, embed_started, item.file.path, report)
+            if to_encode:
+                in_flight.append(self._submit(to_encode))
+            while in_flight:
+                self._store_encoded(*in_flight.popleft(), report)
             self._commit(batch, reuse, report)
             batch, reuse = [], []
             yield self._progress(done, total, embed_started, None, report)
         finally:
             results.close()  # cancels decodes not started yet
 
+    def _submit(self, items: list[tuple[_Work, PhotoEntry]]) -> tuple[int, list[tuple[_Work, PhotoEntry]]]:
+        assert self._encoder is not None
+        return self._encoder.submit([entry.path for _, entry in items]), items
+
+    def _store_encoded(self, seq: int, items: list[tuple[_Work, PhotoEntry]], report: IndexReport) -> None:
+        """Store what the encoder process made of a batch: vectors, catalog rows, failures."""
+        assert self._encoder is not None
+        outcomes, vectors = self._encoder.receive(seq)
+        if len(outcomes) != len(items):
+            raise RuntimeError(f"the indexing process answered for {len(outcomes)} of {len(items)} photos")
+        entries: list[tuple[int, PhotoEntry]] = []
+        for (item, entry), outcome in zip(items, outcomes, strict=True):
+            if isinstance(outcome, str):
+                self._record_failure(item, DecodeError(entry.path, outcome))
+                report.failed += 1
+            else:
+                width, height, taken_at, orientation = outcome
+                entries.append(
+                    (
+                        item.folder_id,
+                        dataclasses.replace(
+                            entry, width=width, height=height, taken_at=taken_at, orientation=orientation
+                        ),
+                    )
+                )
+        if entries:
+            self._store_new(entries, vectors, report)
+
     def _record_failure(self, item: _Work, error: Exception) -> None:
-        reason = error.reason if isinstance(error, DecodeError) else _reason(error)
+        reason = failure_reason(error)
         if not isinstance(error, DecodeError | OSError):
             logger.error("unexpected error on %s", item.file.path, exc_info=error)
         self.catalog.record_failure(
@@ -316,13 +382,18 @@ class Indexer:
 
             pixels = torch.stack([d.pixels for _, d in batch])
             vectors = self.embedder.encode_image_batch(pixels)
-            self.store.put([d.entry.content_hash for _, d in batch], vectors)
-            self._upsert([(fid, d.entry) for fid, d in batch], vectors)
-            report.embedded += len(batch)
+            self._store_new([(fid, d.entry) for fid, d in batch], vectors, report)
         if reuse:
             vectors = self.store.get([e.content_hash for _, e in reuse])
             self._upsert(reuse, vectors)
             report.reused += len(reuse)
+
+    def _store_new(
+        self, entries: list[tuple[int, PhotoEntry]], vectors: np.ndarray, report: IndexReport
+    ) -> None:
+        self.store.put([entry.content_hash for _, entry in entries], vectors)
+        self._upsert(entries, vectors)
+        report.embedded += len(entries)
 
     def _upsert(self, entries: list[tuple[int, PhotoEntry]], vectors: np.ndarray) -> None:
         by_folder: dict[int, list[int]] = {}
@@ -352,7 +423,10 @@ class Indexer:
         )
 
 
-def _reason(error: Exception) -> str:
+def failure_reason(error: Exception) -> str:
+    """The short, user-readable reason a file could not be indexed, as the catalog records it."""
+    if isinstance(error, DecodeError):
+        return error.reason
     if isinstance(error, PermissionError):
         return "permission denied"
     if isinstance(error, FileNotFoundError):

@@ -24,6 +24,7 @@ step. A full profile is a model of its own: using it re-embeds the library like
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import logging
@@ -48,6 +49,7 @@ from .query import Query
 
 if TYPE_CHECKING:
     from .embedder import Embedder
+    from .encoder_process import EncoderProcess
     from .index import VectorIndex
     from .models import DownloadProgress
     from .search import Searcher, SearchResult
@@ -187,6 +189,12 @@ class _ModelState:
         self.index = index
         self.index_path = index_path
         self.searcher: Searcher | None = None
+        self.encoder: EncoderProcess | None = None  # indexing's child process, kept between runs
+
+    def close_encoder(self) -> None:
+        if self.encoder is not None:
+            self.encoder.close()
+            self.encoder = None
 
 
 class _ProfileState(_ModelState):
@@ -244,6 +252,8 @@ class Library:
     def close(self) -> None:
         self._wait_for_saves()
         with self._lock:
+            for state in self._models.values():
+                state.close_encoder()
             self._models.clear()
         self.catalog.close()
 
@@ -421,11 +431,17 @@ class Library:
         *,
         workers: int | None = None,
         batch_size: int | None = None,
+        separate_process: bool = False,
     ) -> Generator[IndexProgress, None, IndexReport]:
         """Index the library folders (all, or those given); each yield is a cancellation point.
 
         The model indexed for is the target model when a switch is pending, else the active one.
         When a run over all folders completes, the target becomes the active model.
+
+        ``separate_process``: decode and embed in a child process (:mod:`core.encoder_process`)
+        instead of threads of this one, when the model runs on the CPU: the caller's threads (a
+        GUI's) then never wait for the interpreter lock behind indexing. The child is started
+        when a run first has photos to embed and is kept for later runs until :meth:`close`.
 
         Raises:
             ModelUnavailableError, CheckpointError, ModelError: the model cannot be loaded.
@@ -434,8 +450,17 @@ class Library:
         spec = self._target or self._active
         state = self._state(spec)
         chosen = self._select_folders(folders)
+        encoder = None
+        if separate_process and state.embedder.device.type == "cpu":
+            encoder = functools.partial(self._encoder_process, spec, state, workers)
         indexer = Indexer(
-            self.catalog, state.store, state.index, state.embedder, workers=workers, batch_size=batch_size
+            self.catalog,
+            state.store,
+            state.index,
+            state.embedder,
+            workers=workers,
+            batch_size=batch_size,
+            encoder=encoder,
         )
         if spec == self._active:
             self._record_identity(spec, state)  # status() counts this model's vectors from now on
@@ -461,6 +486,15 @@ class Library:
                         for key in [k for k in self._models if k.startswith(f"{spec}#profile=")]:
                             del self._models[key]
         return report
+
+    @staticmethod
+    def _encoder_process(spec: str, state: _ModelState, workers: int | None) -> EncoderProcess:
+        from .encoder_process import EncoderProcess
+
+        if state.encoder is None or not state.encoder.alive:
+            state.close_encoder()
+            state.encoder = EncoderProcess(spec, state.embedder.identity, workers=workers)
+        return state.encoder
 
     def index(
         self,
@@ -490,6 +524,9 @@ class Library:
         self.catalog.set_meta(_META_TARGET, None)
         self.catalog.set_meta(_META_MODEL, spec)
         self._record_identity(spec, state)
+        for other, other_state in list(self._models.items()):
+            if other != spec:
+                other_state.close_encoder()  # the previous model's indexing process is not needed again
         if not self._profile_serves(self._profile_record(), spec):
             self._set_profile_record(None)  # a profile of the previous model does not apply
 

@@ -180,10 +180,11 @@ def make_window(qtbot, tmp_path, library):
     thumbnail loader's workers are waited for, before ``library`` (a dependency) is closed."""
     windows: list[MainWindow] = []
 
-    def make(library, settings_name: str = "settings.ini") -> MainWindow:
-        session = LibrarySession(
-            library, index_options={"batch_size": BATCH, "workers": 2}, demo_count=12, demo_size=DEMO_SIZE
-        )
+    def make(library, settings_name: str = "settings.ini", separate_process: bool = False) -> MainWindow:
+        # Indexing in a separate process (the app's default) costs each session a second start of
+        # torch and the model; the flows that index through it ask for it.
+        options = {"batch_size": BATCH, "workers": 2, "separate_process": separate_process}
+        session = LibrarySession(library, index_options=options, demo_count=12, demo_size=DEMO_SIZE)
         thumbnails = ThumbnailLoader(cache_dir=tmp_path / "thumbnails")
         window = MainWindow(session, settings_at(tmp_path / settings_name), thumbnails)
         qtbot.addWidget(window)
@@ -205,6 +206,12 @@ def make_window(qtbot, tmp_path, library):
 @pytest.fixture
 def window(make_window, library):
     return make_window(library)
+
+
+@pytest.fixture
+def app_window(make_window, library):
+    """A window indexing as the app does by default: photos decoded and embedded in a child process."""
+    return make_window(library, separate_process=True)
 
 
 def wait_indexed(qtbot, window, timeout: int = 60_000):

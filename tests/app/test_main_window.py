@@ -76,8 +76,9 @@ def _index_folder(qtbot, window, photos: Path) -> None:
 
 
 def test_add_folder_search_tiers_filter_details_and_more_like_this(
-    window, photos, qtbot, monkeypatch, opened_urls
+    app_window, photos, qtbot, monkeypatch, opened_urls
 ):
+    window = app_window
     assert window.pages.currentWidget() is window.welcome  # empty library: the welcome page
     assert not window.search_bar.isEnabled()  # nothing to search yet
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(photos))
@@ -87,6 +88,8 @@ def test_add_folder_search_tiers_filter_details_and_more_like_this(
     assert report.embedded + report.reused == _readable(photos) and report.failed == 2
     wait_indexed(qtbot, window)
     assert window.pages.currentWidget() is window.main_splitter and window.search_bar.isEnabled()
+    library = window.session.library
+    assert library._state(library.model_spec).encoder.alive  # decoded and embedded in a child process
 
     # Library panel: the folder with its counts, the files that failed and why.
     folders = window.library_panel.folders_model
@@ -231,7 +234,7 @@ def test_cancel_indexing_keeps_what_was_done_and_rescan_finishes(window, library
 def test_closing_during_indexing_leaves_a_consistent_library(
     make_window, library, photos, qtbot, monkeypatch, tmp_path, model_spec
 ):
-    window = make_window(library)
+    window = make_window(library, separate_process=True)
     gate = gate_indexing(monkeypatch, library)
     with qtbot.waitSignal(window.session.index_progress, timeout=30_000):
         window.add_folder(str(photos))

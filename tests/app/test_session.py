@@ -65,7 +65,7 @@ def test_close_is_bounded_and_waits_again_for_what_is_left(library, photos, qtbo
     assert delivered == []
 
 
-def test_indexing_behind_the_window_leaves_a_core_to_the_gui(library, monkeypatch):
+def test_indexing_behind_the_window_runs_apart_and_leaves_a_core_to_the_gui(library, monkeypatch):
     import app.session as session_module
 
     monkeypatch.setattr(session_module.os, "cpu_count", lambda: 2)
@@ -76,11 +76,12 @@ def test_indexing_behind_the_window_leaves_a_core_to_the_gui(library, monkeypatc
     assert session_module.interactive_decode_workers() == 1
     session = session_module.LibrarySession(library)
     try:
-        assert session.index_options == {"workers": 1}
+        assert session.index_options == {"workers": 1, "separate_process": True}
     finally:
         assert session.close(10_000)
-    given = session_module.LibrarySession(library, index_options={"workers": 3, "batch_size": 4})
+    options = {"workers": 3, "batch_size": 4, "separate_process": False}
+    given = session_module.LibrarySession(library, index_options=options)
     try:
-        assert given.index_options == {"workers": 3, "batch_size": 4}
+        assert given.index_options == options
     finally:
         assert given.close(10_000)
