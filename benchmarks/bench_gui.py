@@ -418,6 +418,28 @@ class LoopProbe:
         return [max(0.0, (g - self.interval) * 1000) for t, g in self.gaps if start <= t <= end]
 
 
+def _peak_rss_mib() -> dict[str, int]:
+    """Peak resident memory of this process and of each child it started (the indexing process)."""
+    import resource
+
+    out = {"app": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
+    me = str(os.getpid())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if stat.rsplit(")", 1)[1].split()[1] != me:
+                continue
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                out[f"child {entry.name}"] = int(line.split()[1]) // 1024
+    return out
+
+
 def _summary(stalls: list[float]) -> dict:
     if not stalls:
         return {"ticks": 0}
@@ -530,6 +552,7 @@ def bench_latency(
     _pump(app, lambda: False, 0.3)
     probe.stop()
     gc_pauses.__exit__()
+    peak_rss = _peak_rss_mib()
     status = library.status()
     first = marks.get("first_progress", marks["end"])
     result = {
@@ -541,6 +564,7 @@ def bench_latency(
         "index_s": round(marks["end"] - first, 2),
         "rate_photos_s": round(status.indexed / max(1e-6, marks["end"] - first), 1),
         "load_average": [round(x, 1) for x in os.getloadavg()],
+        "peak_rss_mib": peak_rss,
         "idle_baseline": baseline,
         "model_load": _summary(probe.stalls_ms(marks["start"], first)),
         "indexing": _summary(probe.stalls_ms(first, marks["end"])),
