@@ -86,13 +86,20 @@ class ResultsDelegate(QStyledItemDelegate):
         super().__init__(parent)
         self.header_width = 600
         self._metrics: dict[str, QFontMetrics] = {}  # by font key
+        self._last: tuple[QFont, str, QFontMetrics] | None = None  # the font asked for last
         self._captions: dict[tuple[str, float, str], tuple[str, int, str]] = {}
 
     def _fm(self, font: QFont) -> tuple[str, QFontMetrics]:
+        # Layout asks for a size hint per row and painting for metrics per cell, nearly always with
+        # the view's font: comparing fonts costs a tenth of computing a font's key.
+        last = self._last
+        if last is not None and last[0] == font:
+            return last[1], last[2]
         key = font.key()
         fm = self._metrics.get(key)
         if fm is None:
             fm = self._metrics[key] = QFontMetrics(font)
+        self._last = (QFont(font), key, fm)
         return key, fm
 
     def cell_size(self, option: QStyleOptionViewItem) -> QSize:

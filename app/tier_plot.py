@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PySide6.QtCore import QEvent, QLineF, QPointF, QRect, QRectF, QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QLineF, QPointF, QRect, QRectF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QColor,
     QFont,
@@ -85,6 +85,7 @@ class TierPlot(QWidget):
         self._hi = 1.0
         self._chips: list[tuple[QRect, int | None]] = []
         self._cache: QPixmap | None = None
+        self._render_scheduled = False
         self._plot_cache: tuple[QSize, QRect] | None = None
 
     # ------------------------------------------------------------------ data
@@ -307,6 +308,11 @@ class TierPlot(QWidget):
     def paintEvent(self, event: QPaintEvent) -> None:
         # The picture changes only with the data, the selection or the size: it is drawn once into
         # a pixmap, and repaints (hover, tooltips, overlapping windows) copy it.
+        painter = QPainter(self)
+        painter.drawPixmap(0, 0, self._picture())
+        painter.end()
+
+    def _picture(self) -> QPixmap:
         ratio = self.devicePixelRatioF()
         cache = self._cache
         if cache is None or cache.size() != self.size() * ratio or cache.devicePixelRatio() != ratio:
@@ -315,12 +321,23 @@ class TierPlot(QWidget):
             cache.fill(Qt.GlobalColor.transparent)
             self._render(cache)
             self._cache = cache
-        painter = QPainter(self)
-        painter.drawPixmap(0, 0, cache)
-        painter.end()
+        return cache
 
     def _invalidate(self) -> None:
+        """Draw the new picture in a turn of the event loop of its own, then show it.
+
+        New data comes with a new page of results; drawn in the grid's paint pass, the plot made
+        that pass longer. Apart, input is handled between the two.
+        """
         self._cache = None
+        if not self._render_scheduled:
+            self._render_scheduled = True
+            QTimer.singleShot(0, self, self._render_now)
+
+    def _render_now(self) -> None:
+        self._render_scheduled = False
+        if self.isVisible() and self._cache is None:
+            self._picture()
         self.update()
 
     def resizeEvent(self, event: QResizeEvent) -> None:

@@ -3,6 +3,7 @@
     python benchmarks/bench_gui.py                 # both measurements
     python benchmarks/bench_gui.py latency --photos 1000
     python benchmarks/bench_gui.py keystroke --library-size 10000
+    python benchmarks/bench_gui.py passes --photos 1000
 
 latency: the real main window (offscreen) indexes a demo library of ``--photos`` photos (1024x768
 JPEGs rendered once and cached under ``benchmarks/out``) while a query is typed into the search
@@ -19,6 +20,11 @@ to the end of the first paint of the grid showing that query's results (thumbnai
 afterwards; the time until every visible thumbnail is painted is reported too). Fresh queries
 (phrase not cached) and repeated ones (cached phrase vector) are reported apart.
 Goal: under 150 ms.
+
+passes: no indexing; for each of 24 queries typed into the window on an indexed demo library, the
+GUI thread's CPU time in the longest single event it handled until the page and its thumbnails
+were painted (each event timed through ``QApplication.notify``). This is the app's own share of
+a stall: what a busy machine can only stretch.
 
 The model is the bundled starter model when its weights are installed, else a model of the same
 architecture with random weights (the same compute; ``--model`` picks another).
@@ -688,6 +694,80 @@ def bench_keystroke(size: int, model: str | None, repeats: int) -> dict:
     }
 
 
+# ---------------------------------------------------------------------- passes
+
+
+def bench_passes(photos: int, model: str | None, rounds: int = 2) -> dict:
+    """The GUI thread's CPU time in the longest single event (one turn of the event loop) per query.
+
+    No indexing runs: this is the app's own work for a new page of results (layout, painting, the
+    tier inspector, thumbnails arriving), the part of a stall that no scheduler can take away.
+    Every event is timed through ``QApplication.notify`` (which adds a little to each).
+    """
+    from PySide6.QtTest import QTest
+    from PySide6.QtWidgets import QApplication
+
+    from core.library import Library
+
+    if QApplication.instance() is not None:
+        raise SystemExit("passes needs a process of its own: run `bench_gui.py passes` alone")
+    depth = [0]
+    cpu_ms: list[float] = []
+
+    class TimedApp(QApplication):
+        def notify(self, receiver, event):
+            depth[0] += 1
+            start = time.thread_time()
+            try:
+                return super().notify(receiver, event)
+            finally:
+                depth[0] -= 1
+                if depth[0] == 0:
+                    cpu_ms.append((time.thread_time() - start) * 1000)
+
+    app = TimedApp(["bench_gui"])
+    spec, model_text = _model_spec(model)
+    folder = _demo_photos(photos)
+    work = Path(tempfile.mkdtemp(prefix="bench-gui-"))
+    os.environ["LADDERLENS_CACHE"] = str(work / "cache")
+    library = Library.open(work / "library", model=spec)
+    library.add_folder(folder)
+    library.index()
+    window = _window(library, work)
+    window.search_bar.set_text("warm up")
+    window.search_now()
+    _pump(app, lambda: window.last_request is not None, 120)
+    _pump(app, lambda: False, 0.5)
+    longest = []
+    for _ in range(rounds):
+        for query in QUERIES:
+            window.search_bar.edit.setText(query[:-1])
+            _pump(app, lambda: not window.throttle.is_pending, 2)
+            _pump(app, lambda: False, 0.35)
+            seq = window.last_request.seq if window.last_request else 0
+            cpu_ms.clear()
+            QTest.keyClick(window.search_bar.edit, query[-1])
+            _pump(app, lambda s=seq: window.last_request is not None and window.last_request.seq != s, 30)
+            _pump(app, lambda: False, 0.05)
+            window.thumbnails.wait_for_done(30_000)
+            _pump(app, lambda: False, 0.1)
+            longest.append(max(cpu_ms))
+    window.close()
+    library.close()
+    return {
+        "photos": photos,
+        "model": model_text,
+        "queries": len(longest),
+        "load_average": [round(x, 1) for x in os.getloadavg()],
+        "longest_event_cpu_ms": {
+            "median": round(statistics.median(longest), 1),
+            "p90": round(sorted(longest)[int(0.9 * (len(longest) - 1))], 1),
+            "max": round(max(longest), 1),
+        },
+        "_raw_ms": [round(v, 2) for v in longest],
+    }
+
+
 # ---------------------------------------------------------------------- before / after
 
 
@@ -734,6 +814,19 @@ def _pooled_keystroke(runs: list[dict]) -> dict:
     return out
 
 
+def _pooled_passes(runs: list[dict]) -> dict:
+    values = sorted(v for r in runs for v in r["_raw_ms"])
+    return {
+        "queries": len(values),
+        "longest_event_cpu_ms": {
+            "median": round(statistics.median(values), 1),
+            "p90": round(values[int(0.9 * (len(values) - 1))], 1),
+            "max": round(values[-1], 1),
+        },
+        "load_average_1min": [r["load_average"][0] for r in runs],
+    }
+
+
 def bench_ab(baseline: str, rounds: int, measure: str, extra: list[str]) -> dict:
     """Alternate the app of ``baseline`` (A) and the current one (B) in fresh processes, ABBA..."""
     import subprocess
@@ -751,7 +844,7 @@ def bench_ab(baseline: str, rounds: int, measure: str, extra: list[str]) -> dict
         print(f"[{i + 1}/{len(order)}] {variant} ({measure})", flush=True)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         runs[variant].append(json.loads(out.read_text(encoding="utf-8"))[measure])
-    pooled = _pooled_latency if measure == "latency" else _pooled_keystroke
+    pooled = {"latency": _pooled_latency, "keystroke": _pooled_keystroke, "passes": _pooled_passes}[measure]
     return {
         "baseline_rev": baseline,
         "rounds": rounds,
@@ -768,10 +861,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", nargs="?", choices=("all", "latency", "keystroke", "ab"), default="all")
+    parser.add_argument(
+        "what", nargs="?", choices=("all", "latency", "keystroke", "passes", "ab"), default="all"
+    )
     parser.add_argument("--baseline", default="HEAD", help="ab: git revision of the app to compare with")
     parser.add_argument("--rounds", type=int, default=3, help="ab: runs of each variant")
-    parser.add_argument("--measure", choices=("latency", "keystroke"), default="latency", help="ab: what")
+    parser.add_argument(
+        "--measure", choices=("latency", "keystroke", "passes"), default="latency", help="ab: what"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the results here too")
     parser.add_argument("--app-from", default=None, help=argparse.SUPPRESS)  # read at import time
     parser.add_argument("--photos", type=int, default=1000, help="photos indexed in the latency run")
@@ -816,6 +913,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.what in ("all", "latency"):
         results["latency"] = bench_latency(args.photos, args.model, args.watchdog, args.profile)
         print(json.dumps({k: v for k, v in results["latency"].items() if not k.startswith("_")}, indent=2))
+    if args.what == "passes":
+        results["passes"] = bench_passes(args.photos, args.model)
+        print(json.dumps({k: v for k, v in results["passes"].items() if not k.startswith("_")}, indent=2))
     if args.what in ("all", "keystroke"):
         results["keystroke"] = bench_keystroke(args.library_size, args.model, args.repeats)
         print(json.dumps({k: v for k, v in results["keystroke"].items() if not k.startswith("_")}, indent=2))

@@ -94,3 +94,32 @@ def test_ticks_are_round_and_inside_the_range():
     steps = np.diff(ticks)
     assert np.allclose(steps, steps[0])
     assert _nice_ticks(1.0, 1.0, 4) == []
+
+
+def test_new_data_is_drawn_in_a_turn_of_the_event_loop_of_its_own(plot, qtbot, monkeypatch):
+    widget, g = plot
+    qtbot.wait(20)
+    in_paint = []
+    drawn = []  # for each picture drawn: was it drawn inside a paint pass?
+    real_paint, real_render = TierPlot.paintEvent, widget._render
+
+    def paint(self, event):
+        in_paint.append(True)
+        try:
+            real_paint(self, event)
+        finally:
+            in_paint.pop()
+
+    monkeypatch.setattr(TierPlot, "paintEvent", paint)
+    monkeypatch.setattr(widget, "_render", lambda device: (drawn.append(bool(in_paint)), real_render(device)))
+    rng = np.random.default_rng(2)
+    scores = sorted(rng.uniform(0.1, 0.3, 12), reverse=True)
+    widget.set_data(g.tiers, scores, [g.tiers[0].rank] * 12, rng.normal(0.1, 0.03, 500), False)
+    assert drawn == []  # not in the caller's turn (where a new page of results is being laid out)
+    qtbot.waitUntil(lambda: len(drawn) == 1, timeout=2000)
+    before = widget.grab().toImage()
+    assert drawn == [False]  # drawn before the paint pass, which only copies it
+    widget.set_selected(g.tiers[0].rank)
+    qtbot.waitUntil(lambda: len(drawn) == 2, timeout=2000)
+    assert drawn == [False, False]
+    assert widget.grab().toImage() != before  # the selected tier is highlighted
