@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import sys
 import time
@@ -32,8 +33,11 @@ def tune_interpreter() -> None:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
 
-# Imported on the GUI thread before the window opens (see :func:`load_runtime`).
+# Imported on the GUI thread before the window opens (see :func:`load_runtime`); the optional
+# ones only where installed. triton (a torch dependency on Linux) is imported while the model is
+# built, and its extension initialises for about 50 ms in one piece with the lock held.
 RUNTIME_MODULES = ("torch",)
+OPTIONAL_RUNTIME_MODULES = ("triton",)
 
 
 def load_runtime() -> float:
@@ -50,7 +54,8 @@ def load_runtime() -> float:
     model reports what is wrong.
     """
     start = time.perf_counter()
-    for name in RUNTIME_MODULES:
+    optional = [name for name in OPTIONAL_RUNTIME_MODULES if importlib.util.find_spec(name) is not None]
+    for name in (*RUNTIME_MODULES, *optional):
         try:
             importlib.import_module(name)
         except Exception as exc:  # the model's loader reports it in the window

@@ -261,13 +261,15 @@ class StallWatchdog:
             stdout=subprocess.PIPE,
             text=True,
         )
-        self._thread.start()
+        if self.period_s > 0:
+            self._thread.start()
 
     def stop(self) -> None:
         import threading
 
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
         self.tid_names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
         self.tid_names[os.getpid()] = "GUI"
         self.tid_nice: dict[str, int] = {}
@@ -498,7 +500,11 @@ class _Typist:
 
 
 def bench_latency(
-    photos: int, model: str | None, watchdog: bool = False, profile: Path | None = None
+    photos: int,
+    model: str | None,
+    watchdog: bool = False,
+    profile: Path | None = None,
+    stacks: bool = True,
 ) -> dict:
 
     from core.library import Library
@@ -533,7 +539,7 @@ def bench_latency(
     if watchdog:
         import threading
 
-        dog = StallWatchdog(threading.get_ident())
+        dog = StallWatchdog(threading.get_ident(), period_s=0.003 if stacks else 0.0)
         dog.start()
     gc_pauses = GcPauses().__enter__()
     probe.start()
@@ -885,6 +891,12 @@ def main(argv: list[str] | None = None) -> int:
         help="latency: write the GUI thread's cProfile stats (while indexing) to this file",
     )
     parser.add_argument(
+        "--no-stacks",
+        action="store_true",
+        help="with --watchdog: only the scheduler counters (read from another process), no stack "
+        "sampling thread competing for the interpreter lock",
+    )
+    parser.add_argument(
         "--watchdog",
         action="store_true",
         help=f"sample every thread's stack and explain late ticks (> {WATCH_MS} ms); adds some load",
@@ -911,7 +923,9 @@ def main(argv: list[str] | None = None) -> int:
         results["ab"] = bench_ab(args.baseline, args.rounds, args.measure, extra)
         print(json.dumps(results["ab"], indent=2))
     if args.what in ("all", "latency"):
-        results["latency"] = bench_latency(args.photos, args.model, args.watchdog, args.profile)
+        results["latency"] = bench_latency(
+            args.photos, args.model, args.watchdog, args.profile, stacks=not args.no_stacks
+        )
         print(json.dumps({k: v for k, v in results["latency"].items() if not k.startswith("_")}, indent=2))
     if args.what == "passes":
         results["passes"] = bench_passes(args.photos, args.model)
