@@ -27,7 +27,7 @@ import numpy as np
 
 from .catalog import Catalog, FileState, Folder, PhotoEntry
 from .decode import DecodedImage, decode_parallel, default_workers, open_image
-from .errors import DecodeError, FolderError
+from .errors import DecodeError, FolderError, ModelError
 from .hashing import content_hash
 from .scanner import DEFAULT_EXCLUDES, ScannedFile, ScanProblem, root_is_online, scan_folder
 
@@ -288,7 +288,11 @@ class Indexer:
         if not total:
             return
         if self._encoder_factory is not None and self._encoder is None:
-            self._encoder = self._encoder_factory()  # it loads the model while the first files are hashed
+            try:
+                self._encoder = self._encoder_factory()  # it loads the model while files are hashed
+            except ModelError as exc:  # no process could be started: this one does the work
+                logger.warning("%s Indexing in this process instead.", exc)
+                self._encoder_factory = None
         batch: list[tuple[int, _Decoded]] = []
         to_encode: list[tuple[_Work, PhotoEntry]] = []
         in_flight: deque[tuple[int, list[tuple[_Work, PhotoEntry]]]] = deque()

@@ -451,7 +451,9 @@ class Library:
         state = self._state(spec)
         chosen = self._select_folders(folders)
         encoder = None
-        if separate_process and state.embedder.device.type == "cpu":
+        # A GPU does the model's work outside the interpreter anyway; the child process talks over
+        # inherited pipe descriptors, which POSIX systems have.
+        if separate_process and state.embedder.device.type == "cpu" and os.name == "posix":
             encoder = functools.partial(self._encoder_process, spec, state, workers)
         indexer = Indexer(
             self.catalog,

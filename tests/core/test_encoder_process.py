@@ -170,3 +170,21 @@ def _running(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_process_that_cannot_be_started_leaves_the_work_to_this_one(
+    tmp_path, photos, model, monkeypatch, caplog
+):
+    import core.encoder_process as encoder_process
+
+    def no_processes(*args, **kwargs):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(encoder_process.subprocess, "Popen", no_processes)
+    with Library.open(tmp_path / "lib", model=model) as library:
+        library.add_folder(photos)
+        with caplog.at_level("WARNING", logger="core.indexer"):
+            report = library.index(separate_process=True)
+        assert (report.embedded, report.failed) == (42, 3)
+        assert library._state(model).encoder is None
+    assert "Could not start the indexing process" in caplog.text and "in this process instead" in caplog.text
