@@ -104,6 +104,9 @@ class _ToEncode:
 
 
 _IN_FLIGHT = 2  # batches the encoder process works on ahead of the catalog (one decoding, one queued)
+# A batch the encoder process has not answered in this long (it hangs, or is stopped) ends the run
+# with an error instead of blocking it for ever; finished batches are kept.
+ENCODE_TIMEOUT_S = 600.0
 
 
 class Indexer:
@@ -341,7 +344,7 @@ class Indexer:
     def _store_encoded(self, seq: int, items: list[tuple[_Work, PhotoEntry]], report: IndexReport) -> None:
         """Store what the encoder process made of a batch: vectors, catalog rows, failures."""
         assert self._encoder is not None
-        outcomes, vectors = self._encoder.receive(seq)
+        outcomes, vectors = self._encoder.receive(seq, timeout_s=ENCODE_TIMEOUT_S)
         if len(outcomes) != len(items):
             raise RuntimeError(f"the indexing process answered for {len(outcomes)} of {len(items)} photos")
         entries: list[tuple[int, PhotoEntry]] = []

@@ -122,6 +122,28 @@ def test_a_process_that_dies_mid_run_is_a_clear_error_and_loses_nothing(tmp_path
         assert report.embedded == 42 - kept and library.status().indexed == 42
 
 
+def test_a_process_that_stops_answering_ends_the_run_instead_of_hanging_it(
+    tmp_path, photos, model, monkeypatch
+):
+    import core.indexer as indexer
+
+    monkeypatch.setattr(indexer, "ENCODE_TIMEOUT_S", 3.0)
+    with Library.open(tmp_path / "lib", model=model) as library:
+        library.add_folder(photos)
+        run = library.iter_index(separate_process=True, batch_size=4)
+        stopped = None
+        with pytest.raises(ModelError, match="did not answer in 3 s"):
+            for progress in run:
+                if progress.phase == "embed" and progress.new >= 8 and stopped is None:
+                    stopped = library._state(model).encoder.pid
+                    os.kill(stopped, signal.SIGSTOP)  # hung: alive, but never answers
+        assert not _running(stopped)  # it was killed, not left stopped
+        kept = library.status().indexed
+        assert kept >= 8
+        report = library.index(separate_process=True, batch_size=4)
+        assert report.embedded == 42 - kept and library.status().indexed == 42
+
+
 def test_a_process_with_another_model_refuses_to_run(tiny_embedder, model):
     wrong = dataclasses.replace(tiny_embedder.identity, weights="sha256:0000000000000000")
     encoder = EncoderProcess(model, wrong)
