@@ -172,6 +172,14 @@ def _window(library, work: Path, **session_options):
     return window
 
 
+def _all_but_last_key(app, window, query: str) -> None:
+    """Put ``query`` less its last letter in the search bar and wait until the next key press
+    searches at once (setText does not count as typing; the throttle is idle again)."""
+    window.search_bar.edit.setText(query[:-1])
+    _pump(app, lambda: not window.throttle.is_pending, 2)
+    _pump(app, lambda: False, 0.35)
+
+
 def _pump(app, condition, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -659,9 +667,7 @@ def bench_keystroke(size: int, model: str | None, repeats: int) -> dict:
     _pump(app, lambda: False, 0.4)
 
     def one(query: str) -> tuple[float, float]:
-        window.search_bar.edit.setText(query[:-1])  # setText does not count as typing
-        _pump(app, lambda: not window.throttle.is_pending, 2)
-        _pump(app, lambda: False, 0.35)  # the throttle is idle again: the next key searches at once
+        _all_but_last_key(app, window, query)
         state.clear()
         start = time.perf_counter()
         QTest.keyClick(window.search_bar.edit, query[-1])
@@ -747,9 +753,7 @@ def bench_passes(photos: int, model: str | None, rounds: int = 2) -> dict:
     longest = []
     for _ in range(rounds):
         for query in QUERIES:
-            window.search_bar.edit.setText(query[:-1])
-            _pump(app, lambda: not window.throttle.is_pending, 2)
-            _pump(app, lambda: False, 0.35)
+            _all_but_last_key(app, window, query)
             seq = window.last_request.seq if window.last_request else 0
             cpu_ms.clear()
             QTest.keyClick(window.search_bar.edit, query[-1])

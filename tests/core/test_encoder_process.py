@@ -35,11 +35,6 @@ def photos(tmp_path) -> Path:
     return root
 
 
-@pytest.fixture
-def model(tiny_checkpoint) -> str:
-    return f"file:{tiny_checkpoint}"
-
-
 def _indexed(library: Library) -> dict[str, tuple]:
     """path -> (width, height, taken_at, orientation, vector) of every indexed photo."""
     out = {}

@@ -33,11 +33,6 @@ def photos(tmp_path) -> Path:
 
 
 @pytest.fixture
-def model(tiny_checkpoint) -> str:
-    return f"file:{tiny_checkpoint}"
-
-
-@pytest.fixture
 def lib(tmp_path, model):
     library = Library.open(tmp_path / "lib", model=model)
     yield library
