@@ -42,6 +42,7 @@ from PySide6.QtGui import (
     QPalette,
     QPen,
     QResizeEvent,
+    QStaticText,
 )
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -72,11 +73,23 @@ HEADER_HEIGHT = 40
 THUMB_BOX_HEIGHT = THUMB_SIDE * 4 // 5  # landscape photos fill it; portrait ones are centred in it
 CAPTION_CACHE = 4000  # captions (score text, elided name) kept ready for painting
 
-# Painting runs for every visible cell: flags and enum combinations are looked up once, here.
+# Painting runs for every visible cell: flags, enum values and their combinations are looked up
+# once, here (each lookup of a Qt enum member through its class costs a Python attribute search).
 _LEFT = Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft
 _SELECTED = QStyle.StateFlag.State_Selected
 _HOVERED = QStyle.StateFlag.State_MouseOver
 _FOCUSED = QStyle.StateFlag.State_HasFocus
+_NO_PEN = Qt.PenStyle.NoPen
+_NO_BRUSH = Qt.BrushStyle.NoBrush
+_DOT_LINE = Qt.PenStyle.DotLine
+_ANTIALIASING = QPainter.RenderHint.Antialiasing
+_SMOOTH_PIXMAPS = QPainter.RenderHint.SmoothPixmapTransform
+_KEEP_ASPECT = Qt.AspectRatioMode.KeepAspectRatio
+_TEXT = QPalette.ColorRole.Text
+_PLACEHOLDER = QPalette.ColorRole.PlaceholderText
+_HIGHLIGHT = QPalette.ColorRole.Highlight
+_MIDLIGHT = QPalette.ColorRole.Midlight
+_ALTERNATE_BASE = QPalette.ColorRole.AlternateBase
 
 
 class ResultsDelegate(QStyledItemDelegate):
@@ -87,7 +100,11 @@ class ResultsDelegate(QStyledItemDelegate):
         self.header_width = 600
         self._metrics: dict[str, QFontMetrics] = {}  # by font key
         self._last: tuple[QFont, str, QFontMetrics] | None = None  # the font asked for last
-        self._captions: dict[tuple[str, float, str], tuple[str, int, str]] = {}
+        self._captions: dict[tuple[str, float, str], tuple[QStaticText, int, QStaticText]] = {}
+        self._tier_colors: dict[tuple[int, bool], QColor] = {}
+        self._title_fonts: dict[str, tuple[QFont, QFontMetrics]] = {}  # headers' titles, by font key
+        # (font, header width, header size, cell size) for the font asked for last
+        self._sizes: tuple[QFont, int, QSize, QSize] | None = None
 
     def _fm(self, font: QFont) -> tuple[str, QFontMetrics]:
         # Layout asks for a size hint per row and painting for metrics per cell, nearly always with
@@ -107,13 +124,29 @@ class ResultsDelegate(QStyledItemDelegate):
         return QSize(THUMB_SIDE + 2 * CELL_PADDING, THUMB_BOX_HEIGHT + 2 * CELL_PADDING + line + 4)
 
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
-        if _model(index).is_header(index.row()):
-            line = self._fm(option.font)[1].height()
-            return QSize(max(200, self.header_width), max(HEADER_HEIGHT, 2 * line + 10))
-        return self.cell_size(option)
+        # Asked for every row laid out and every cell painted (the view places a cell by its size).
+        font = option.font
+        sizes = self._sizes
+        if sizes is None or sizes[1] != self.header_width or sizes[0] != font:
+            line = self._fm(font)[1].height()
+            header = QSize(max(200, self.header_width), max(HEADER_HEIGHT, 2 * line + 10))
+            sizes = self._sizes = (QFont(font), self.header_width, header, self.cell_size(option))
+        return sizes[2] if _model(index).is_header(index.row()) else sizes[3]
 
-    def _caption(self, font: QFont, row: PhotoRow, width: int) -> tuple[str, int, str]:
-        """(score text, where the name starts, the name elided to fit): the same at every repaint."""
+    def _title_font(self, font: QFont) -> tuple[QFont, QFontMetrics]:
+        """The font of a header's title (bold, a little larger) and its metrics."""
+        key = self._fm(font)[0]
+        title = self._title_fonts.get(key)
+        if title is None:
+            title_font = QFont(font)
+            title_font.setBold(True)
+            title_font.setPointSizeF(font.pointSizeF() * 1.1)
+            title = self._title_fonts[key] = (title_font, QFontMetrics(title_font))
+        return title
+
+    def _caption(self, font: QFont, row: PhotoRow, width: int) -> tuple[QStaticText, int, QStaticText]:
+        """(score text, where the name starts, the name elided to fit): the same at every repaint,
+        laid out once (static texts keep their glyph layout between paints)."""
         key, fm = self._fm(font)
         cache_key = (row.path, row.score, key)
         caption = self._captions.get(cache_key)
@@ -123,8 +156,14 @@ class ResultsDelegate(QStyledItemDelegate):
             score_text = format_score(row.score)
             name_left = 12 + fm.horizontalAdvance(score_text) + 8
             name = fm.elidedText(os.path.basename(row.path), Qt.TextElideMode.ElideMiddle, width - name_left)
-            caption = self._captions[cache_key] = (score_text, name_left, name)
+            caption = self._captions[cache_key] = (_static_text(score_text), name_left, _static_text(name))
         return caption
+
+    def _tier_color(self, rank: int, long_tail: bool) -> QColor:
+        color = self._tier_colors.get((rank, long_tail))
+        if color is None:
+            color = self._tier_colors[(rank, long_tail)] = tier_color(rank, long_tail)
+        return color
 
     def paint(
         self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
@@ -136,7 +175,7 @@ class ResultsDelegate(QStyledItemDelegate):
             return
         painter.save()
         try:
-            painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+            painter.setRenderHint(_ANTIALIASING, True)
             if isinstance(row, HeaderRow):
                 self._paint_header(painter, option, row, model.long_tail)
             else:
@@ -159,16 +198,13 @@ class ResultsDelegate(QStyledItemDelegate):
         painter.setBrush(color)
         painter.drawRoundedRect(QRect(band.left(), band.top(), 5, band.height()), 2, 2)
 
-        title_font = QFont(option.font)
-        title_font.setBold(True)
-        title_font.setPointSizeF(option.font.pointSizeF() * 1.1)
+        title_font, fm = self._title_font(option.font)
         painter.setFont(title_font)
         # Headers are not enabled items (so the cursor skips them); paint them in active colours anyway.
         active = QPalette.ColorGroup.Active
         painter.setPen(pal.color(active, QPalette.ColorRole.Text))
         label, count, lo, hi = row.label, row.count, row.min_score, row.max_score
         text_rect = band.adjusted(14, 0, -10, 0)
-        fm = QFontMetrics(title_font)
         title = f"{label}"
         painter.drawText(text_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, title)
         painter.setFont(option.font)
@@ -185,41 +221,39 @@ class ResultsDelegate(QStyledItemDelegate):
         rect: QRect = option.rect
         pal: QPalette = option.palette
         state = option.state
-        selected = bool(state & _SELECTED)
-        hovered = bool(state & _HOVERED)
         cell = rect.adjusted(1, 1, -1, -1)
-        if selected:
-            highlight = pal.color(QPalette.ColorRole.Highlight)
+        if state & _SELECTED:
+            highlight = pal.color(_HIGHLIGHT)
             painter.setPen(QPen(highlight, 2))
             fill = QColor(highlight)
             fill.setAlpha(60)
             painter.setBrush(fill)
             painter.drawRoundedRect(cell, 6, 6)
-        elif hovered:
-            fill = pal.color(QPalette.ColorRole.Midlight)
-            painter.setPen(Qt.PenStyle.NoPen)
-            painter.setBrush(fill)
+        elif state & _HOVERED:
+            painter.setPen(_NO_PEN)
+            painter.setBrush(pal.color(_MIDLIGHT))
             painter.drawRoundedRect(cell, 6, 6)
         if state & _FOCUSED:
-            painter.setPen(QPen(pal.color(QPalette.ColorRole.Highlight), 1, Qt.PenStyle.DotLine))
-            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.setPen(QPen(pal.color(_HIGHLIGHT), 1, _DOT_LINE))
+            painter.setBrush(_NO_BRUSH)
             painter.drawRoundedRect(cell.adjusted(1, 1, -1, -1), 6, 6)
 
-        thumb_box = QRect(rect.left() + CELL_PADDING, rect.top() + CELL_PADDING, THUMB_SIDE, THUMB_BOX_HEIGHT)
+        left, top = rect.left() + CELL_PADDING, rect.top() + CELL_PADDING
+        thumb_box = QRect(left, top, THUMB_SIDE, THUMB_BOX_HEIGHT)
         pix, error = model.thumbnail(row)
         if pix is not None and not pix.isNull():
-            size = pix.size().scaled(thumb_box.size(), Qt.AspectRatioMode.KeepAspectRatio)
-            target = QRect(0, 0, size.width(), size.height())
-            target.moveCenter(thumb_box.center())
-            target.moveBottom(thumb_box.bottom())  # captions sit right under the picture
-            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+            size = pix.size().scaled(THUMB_SIDE, THUMB_BOX_HEIGHT, _KEEP_ASPECT)
+            w, h = size.width(), size.height()
+            # Centred across, resting on the box's bottom: captions sit right under the picture.
+            target = QRect(left + (THUMB_SIDE - w) // 2, top + THUMB_BOX_HEIGHT - h, w, h)
+            painter.setRenderHint(_SMOOTH_PIXMAPS, True)
             painter.drawPixmap(target, pix)
         else:
-            painter.setPen(Qt.PenStyle.NoPen)
-            painter.setBrush(pal.color(QPalette.ColorRole.AlternateBase))
+            painter.setPen(_NO_PEN)
+            painter.setBrush(pal.color(_ALTERNATE_BASE))
             painter.drawRoundedRect(thumb_box.adjusted(8, 8, -8, -8), 4, 4)
             if error:
-                painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
+                painter.setPen(pal.color(_PLACEHOLDER))
                 painter.drawText(
                     thumb_box.adjusted(12, 12, -12, -12),
                     Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
@@ -228,18 +262,23 @@ class ResultsDelegate(QStyledItemDelegate):
 
         # Caption: a tier-coloured dot, the score, the file name (elided).
         font = option.font
-        line_top = thumb_box.bottom() + 4
-        line = QRect(rect.left() + CELL_PADDING, line_top, THUMB_SIDE, self._fm(font)[1].height())
-        dot = QRectF(line.left(), line.center().y() - 4, 8, 8)
-        painter.setPen(Qt.PenStyle.NoPen)
-        painter.setBrush(tier_color(row.tier, model.long_tail))
-        painter.drawEllipse(dot)
+        line_top = top + THUMB_BOX_HEIGHT + 3  # 4 px under the box (whose bottom row is the last inside)
+        line_height = self._fm(font)[1].height()
+        painter.setPen(_NO_PEN)
+        painter.setBrush(self._tier_color(row.tier, model.long_tail))
+        painter.drawEllipse(QRectF(left, line_top + (line_height - 1) // 2 - 4, 8, 8))
         score_text, name_left, name = self._caption(font, row, THUMB_SIDE)
-        painter.setPen(pal.color(QPalette.ColorRole.Text))
         painter.setFont(font)
-        painter.drawText(line.adjusted(12, 0, 0, 0), _LEFT, score_text)
-        painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
-        painter.drawText(line.adjusted(name_left, 0, 0, 0), _LEFT, name)
+        painter.setPen(pal.color(_TEXT))
+        painter.drawStaticText(left + 12, line_top, score_text)
+        painter.setPen(pal.color(_PLACEHOLDER))
+        painter.drawStaticText(left + name_left, line_top, name)
+
+
+def _static_text(text: str) -> QStaticText:
+    static = QStaticText(text)
+    static.setTextFormat(Qt.TextFormat.PlainText)
+    return static
 
 
 def _model(index: QModelIndex | QPersistentModelIndex) -> ResultsModel:

@@ -19,6 +19,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from PIL import Image
 from PySide6.QtCore import QObject, QRunnable, Signal
 from PySide6.QtGui import QImage, QPixmap
 
@@ -129,6 +130,10 @@ class ThumbnailLoader(QObject):
         self, cache_dir: Path | None = None, threads: int = 2, parent: QObject | None = None
     ) -> None:
         super().__init__(parent)
+        # PIL imports its common format plugins at its first open: here, on the thread that makes
+        # the loader, instead of in the first thumbnail threads while the window shows a new page
+        # (an import holds the interpreter lock and the import lock for some milliseconds).
+        Image.preinit()
         self.cache_dir = thumbnail_dir() if cache_dir is None else cache_dir
         self._threads = max(1, threads)
         self._pool = new_thread_pool(self, self._threads, "thumbnails")

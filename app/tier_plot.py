@@ -32,6 +32,7 @@ from PySide6.QtGui import (
     QPalette,
     QPen,
     QPixmap,
+    QPolygonF,
     QResizeEvent,
 )
 from PySide6.QtWidgets import QSizePolicy, QToolTip, QWidget
@@ -85,6 +86,7 @@ class TierPlot(QWidget):
         self._hi = 1.0
         self._chips: list[tuple[QRect, int | None]] = []
         self._cache: QPixmap | None = None
+        self._last: QPixmap | None = None  # the picture drawn last (shown until the next is drawn)
         self._render_scheduled = False
         self._plot_cache: tuple[QSize, QRect] | None = None
 
@@ -147,6 +149,12 @@ class TierPlot(QWidget):
     @property
     def selected(self) -> int | None:
         return self._selected
+
+    @property
+    def picture_pending(self) -> bool:
+        """A new picture (new data, selection) waits for its turn of the event loop; until it is
+        drawn, repaints show the picture before it."""
+        return self._render_scheduled
 
     @property
     def tiers(self) -> list[PlotTier]:
@@ -308,9 +316,18 @@ class TierPlot(QWidget):
     def paintEvent(self, event: QPaintEvent) -> None:
         # The picture changes only with the data, the selection or the size: it is drawn once into
         # a pixmap, and repaints (hover, tooltips, overlapping windows) copy it.
+        # While a new picture waits for its turn (see _invalidate), the one before it stays up.
         painter = QPainter(self)
-        painter.drawPixmap(0, 0, self._picture())
+        painter.drawPixmap(0, 0, self._shown() if self._render_scheduled else self._picture())
         painter.end()
+
+    def _shown(self) -> QPixmap:
+        """The picture on screen now: the last one drawn, if it still fits the widget."""
+        last = self._last
+        ratio = self.devicePixelRatioF()
+        if last is None or last.size() != self.size() * ratio or last.devicePixelRatio() != ratio:
+            return self._picture()
+        return last
 
     def _picture(self) -> QPixmap:
         ratio = self.devicePixelRatioF()
@@ -320,19 +337,24 @@ class TierPlot(QWidget):
             cache.setDevicePixelRatio(ratio)
             cache.fill(Qt.GlobalColor.transparent)
             self._render(cache)
-            self._cache = cache
+            self._cache = self._last = cache
         return cache
 
     def _invalidate(self) -> None:
         """Draw the new picture in a turn of the event loop of its own, then show it.
 
-        New data comes with a new page of results; drawn in the grid's paint pass, the plot made
-        that pass longer. Apart, input is handled between the two.
+        New data comes with a new page of results, whose layout and paint run in the event loop's
+        next turn; drawn there too, the plot made that turn longer. So the picture is drawn a turn
+        later still (two zero-timer hops: an event posted while posted events are being delivered
+        waits for the next turn), and input and timers are handled in between.
         """
         self._cache = None
         if not self._render_scheduled:
             self._render_scheduled = True
-            QTimer.singleShot(0, self, self._render_now)
+            QTimer.singleShot(0, self, self._render_next_turn)
+
+    def _render_next_turn(self) -> None:
+        QTimer.singleShot(0, self, self._render_now)
 
     def _render_now(self) -> None:
         self._render_scheduled = False
@@ -395,14 +417,16 @@ class TierPlot(QWidget):
         pal = self.palette()
         if self._hist.size == 0 or self._hist.max() <= 0:
             return
-        peak = self._hist.max()
+        # The histogram's outline as one polygon: each bin's top edge, closed along the bottom.
+        xs = plot.left() + (self._edges - self._lo) / (self._hi - self._lo) * plot.width()
+        ys = plot.bottom() - self._hist / self._hist.max() * (plot.height() - 4)
+        outline = np.empty((2 * ys.size + 2, 2))
+        outline[1:-1:2, 0], outline[2:-1:2, 0] = xs[:-1], xs[1:]
+        outline[1:-1, 1] = np.repeat(ys, 2)
+        outline[0] = xs[0], plot.bottom()
+        outline[-1] = xs[-1], plot.bottom()
         path = QPainterPath()
-        path.moveTo(self.x_of(self._edges[0]), plot.bottom())
-        for i, count in enumerate(self._hist):
-            y = plot.bottom() - (count / peak) * (plot.height() - 4)
-            path.lineTo(self.x_of(self._edges[i]), y)
-            path.lineTo(self.x_of(self._edges[i + 1]), y)
-        path.lineTo(self.x_of(self._edges[-1]), plot.bottom())
+        path.addPolygon(QPolygonF([QPointF(x, y) for x, y in outline.tolist()]))
         path.closeSubpath()
         fill = QColor(pal.color(QPalette.ColorRole.Text))
         fill.setAlpha(45)

@@ -153,6 +153,69 @@ def _app():
     return QApplication.instance() or QApplication(["bench_gui"])
 
 
+class EventTimes:
+    """Times every event the GUI thread handles, through ``QApplication.notify`` (which adds a
+    little to each): wall-clock start and end and the thread's CPU time of each outermost event."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[float, float, float, str, int]] = []  # (start, end, cpu ms, receiver, type)
+        self._depth = 0
+
+    def application(self):
+        """A new ``QApplication`` whose events are recorded here."""
+        from PySide6.QtWidgets import QApplication
+
+        if QApplication.instance() is not None:
+            raise SystemExit("timing events needs a process of its own: run this measurement alone")
+        times = self
+
+        class TimedApp(QApplication):
+            def notify(self, receiver, event):
+                times._depth += 1
+                start, cpu = time.perf_counter(), time.thread_time()
+                try:
+                    return super().notify(receiver, event)
+                finally:
+                    times._depth -= 1
+                    if times._depth == 0:
+                        times.events.append(
+                            (
+                                start,
+                                time.perf_counter(),
+                                (time.thread_time() - cpu) * 1000,
+                                type(receiver).__name__,
+                                int(event.type().value),
+                            )
+                        )
+
+        return TimedApp(["bench_gui"])
+
+    def cpu_ms(self) -> list[float]:
+        return [e[2] for e in self.events]
+
+    def within(self, start: float, end: float, top: int = 6) -> dict:
+        """The events that overlapped ``[start, end]``: how many, their CPU time, the longest ones."""
+        from PySide6.QtCore import QEvent
+
+        inside = [e for e in self.events if e[1] >= start and e[0] <= end]
+        inside.sort(key=lambda e: -e[2])
+
+        def name(kind: int) -> str:
+            try:
+                return QEvent.Type(kind).name
+            except ValueError:
+                return str(kind)
+
+        return {
+            "events": len(inside),
+            "events_cpu_ms": round(sum(e[2] for e in inside), 1),
+            "longest_events": [
+                f"{name(kind)} -> {receiver}: {cpu:.1f} ms CPU, {1000 * (b - a):.1f} ms wall"
+                for a, b, cpu, receiver, kind in inside[:top]
+            ],
+        }
+
+
 def _window(library, work: Path, **session_options):
     """The main window on ``library``, opened as ``app.main.run`` opens it (the model runtime is
     imported first, where the app has that step)."""
@@ -466,6 +529,7 @@ def _summary(stalls: list[float]) -> dict:
         "p99_ms": round(ordered[int(0.99 * (len(ordered) - 1))], 1),
         "p50_ms": round(ordered[len(ordered) // 2], 1),
         "over_50ms": sum(s > STALL_GOAL_MS for s in stalls),
+        "over_30ms": sum(s > 30 for s in stalls),
         "over_16ms": sum(s > 16 for s in stalls),
     }
 
@@ -485,11 +549,11 @@ class _Typist:
         self._next = 0.0
 
     def step(self, now: float) -> None:
+        if now < self._next:  # (before any import: this runs in the GUI thread's every turn)
+            return
         from PySide6.QtCore import Qt
         from PySide6.QtTest import QTest
 
-        if now < self._next:
-            return
         edit = self.window.search_bar.edit
         if self._pos == 0:
             self._text = self._texts[self.queries % len(self._texts)]
@@ -513,13 +577,15 @@ def bench_latency(
     watchdog: bool = False,
     profile: Path | None = None,
     stacks: bool = True,
+    events: bool = False,
 ) -> dict:
 
     from core.library import Library
 
     spec, model_text = _model_spec(model)
     folder = _demo_photos(photos)
-    app = _app()
+    timed = EventTimes() if events else None
+    app = timed.application() if timed is not None else _app()
     work = Path(tempfile.mkdtemp(prefix="bench-gui-"))
     os.environ["LADDERLENS_CACHE"] = str(work / "cache")
     library = Library.open(work / "library", model=spec)
@@ -595,16 +661,18 @@ def bench_latency(
     }
     if dog is not None:
         dog.stop()
+        result["thread_nice"] = dog.tid_nice
+    if dog is not None or timed is not None:
         late = [(t - gap, t, gap) for t, gap in probe.gaps if (gap - probe.interval) * 1000 > WATCH_MS]
         late.sort(key=lambda x: -x[2])
-        result["thread_nice"] = dog.tid_nice
         result["late_ticks_explained"] = [
             {
                 "stall_ms": round((gap - probe.interval) * 1000, 1),
                 "at_s": round(a - marks["start"], 2),
                 "gc_ms": [round(1000 * d, 1) for t, _, d in gc_pauses.pauses if a - d <= t <= b and d > 5e-3],
             }
-            | dog.explain(a, b)
+            | (dog.explain(a, b) if dog is not None else {})
+            | (timed.within(a, b) if timed is not None else {})
             for a, b, gap in late[:12]
         ]
     window.close()
@@ -717,27 +785,11 @@ def bench_passes(photos: int, model: str | None, rounds: int = 2) -> dict:
     Every event is timed through ``QApplication.notify`` (which adds a little to each).
     """
     from PySide6.QtTest import QTest
-    from PySide6.QtWidgets import QApplication
 
     from core.library import Library
 
-    if QApplication.instance() is not None:
-        raise SystemExit("passes needs a process of its own: run `bench_gui.py passes` alone")
-    depth = [0]
-    cpu_ms: list[float] = []
-
-    class TimedApp(QApplication):
-        def notify(self, receiver, event):
-            depth[0] += 1
-            start = time.thread_time()
-            try:
-                return super().notify(receiver, event)
-            finally:
-                depth[0] -= 1
-                if depth[0] == 0:
-                    cpu_ms.append((time.thread_time() - start) * 1000)
-
-    app = TimedApp(["bench_gui"])
+    timed = EventTimes()
+    app = timed.application()
     spec, model_text = _model_spec(model)
     folder = _demo_photos(photos)
     work = Path(tempfile.mkdtemp(prefix="bench-gui-"))
@@ -755,13 +807,13 @@ def bench_passes(photos: int, model: str | None, rounds: int = 2) -> dict:
         for query in QUERIES:
             _all_but_last_key(app, window, query)
             seq = window.last_request.seq if window.last_request else 0
-            cpu_ms.clear()
+            timed.events.clear()
             QTest.keyClick(window.search_bar.edit, query[-1])
             _pump(app, lambda s=seq: window.last_request is not None and window.last_request.seq != s, 30)
             _pump(app, lambda: False, 0.05)
             window.thumbnails.wait_for_done(30_000)
             _pump(app, lambda: False, 0.1)
-            longest.append(max(cpu_ms))
+            longest.append(max(timed.cpu_ms()))
     window.close()
     library.close()
     return {
@@ -801,6 +853,7 @@ def _pooled_latency(runs: list[dict]) -> dict:
     stalls = [s for r in runs for s in r["_indexing_stalls_ms"]]
     summary = _summary(stalls)
     summary["per_run_over_50ms"] = [r["indexing"]["over_50ms"] for r in runs]
+    summary["per_run_over_30ms"] = [r["indexing"].get("over_30ms") for r in runs]
     summary["per_run_max_ms"] = [r["indexing"]["max_ms"] for r in runs]
     summary["per_run_p99_ms"] = [r["indexing"]["p99_ms"] for r in runs]
     summary["load_average_1min"] = [r["load_average"][0] for r in runs]
@@ -901,6 +954,11 @@ def main(argv: list[str] | None = None) -> int:
         "sampling thread competing for the interpreter lock",
     )
     parser.add_argument(
+        "--events",
+        action="store_true",
+        help=f"latency: time every event of the GUI thread; list those of each late tick (> {WATCH_MS} ms)",
+    )
+    parser.add_argument(
         "--watchdog",
         action="store_true",
         help=f"sample every thread's stack and explain late ticks (> {WATCH_MS} ms); adds some load",
@@ -928,7 +986,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(results["ab"], indent=2))
     if args.what in ("all", "latency"):
         results["latency"] = bench_latency(
-            args.photos, args.model, args.watchdog, args.profile, stacks=not args.no_stacks
+            args.photos,
+            args.model,
+            args.watchdog,
+            args.profile,
+            stacks=not args.no_stacks,
+            events=args.events,
         )
         print(json.dumps({k: v for k, v in results["latency"].items() if not k.startswith("_")}, indent=2))
     if args.what == "passes":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QPoint, Qt
+from PySide6.QtCore import QCoreApplication, QPoint, Qt
 
 from app.tier_plot import TierPlot, _nice_ticks
 from tests.app.test_results_view import graded
@@ -71,15 +71,23 @@ def test_clicking_empty_space_does_nothing(plot, qtbot):
         )
 
 
-def test_paints_with_data_and_empty(plot):
+def _drawn(widget, qtbot):
+    """The plot's picture, once the pending one is drawn."""
+    qtbot.waitUntil(lambda: not widget.picture_pending, timeout=2000)
+    return widget.grab().toImage()
+
+
+def test_paints_with_data_and_empty(plot, qtbot):
     widget, _ = plot
-    plain = widget.grab().toImage()
+    plain = _drawn(widget, qtbot)
     assert not plain.isNull()
     widget.set_selected(2)
-    selected = widget.grab().toImage()
+    assert widget.picture_pending
+    assert widget.grab().toImage() == plain  # until its turn comes, the picture before it stays up
+    selected = _drawn(widget, qtbot)
     assert selected != plain  # the selection is drawn (the cached picture was redrawn)
     widget.set_selected(None)
-    assert widget.grab().toImage() == plain
+    assert _drawn(widget, qtbot) == plain
     widget.resize(500, 220)
     assert widget.grab().toImage().size() != plain.size()
     widget.clear()
@@ -115,7 +123,11 @@ def test_new_data_is_drawn_in_a_turn_of_the_event_loop_of_its_own(plot, qtbot, m
     rng = np.random.default_rng(2)
     scores = sorted(rng.uniform(0.1, 0.3, 12), reverse=True)
     widget.set_data(g.tiers, scores, [g.tiers[0].rank] * 12, rng.normal(0.1, 0.03, 500), False)
-    assert drawn == []  # not in the caller's turn (where a new page of results is being laid out)
+    assert drawn == []  # not in the caller's turn (where a new page of results is being made)
+    QCoreApplication.sendPostedEvents()  # the next turn (where the new page is laid out and painted)
+    assert drawn == []
+    QCoreApplication.sendPostedEvents()  # the one after
+    assert drawn == [False]
     qtbot.waitUntil(lambda: len(drawn) == 1, timeout=2000)
     before = widget.grab().toImage()
     assert drawn == [False]  # drawn before the paint pass, which only copies it
