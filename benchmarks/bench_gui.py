@@ -519,6 +519,27 @@ def _peak_rss_mib() -> dict[str, int]:
     return out
 
 
+def _schedstat() -> tuple[int, int]:
+    """The calling thread's (ns on a CPU, ns runnable but waiting for one), from the scheduler;
+    (0, 0) where the system does not tell."""
+    try:
+        on_cpu, waiting, _ = Path("/proc/thread-self/schedstat").read_text().split()
+        return int(on_cpu), int(waiting)
+    except (OSError, ValueError):
+        return 0, 0
+
+
+def _sched_share(sched: dict[str, tuple[int, int]], seconds: float) -> dict:
+    """The GUI thread's CPU time and its time waiting for a CPU, in ms per second of indexing."""
+    if "start" not in sched or seconds <= 0:
+        return {}
+    (cpu0, wait0), (cpu1, wait1) = sched["start"], sched["end"]
+    return {
+        "cpu_ms_per_s": round((cpu1 - cpu0) / 1e6 / seconds, 1),
+        "waiting_for_cpu_ms_per_s": round((wait1 - wait0) / 1e6 / seconds, 1),
+    }
+
+
 def _summary(stalls: list[float]) -> dict:
     if not stalls:
         return {"ticks": 0}
@@ -621,9 +642,12 @@ def bench_latency(
     window.add_folder(str(folder))
     typist = _Typist(window, QUERIES)
     profiler = None
+    sched: dict[str, tuple[int, int]] = {}
     while window.session.is_indexing:
         app.processEvents()
         if "first_progress" in marks:
+            if not sched:
+                sched["start"] = _schedstat()
             if profile is not None and profiler is None:
                 import cProfile
 
@@ -632,6 +656,7 @@ def bench_latency(
             typist.step(time.perf_counter())
         time.sleep(0.0005)
     marks["end"] = time.perf_counter()
+    sched["end"] = _schedstat()
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(profile)
@@ -654,6 +679,7 @@ def bench_latency(
         "idle_baseline": baseline,
         "model_load": _summary(probe.stalls_ms(marks["start"], first)),
         "indexing": _summary(probe.stalls_ms(first, marks["end"])),
+        "gui_thread_while_indexing": _sched_share(sched, marks["end"] - first),
         "worst_stalls_ms": sorted((round(s, 1) for s in probe.stalls_ms()), reverse=True)[:8],
         "gc_model_load": gc_pauses.summary(marks["start"], first),
         "gc_indexing": gc_pauses.summary(first, marks["end"]),
@@ -856,6 +882,9 @@ def _pooled_latency(runs: list[dict]) -> dict:
     summary["per_run_over_30ms"] = [r["indexing"].get("over_30ms") for r in runs]
     summary["per_run_max_ms"] = [r["indexing"]["max_ms"] for r in runs]
     summary["per_run_p99_ms"] = [r["indexing"]["p99_ms"] for r in runs]
+    shares = [r.get("gui_thread_while_indexing") or {} for r in runs]
+    summary["gui_cpu_ms_per_s"] = [s.get("cpu_ms_per_s") for s in shares]
+    summary["gui_waiting_for_cpu_ms_per_s"] = [s.get("waiting_for_cpu_ms_per_s") for s in shares]
     summary["load_average_1min"] = [r["load_average"][0] for r in runs]
     summary["rate_photos_s"] = [r["rate_photos_s"] for r in runs]
     summary["model_load_max_ms"] = [r["model_load"].get("max_ms") for r in runs]

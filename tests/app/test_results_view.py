@@ -8,10 +8,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QModelIndex, Qt
+from PySide6.QtCore import QModelIndex, QObject, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QImage, QPalette, QPixmap
 
 from app.results_model import HeaderRow, PhotoRow, ResultsModel, Role
 from app.results_view import ResultsView
+from app.tier_colors import tier_color
 from core.grading import grade
 
 
@@ -306,3 +308,68 @@ def test_layout_and_paint_enter_python_only_through_the_views_pass_methods(grid)
         sys.setprofile(None)
     assert "viewportEvent" in entries and {"timerEvent", "doItemsLayout"} & set(entries)  # paint, layout
     assert not {"rowCount", "flags", "data", "sizeHint", "paint", "index"} & set(entries)
+
+
+class _SolidThumbnails(QObject):
+    """Thumbnails that are always ready: one solid colour, landscape (4:3)."""
+
+    ready = Signal(str, int)
+    failed = Signal(str, int, str)
+
+    def __init__(self) -> None:
+        super().__init__()
+        image = QImage(160, 120, QImage.Format.Format_RGB32)
+        image.fill(QColor("#ff0000"))
+        self._pixmap = QPixmap.fromImage(image)
+
+    def pixmap(self, path: str, side: int) -> QPixmap:
+        return self._pixmap
+
+    def error(self, path: str, side: int) -> None:
+        return None
+
+
+def test_a_cell_shows_its_thumbnail_and_under_it_a_tier_dot_and_its_score(qtbot):
+    model = ResultsModel(_SolidThumbnails())  # type: ignore[arg-type]
+    view = ResultsView()
+    view.setModel(model)
+    qtbot.addWidget(view)
+    view.resize(760, 900)
+    view.show()
+    qtbot.waitExposed(view)
+    g, hits = graded()
+    model.set_results(g.tiers, hits, g.long_tail)
+    first = model.photo_rows()[0]
+    qtbot.waitUntil(lambda: view.visualRect(model.index(first)).isValid(), timeout=2000)
+    rect = view.visualRect(model.index(first))
+    image = view.viewport().grab().toImage()
+    red = [
+        (x, y)
+        for y in range(rect.top(), rect.bottom() + 1)
+        for x in range(rect.left(), rect.right() + 1)
+        if image.pixelColor(x, y) == QColor("#ff0000")
+    ]
+    xs, ys = sorted({x for x, _ in red}), sorted({y for _, y in red})
+    assert len(xs) == 160 and len(ys) == 120  # drawn at its size, centred across the cell
+    assert abs((xs[0] - rect.left()) - (rect.right() - xs[-1])) <= 1
+    caption = [(x, y) for y in range(ys[-1] + 1, rect.bottom() + 1) for x in range(xs[0], xs[-1] + 1)]
+    dot = QColor(tier_color(model.row(first).tier, g.long_tail))
+    assert any(image.pixelColor(x, y) == dot for x, y in caption)  # the tier's dot
+    text = view.palette().color(QPalette.ColorRole.Text)
+    assert any(image.pixelColor(x, y) == text for x, y in caption)  # the score, in the text colour
+
+
+def test_sizes_follow_the_font_and_the_width(grid, qtbot):
+    model, view = grid
+    g, hits = graded()
+    model.set_results(g.tiers, hits, g.long_tail)
+    header, cell = model.header_rows()[0], model.photo_rows()[0]
+    qtbot.waitUntil(lambda: view.visualRect(model.index(cell)).isValid(), timeout=2000)
+    header_width = view.visualRect(model.index(header)).width()
+    cell_height = view.visualRect(model.index(cell)).height()
+    font = QFont(view.font())
+    font.setPointSizeF(font.pointSizeF() * 2)
+    view.setFont(font)  # a taller caption line: taller cells
+    qtbot.waitUntil(lambda: view.visualRect(model.index(cell)).height() > cell_height, timeout=2000)
+    view.resize(520, 900)  # headers span the new width
+    qtbot.waitUntil(lambda: view.visualRect(model.index(header)).width() < header_width - 200, timeout=2000)
