@@ -35,9 +35,12 @@ def tune_interpreter() -> None:
 
 # Imported on the GUI thread before the window opens (see :func:`load_runtime`); the optional
 # ones only where installed. triton (a torch dependency on Linux) is imported while the model is
-# built, and its extension initialises for about 50 ms in one piece with the lock held.
-RUNTIME_MODULES = ("torch",)
-OPTIONAL_RUNTIME_MODULES = ("triton",)
+# built, and its extension initialises for about 50 ms in one piece with the lock held. The others
+# were imported by worker threads at the first search or thumbnail, just as the window showed its
+# first page of results: the search code (core.search with grading and the index, 45-50 ms), PIL's
+# TIFF plugin (EXIF, about 20 ms), threadpoolctl.
+RUNTIME_MODULES = ("torch", "core.search", "core.match_gate", "PIL.TiffImagePlugin")
+OPTIONAL_RUNTIME_MODULES = ("triton", "threadpoolctl")
 
 
 def load_runtime() -> float:
