@@ -47,9 +47,8 @@ def graded(seed: int = 0, n: int = 30):
     return g, hits
 
 
-@pytest.fixture
-def grid(qtbot):
-    model = ResultsModel()
+def _shown_grid(qtbot, thumbnails=None) -> tuple[ResultsModel, ResultsView]:
+    model = ResultsModel(thumbnails)
     view = ResultsView()
     view.setModel(model)
     qtbot.addWidget(view)
@@ -57,6 +56,11 @@ def grid(qtbot):
     view.show()
     qtbot.waitExposed(view)
     return model, view
+
+
+@pytest.fixture
+def grid(qtbot):
+    return _shown_grid(qtbot)
 
 
 def test_rows_are_each_tier_header_then_its_photos_best_first(grid):
@@ -330,13 +334,7 @@ class _SolidThumbnails(QObject):
 
 
 def test_a_cell_shows_its_thumbnail_and_under_it_a_tier_dot_and_its_score(qtbot):
-    model = ResultsModel(_SolidThumbnails())  # type: ignore[arg-type]
-    view = ResultsView()
-    view.setModel(model)
-    qtbot.addWidget(view)
-    view.resize(760, 900)
-    view.show()
-    qtbot.waitExposed(view)
+    model, view = _shown_grid(qtbot, _SolidThumbnails())
     g, hits = graded()
     model.set_results(g.tiers, hits, g.long_tail)
     first = model.photo_rows()[0]
