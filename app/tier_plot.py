@@ -209,6 +209,10 @@ class TierPlot(QWidget):
         plot = self._plot_rect()
         return plot.left() + (score - self._lo) / (self._hi - self._lo) * plot.width()
 
+    def _xs_of(self, scores: np.ndarray, plot: QRect) -> np.ndarray:
+        """:meth:`x_of` for an array of scores, within ``plot``."""
+        return plot.left() + (scores - self._lo) / (self._hi - self._lo) * plot.width()
+
     def score_at(self, x: float) -> float:
         plot = self._plot_rect()
         return self._lo + (x - plot.left()) / max(1, plot.width()) * (self._hi - self._lo)
@@ -324,15 +328,19 @@ class TierPlot(QWidget):
     def _shown(self) -> QPixmap:
         """The picture on screen now: the last one drawn, if it still fits the widget."""
         last = self._last
+        return last if self._fits(last) else self._picture()
+
+    def _fits(self, picture: QPixmap | None) -> bool:
+        """Whether ``picture`` has the widget's size at its pixel ratio."""
         ratio = self.devicePixelRatioF()
-        if last is None or last.size() != self.size() * ratio or last.devicePixelRatio() != ratio:
-            return self._picture()
-        return last
+        if picture is None:
+            return False
+        return picture.size() == self.size() * ratio and picture.devicePixelRatio() == ratio
 
     def _picture(self) -> QPixmap:
-        ratio = self.devicePixelRatioF()
         cache = self._cache
-        if cache is None or cache.size() != self.size() * ratio or cache.devicePixelRatio() != ratio:
+        if not self._fits(cache):
+            ratio = self.devicePixelRatioF()
             cache = QPixmap(self.size() * ratio)
             cache.setDevicePixelRatio(ratio)
             cache.fill(Qt.GlobalColor.transparent)
@@ -418,7 +426,7 @@ class TierPlot(QWidget):
         if self._hist.size == 0 or self._hist.max() <= 0:
             return
         # The histogram's outline as one polygon: each bin's top edge, closed along the bottom.
-        xs = plot.left() + (self._edges - self._lo) / (self._hi - self._lo) * plot.width()
+        xs = self._xs_of(self._edges, plot)
         ys = plot.bottom() - self._hist / self._hist.max() * (plot.height() - 4)
         outline = np.empty((2 * ys.size + 2, 2))
         outline[1:-1:2, 0], outline[2:-1:2, 0] = xs[:-1], xs[1:]
@@ -453,7 +461,7 @@ class TierPlot(QWidget):
         del fm
         scores, ranks = self._scores, self._score_tiers[: self._scores.size]
         finite = np.isfinite(scores[: ranks.size])
-        xs = plot.left() + (scores[: ranks.size] - self._lo) / (self._hi - self._lo) * plot.width()
+        xs = self._xs_of(scores[: ranks.size], plot)
         for rank in np.unique(ranks[finite]):
             color = QColor(tier_color(int(rank), self._long_tail))
             if self._selected is not None and rank != self._selected:
