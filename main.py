@@ -1,13 +1,16 @@
 """LadderLens entry point: the desktop app by default, sub-commands for headless use.
 
-python main.py                         open the app
-python main.py index ~/Pictures        add a folder and index it
-python main.py search "red car at night" [--json]
-python main.py status
-python main.py demo                    render the demo library, index it, show searches
-python main.py train ...               train a model on the scene world
-python main.py finetune ~/Tagged       fine-tune on tagged folders into a profile
-python main.py profiles [use NAME|none] list fine-tune profiles, or switch
+Installed, the command is ``ladderlens`` (also ``python -m ladderlens``; ``ladderlens-app`` opens
+the app without a console window on Windows); in a checkout, ``python main.py`` does the same.
+
+ladderlens                             open the app
+ladderlens index ~/Pictures            add a folder and index it
+ladderlens search "red car at night" [--json]
+ladderlens status
+ladderlens demo                        render the demo library, index it, show searches
+ladderlens train ...                   train a model on the scene world
+ladderlens finetune ~/Tagged           fine-tune on tagged folders into a profile
+ladderlens profiles [use NAME|none]    list fine-tune profiles, or switch
 """
 
 from __future__ import annotations
@@ -26,6 +29,15 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("ladderlens")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -56,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search a personal photo library by describing it.",
         parents=[common],
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("index", parents=[common], help="add folders to the library and index them")
@@ -167,7 +180,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             status = lib.add_folder(folder, excludes=args.exclude)
             print(f"folder: {status.path}")
         if not lib.folders():
-            print("The library has no folders yet: python main.py index FOLDER", file=sys.stderr)
+            print("The library has no folders yet: ladderlens index FOLDER", file=sys.stderr)
             return EXIT_USAGE
         update, close = _progress_printer(not args.no_progress)
         try:
@@ -184,7 +197,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         for path, reason in report.problems:
             print(f"skipped {path}: {reason}", file=sys.stderr)
         if report.failed:
-            print("see the failures with: python main.py status --failures")
+            print("see the failures with: ladderlens status --failures")
     return EXIT_OK
 
 
@@ -200,11 +213,11 @@ def cmd_search(args: argparse.Namespace) -> int:
             if photos:
                 print(
                     f"{photos} photos of the library are not indexed with {lib.model_spec} yet: "
-                    "python main.py index",
+                    "ladderlens index",
                     file=sys.stderr,
                 )
             else:
-                print("The library has no photos yet: python main.py index FOLDER", file=sys.stderr)
+                print("The library has no photos yet: ladderlens index FOLDER", file=sys.stderr)
     return EXIT_OK
 
 
@@ -239,15 +252,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         if status.is_starter:
             print(f"         {status.model}")
         if status.target_model:
-            print(f"switching to: {status.target_model} (run: python main.py index)")
+            print(f"switching to: {status.target_model} (run: ladderlens index)")
         if status.profile:
-            print(f"profile: {status.profile} (fine-tuned; without it: python main.py profiles none)")
+            print(f"profile: {status.profile} (fine-tuned; without it: ladderlens profiles none)")
         print(f"photos:  {status.photos} ({status.indexed} indexed), {status.failures} failed")
         for f in status.folders:
             state = "" if f.state == "online" else f"  [{f.state}]"
             print(f"  {f.path}: {f.photos} photos, {f.indexed} indexed, {f.failures} failed{state}")
         if not status.folders:
-            print("  no folders yet: python main.py index FOLDER")
+            print("  no folders yet: ladderlens index FOLDER")
         for failure in failures:
             print(f"  failed: {failure.path}: {failure.reason}")
     return EXIT_OK
@@ -339,7 +352,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             finally:
                 close()
             if not args.json:
-                print(f"searches now use profile {info.label}; without it: python main.py profiles none")
+                print(f"searches now use profile {info.label}; without it: ladderlens profiles none")
     return EXIT_OK
 
 
@@ -418,7 +431,7 @@ def _step_printer(enabled: bool, label: str):
 def cmd_profiles(args: argparse.Namespace) -> int:
     with _library(args) as lib:
         if args.action in ("use", "delete") and not args.name:
-            print(f"name the profile: python main.py profiles {args.action} NAME", file=sys.stderr)
+            print(f"name the profile: ladderlens profiles {args.action} NAME", file=sys.stderr)
             return EXIT_USAGE
         if args.action == "use":
             update, close = _step_printer(True, "switching")
@@ -446,7 +459,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
             print(json.dumps({"model": lib.model_spec, "profiles": rows}, ensure_ascii=False))
             return EXIT_OK
         if not profiles:
-            print("no profiles yet: python main.py finetune FOLDER")
+            print("no profiles yet: ladderlens finetune FOLDER")
         for p in profiles:
             mark = "*" if active is not None and p.label == active.label else " "
             heldout = p.report.get("heldout", {})
@@ -510,6 +523,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished work is kept", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def gui_main() -> int:
+    """The ``ladderlens-app`` entry point: the desktop app (options as for ``ladderlens gui``)."""
+    return main(["gui", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

@@ -56,7 +56,18 @@ __all__ = [
     "starter_weights_path",
 ]
 
-RESOURCES_MODELS: Path = Path(__file__).resolve().parent.parent / "resources" / "models"
+
+
+def _bundled_models_dir() -> Path:
+    """The bundled model files: the installed ``ladderlens`` package, else this checkout's resources/."""
+    try:
+        from ladderlens import models_dir
+    except ImportError:  # running from a checkout that was never installed
+        return Path(__file__).resolve().parent.parent / "resources" / "models"
+    return models_dir()
+
+
+RESOURCES_MODELS: Path = _bundled_models_dir()
 STARTER_ARCH = "ladderlens-starter"
 RANDOM_SEED = 0
 

@@ -283,7 +283,7 @@ def check_collection(collection: TaggedCollection, config: FinetuneConfig) -> No
         if collection.not_indexed:
             raise FinetuneError(
                 f"None of the {len(collection.not_indexed)} tagged photos{where} is indexed yet. "
-                f"Index them first: python main.py index {collection.root or 'FOLDER'}"
+                f"Index them first: ladderlens index {collection.root or 'FOLDER'}"
             )
         raise FinetuneError(
             f"No tagged photos found{where}. Put photos in sub-folders named after what they show "
