@@ -224,6 +224,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 def format_result(result) -> str:
     """Human-readable graded results."""
     lines = [f"{result.query!r} ({result.model})"]
+    if result.unknown_words:
+        lines.append(f"This model does not know {_quoted(result.unknown_words)}.")
     if result.long_tail:
         lines.append("No exact match; here are the nearest alternatives.")
     for rank, tier in enumerate(result.tiers):
@@ -233,8 +235,14 @@ def format_result(result) -> str:
         )
         for hit in result.results:
             if hit.tier == rank:
-                lines.append(f"  {hit.score:6.3f}  z={hit.z:5.2f}  {hit.path}")
+                differs = f"  ({', '.join(hit.differs)} differs)" if hit.differs else ""
+                lines.append(f"  {hit.score:6.3f}  z={hit.z:5.2f}  {hit.path}{differs}")
     return "\n".join(lines)
+
+
+def _quoted(words: Sequence[str]) -> str:
+    quoted = [f"'{w}'" for w in words]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -54,6 +54,17 @@ logger = logging.getLogger(__name__)
 
 SEARCH_DELAY_MS = 250
 LONG_TAIL_TEXT = "No exact match — nearest alternatives below."
+
+
+def long_tail_text(unknown_words: tuple[str, ...] = ()) -> str:
+    """The long-tail banner: what the model does not know, then that nothing matches."""
+    if not unknown_words:
+        return LONG_TAIL_TEXT
+    quoted = [f"“{w}”" for w in unknown_words]
+    words = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+    return f"This model does not know {words}. {LONG_TAIL_TEXT}"
+
+
 STATUS_REFRESH_MS = 2000
 
 
@@ -544,8 +555,9 @@ class MainWindow(QMainWindow):
             bool(result.long_tail),
             histogram=_histogram_of(result),
         )
+        unknown = tuple(getattr(result, "unknown_words", ()))
         if result.long_tail and rows:
-            self.long_tail_banner.show_message(LONG_TAIL_TEXT, BannerKind.NOTICE)
+            self.long_tail_banner.show_message(long_tail_text(unknown), BannerKind.NOTICE)
         else:
             self.long_tail_banner.hide()
         self._update_summary()
@@ -836,4 +848,4 @@ def _as_bool(value: Any) -> bool:
     return bool(value)
 
 
-__all__ = ["LONG_TAIL_TEXT", "MainWindow"]
+__all__ = ["LONG_TAIL_TEXT", "MainWindow", "long_tail_text"]

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
 
 from app.thumbnails import ThumbnailLoader
+from app.tier_colors import level_of
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class HeaderRow:
     count: int
     min_score: float
     max_score: float
+    level: int = 3  # relevance level (0 = match): what its colour says
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,7 @@ class ResultsModel(QAbstractListModel):
         super().__init__(parent)
         self._thumbnails = thumbnails
         self._tiers: list[HeaderRow] = []
+        self._tier_levels: dict[int, int] = {}
         self._hits: list[PhotoRow] = []
         self._rows: list[Row] = []
         self._row_of_path: dict[str, list[int]] = {}
@@ -158,9 +161,12 @@ class ResultsModel(QAbstractListModel):
                 it was asked for): the view's reaching the end asks for them.
         """
         self.beginResetModel()
-        self._tiers = [HeaderRow(t.rank, t.label, t.count, t.min_score, t.max_score) for t in tiers]
+        self._tiers = [
+            HeaderRow(t.rank, t.label, t.count, t.min_score, t.max_score, level_of(t)) for t in tiers
+        ]
         self._tiers.sort(key=lambda t: t.rank)
         self._tier_labels = {t.rank: t.label for t in self._tiers}
+        self._tier_levels = {t.rank: t.level for t in self._tiers}
         self._hits = [
             PhotoRow(int(h.photo_id), str(h.path), float(h.score), float(h.z), int(h.tier)) for h in hits
         ]
@@ -279,6 +285,10 @@ class ResultsModel(QAbstractListModel):
     @property
     def long_tail(self) -> bool:
         return self._long_tail
+
+    def level_of(self, rank: int) -> int:
+        """The relevance level of tier ``rank`` (loosely related when unknown)."""
+        return self._tier_levels.get(rank, 3)
 
     @property
     def tiers(self) -> list[HeaderRow]:

@@ -101,7 +101,7 @@ class ResultsDelegate(QStyledItemDelegate):
         self._metrics: dict[str, QFontMetrics] = {}  # by font key
         self._last: tuple[QFont, str, QFontMetrics] | None = None  # the font asked for last
         self._captions: dict[tuple[str, float, str], tuple[QStaticText, int, QStaticText]] = {}
-        self._tier_colors: dict[tuple[int, bool], QColor] = {}
+        self._tier_colors: dict[int, QColor] = {}
         self._title_fonts: dict[str, tuple[QFont, QFontMetrics]] = {}  # headers' titles, by font key
         # (font, header width, header size, cell size) for the font asked for last
         self._sizes: tuple[QFont, int, QSize, QSize] | None = None
@@ -159,10 +159,10 @@ class ResultsDelegate(QStyledItemDelegate):
             caption = self._captions[cache_key] = (_static_text(score_text), name_left, _static_text(name))
         return caption
 
-    def _tier_color(self, rank: int, long_tail: bool) -> QColor:
-        color = self._tier_colors.get((rank, long_tail))
+    def _tier_color(self, level: int) -> QColor:
+        color = self._tier_colors.get(level)
         if color is None:
-            color = self._tier_colors[(rank, long_tail)] = tier_color(rank, long_tail)
+            color = self._tier_colors[level] = tier_color(level)
         return color
 
     def paint(
@@ -177,17 +177,15 @@ class ResultsDelegate(QStyledItemDelegate):
         try:
             painter.setRenderHint(_ANTIALIASING, True)
             if isinstance(row, HeaderRow):
-                self._paint_header(painter, option, row, model.long_tail)
+                self._paint_header(painter, option, row)
             else:
                 self._paint_photo(painter, option, model, row)
         finally:
             painter.restore()
 
-    def _paint_header(
-        self, painter: QPainter, option: QStyleOptionViewItem, row: HeaderRow, long_tail: bool
-    ) -> None:
+    def _paint_header(self, painter: QPainter, option: QStyleOptionViewItem, row: HeaderRow) -> None:
         rect: QRect = option.rect
-        color = tier_color(row.rank, long_tail)
+        color = self._tier_color(row.level)
         pal: QPalette = option.palette
         band = QRect(rect.left(), rect.top() + 4, rect.width(), rect.height() - 6)
         fill = QColor(color)
@@ -265,7 +263,7 @@ class ResultsDelegate(QStyledItemDelegate):
         line_top = top + THUMB_BOX_HEIGHT + 3  # 4 px under the box (whose bottom row is the last inside)
         line_height = self._fm(font)[1].height()
         painter.setPen(_NO_PEN)
-        painter.setBrush(self._tier_color(row.tier, model.long_tail))
+        painter.setBrush(self._tier_color(model.level_of(row.tier)))
         painter.drawEllipse(QRectF(left, line_top + (line_height - 1) // 2 - 4, 8, 8))
         score_text, name_left, name = self._caption(font, row, THUMB_SIDE)
         painter.setFont(font)

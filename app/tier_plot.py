@@ -38,7 +38,7 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import QSizePolicy, QToolTip, QWidget
 
 from app.results_model import TierLike, format_score
-from app.tier_colors import tier_color
+from app.tier_colors import level_of, tier_color
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +208,10 @@ class TierPlot(QWidget):
         """The widget x coordinate of ``score``."""
         plot = self._plot_rect()
         return plot.left() + (score - self._lo) / (self._hi - self._lo) * plot.width()
+
+    def _level_of_rank(self, rank: int) -> int:
+        tier = next((t for t in self._tiers if t.rank == rank), None)
+        return 3 if tier is None else level_of(tier)
 
     def _xs_of(self, scores: np.ndarray, plot: QRect) -> np.ndarray:
         """:meth:`x_of` for an array of scores, within ``plot``."""
@@ -409,14 +413,14 @@ class TierPlot(QWidget):
             rect = self.band_rect(tier.rank)
             if rect is None:
                 continue
-            color = QColor(tier_color(tier.rank, self._long_tail))
+            color = QColor(tier_color(level_of(tier)))
             selected = self._selected == tier.rank
             dimmed = self._selected is not None and not selected
             color.setAlpha(30 if dimmed else 90 if selected else 55)
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(color)
             painter.drawRect(rect)
-            edge = QColor(tier_color(tier.rank, self._long_tail))
+            edge = QColor(tier_color(level_of(tier)))
             edge.setAlpha(60 if dimmed else 200)
             painter.setPen(QPen(edge, 2 if selected else 1))
             painter.drawLine(QPointF(rect.left(), plot.top()), QPointF(rect.left(), plot.bottom()))
@@ -463,7 +467,7 @@ class TierPlot(QWidget):
         finite = np.isfinite(scores[: ranks.size])
         xs = self._xs_of(scores[: ranks.size], plot)
         for rank in np.unique(ranks[finite]):
-            color = QColor(tier_color(int(rank), self._long_tail))
+            color = QColor(tier_color(self._level_of_rank(int(rank))))
             if self._selected is not None and rank != self._selected:
                 color.setAlpha(70)
             painter.setPen(QPen(color, 1.5))
@@ -514,8 +518,8 @@ class TierPlot(QWidget):
                 color = pal.color(QPalette.ColorRole.Mid)
                 text = "All"
             else:
-                color = tier_color(rank, self._long_tail)
                 tier = next(t for t in self._tiers if t.rank == rank)
+                color = tier_color(level_of(tier))
                 text = self._chip_text(tier)
             fill = QColor(color)
             fill.setAlpha(220 if selected else 40)

@@ -22,13 +22,25 @@ adaptive, like the adaptive ladder loss:
    however high the slope starts; a plateau of many equally good matches passes the second.
    When the gate fails the query is *long tail*: nothing matches; the tiers are still shown,
    as alternatives.
+
+That statistical grading is what a query gets when nothing better is known. A query that names
+checkable attributes (a count, a colour, an object, a place, a time of day) is graded on
+*evidence* instead (:func:`grade_by_mismatches`): for each candidate, how many of the attributes
+the query names a counterfactual variant of the query describes clearly better
+(:mod:`core.lexicon`, :mod:`core.search`). Tiers are then "matches everything", "one detail
+differs", and so on, and the query is a match exactly when some candidate differs in nothing.
+
+Every tier carries a *level*, the relevance it stands for whatever its rank: 0 a match, 1 close
+(one detail differs), 2 partly related, 3 loosely related. The app colours tiers by level, so a
+colour means the same thing in every result (the first tier of a long-tail query is never shown
+in the colour of a match).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 
 import numpy as np
@@ -36,6 +48,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 MATCH_LABELS = ("Best matches", "Related", "Loosely related", "Distant")
+LEVEL_LABELS = ("Best matches", "One detail differs", "Two details differ", "Loosely related")
+MAX_LEVEL = len(LEVEL_LABELS) - 1
 LONG_TAIL_LABELS = (
     "Nearest alternatives",
     "Further alternatives",
@@ -98,6 +112,7 @@ class Tier:
     max_score: float
     min_z: float = math.nan
     max_z: float = math.nan
+    level: int = 0  # the relevance it stands for: 0 match, 1 close, 2 partly, 3 loosely related
 
     def to_dict(self) -> dict:
         """The JSON shape: rank, label, count, min_score, max_score."""
@@ -147,6 +162,8 @@ class Grading:
     silhouette: float = math.nan
     histogram_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     histogram_edges: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    mismatches: np.ndarray | None = None  # per candidate, attributes that differ (-1: not known)
+    graded_on: str = "scores"  # "scores" (statistical) or "evidence" (counterfactual variants)
 
 
 # ---------------------------------------------------------------------- 1-D k-means
@@ -352,7 +369,16 @@ def grade(
     matched = gate.passes(top_z, separation_z, gap_z, float(v[0]), excess_z)
     labels_text = MATCH_LABELS if matched else LONG_TAIL_LABELS
     tiers = [
-        Tier(r, labels_text[r - 1], int(cnt), lo, hi, float(zs.min()), float(zs.max()))
+        Tier(
+            r,
+            labels_text[r - 1],
+            int(cnt),
+            lo,
+            hi,
+            float(zs.min()),
+            float(zs.max()),
+            level=min(r - 1 if matched else r, MAX_LEVEL),
+        )
         for r, cnt, lo, hi, zs in tiers_raw
     ]
     boundaries = [(tiers[i].min_score + tiers[i + 1].max_score) / 2 for i in range(len(tiers) - 1)]
@@ -373,6 +399,121 @@ def grade(
         histogram_counts=counts,
         histogram_edges=edges,
     )
+
+
+def isotonic_increasing(y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """The least-squares non-decreasing fit of ``y`` (pool adjacent violators), O(n)."""
+    y = np.asarray(y, dtype=np.float64).ravel()
+    w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=np.float64).ravel()
+    means: list[float] = []
+    totals: list[float] = []
+    sizes: list[int] = []
+    for value, weight in zip(y.tolist(), w.tolist(), strict=True):
+        means.append(value)
+        totals.append(weight)
+        sizes.append(1)
+        while len(means) > 1 and means[-2] > means[-1]:
+            m, t, n = means.pop(), totals.pop(), sizes.pop()
+            merged = totals[-1] + t
+            means[-1] = (means[-1] * totals[-1] + m * t) / merged
+            totals[-1] = merged
+            sizes[-1] += n
+    return np.repeat(np.asarray(means), sizes)
+
+
+def grade_by_mismatches(
+    base: Grading, scores: np.ndarray, mismatches: np.ndarray, *, known: bool = True
+) -> Grading:
+    """Re-grade a query's candidates on evidence: how many named attributes each one gets wrong.
+
+    Tiers stay contiguous in score order (results are listed best score first): the level of each
+    candidate is the non-decreasing least-squares fit of its mismatch count (capped at
+    :data:`MAX_LEVEL`) along the ranking, rounded, and each run of one level is a tier. The query
+    matches when some candidate gets nothing wrong; then the tiers down to the first such
+    candidate are its "Best matches" even where the fit put them a level lower.
+
+    Args:
+        base: The statistical grading of the same candidates (its calibration, z and histogram
+            are kept).
+        scores: The candidates' scores, in the order of ``base``.
+        mismatches: Per candidate, the number of named attributes a variant of the query describes
+            clearly better; negative where unknown (counted as loosely related).
+        known: False when the query has words the model does not know: nothing can match then.
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    m = np.asarray(mismatches, dtype=np.int64).ravel()
+    if s.size != base.tier_of.size or m.size != s.size:
+        raise ValueError("scores and mismatches must have one entry per candidate of the grading")
+    finite = np.flatnonzero(np.isfinite(s))
+    order = finite[np.argsort(-s[finite], kind="stable")]
+    if order.size == 0:
+        return base
+    y = np.where(m[order] < 0, MAX_LEVEL, np.minimum(m[order], MAX_LEVEL)).astype(np.float64)
+    level = np.floor(isotonic_increasing(y) + 0.5).astype(np.int64)
+    exact = np.flatnonzero(y == 0)
+    matched = bool(known and exact.size)
+    if matched:
+        level[: exact[0] + 1] = 0
+    elif level[0] == 0:
+        level[level == 0] = 1  # nothing matches: no tier may claim to
+    tier_of = np.zeros(s.size, np.int64)
+    tiers: list[Tier] = []
+    start = 0
+    for end in [*np.flatnonzero(np.diff(level)) + 1, level.size]:
+        members = s[order[start:end]]
+        zs = base.z[order[start:end]]
+        lv = int(level[start])
+        rank = len(tiers) + 1
+        tier_of[order[start:end]] = rank
+        tiers.append(
+            Tier(
+                rank,
+                _evidence_label(lv, matched, rank),
+                int(end - start),
+                float(members.min()),
+                float(members.max()),
+                float(np.nanmin(zs)),
+                float(np.nanmax(zs)),
+                level=lv,
+            )
+        )
+        start = end
+    boundaries = [(tiers[i].min_score + tiers[i + 1].max_score) / 2 for i in range(len(tiers) - 1)]
+    top = base.z[order[tier_of[order] == 1]]
+    return replace(
+        base,
+        tiers=tiers,
+        tier_of=tier_of,
+        long_tail=not matched,
+        boundaries=boundaries,
+        top_z=float(np.median(top)) if top.size else math.nan,
+        k=len(tiers),
+        silhouette=math.nan,
+        mismatches=m.copy(),
+        graded_on="evidence",
+    )
+
+
+def as_long_tail(grading: Grading) -> Grading:
+    """The same tiers, relabelled as alternatives (nothing matches), each a level lower."""
+    if grading.long_tail:
+        return grading
+    tiers = [
+        replace(
+            t,
+            label=LONG_TAIL_LABELS[min(t.rank, len(LONG_TAIL_LABELS)) - 1],
+            level=min(t.level + 1, MAX_LEVEL),
+        )
+        for t in grading.tiers
+    ]
+    return replace(grading, tiers=tiers, long_tail=True)
+
+
+def _evidence_label(level: int, matched: bool, rank: int) -> str:
+    label = LEVEL_LABELS[min(level, MAX_LEVEL)]
+    if not matched and rank == 1:
+        return "Nearest alternatives" + (f" ({label.lower()})" if 0 < level < MAX_LEVEL else "")
+    return label
 
 
 def _histogram(bg: np.ndarray, cand: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:

@@ -123,6 +123,7 @@ class PhotoHit:
     score: float
     z: float
     tier: int  # index into LibrarySearchResult.tiers, 0 = best
+    differs: tuple[str, ...] = ()  # attributes of the query it appears to get wrong
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,7 @@ class LibrarySearchResult:
     results: list[PhotoHit]
     background: np.ndarray = field(repr=False, compare=False)
     raw: SearchResult | None = field(default=None, repr=False, compare=False)
+    unknown_words: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON contract of ``search --json``."""
@@ -163,6 +165,7 @@ class LibrarySearchResult:
             "query": self.query,
             "model": self.model,
             "long_tail": bool(self.long_tail),
+            "unknown_words": list(self.unknown_words),
             "tiers": [
                 {
                     "rank": i,
@@ -174,7 +177,13 @@ class LibrarySearchResult:
                 for i, t in enumerate(self.tiers)
             ],
             "results": [
-                {"path": h.path, "score": float(h.score), "z": float(h.z), "tier": int(h.tier)}
+                {
+                    "path": h.path,
+                    "score": float(h.score),
+                    "z": float(h.z),
+                    "tier": int(h.tier),
+                    "differs": list(h.differs),
+                }
                 for h in self.results
             ],
         }
@@ -567,7 +576,7 @@ class Library:
         result = searcher.search(query, k)
         photos = self.catalog.photos(h.photo_id for h in result.hits)
         hits = [
-            PhotoHit(h.photo_id, photos[h.photo_id].path, h.score, h.z, h.tier - 1)
+            PhotoHit(h.photo_id, photos[h.photo_id].path, h.score, h.z, h.tier - 1, h.differs)
             for h in result.hits
             if h.photo_id in photos  # removed meanwhile
         ]
@@ -582,9 +591,15 @@ class Library:
             results=hits,
             background=background,
             raw=result,
+            unknown_words=result.unknown_words,
         )
 
+    def searcher(self) -> Searcher:
+        """The searcher answering queries now (the serving model's), e.g. to tune its settings."""
+        return self._searcher(self._serving())
+
     def _searcher(self, state: _ModelState) -> Searcher:
+        from .match_gate import load_vocabulary
         from .search import Searcher
 
         with self._lock:
@@ -598,6 +613,7 @@ class Library:
                     background,
                     encode_image=self._image_encoder(embedder),
                     gate=match_gate_for(embedder),
+                    vocabulary=load_vocabulary(embedder.spec),
                 )
             return state.searcher
 

@@ -1,4 +1,7 @@
-"""Where a model's calibrated match gate is kept, and reading it.
+"""What a model may carry beside its weights: a calibrated match gate and its vocabulary.
+
+``<weights stem>.vocab.json`` lists the words a closed-vocabulary model (the starter) was trained
+on (:class:`core.lexicon.Vocabulary`); open_clip models have none (any word).
 
 The gate (:class:`core.grading.MatchGate`) decides whether a query's top tier is a match at all;
 its thresholds depend on the model, so each model may carry a calibration made on data whose
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .grading import MatchGate
+from .lexicon import Vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +28,16 @@ _FLOAT_FIELDS = ("min_top_z", "min_separation_z", "min_excess_z", "min_gap_z")
 
 def gate_file_for(spec: Any) -> Path | None:
     """The gate file of a model spec (a :class:`~core.models.ModelSpec`); None for hub models."""
+    return _sidecar(spec, ".gate.json")
+
+
+def load_vocabulary(spec: Any) -> Vocabulary | None:
+    """The model's closed vocabulary, or None (any word; also when the file is unreadable)."""
+    path = _sidecar(spec, ".vocab.json")
+    return None if path is None else Vocabulary.load(path)
+
+
+def _sidecar(spec: Any, suffix: str) -> Path | None:
     from .models import ModelSpec, starter_weights_path
 
     spec = ModelSpec.parse(spec)
@@ -33,7 +47,7 @@ def gate_file_for(spec: Any) -> Path | None:
         weights = Path(spec.path)
     else:
         return None
-    return weights.with_name(weights.stem + ".gate.json")
+    return weights.with_name(weights.stem + suffix)
 
 
 def load_match_gate(spec: Any) -> MatchGate:

@@ -57,7 +57,6 @@ __all__ = [
 ]
 
 
-
 def _bundled_models_dir() -> Path:
     """The bundled model files: the installed ``ladderlens`` package, else this checkout's resources/."""
     try:

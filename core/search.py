@@ -9,6 +9,7 @@ never imports torch.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -20,8 +21,9 @@ import numpy as np
 
 from core.blas import single_threaded
 from core.errors import QueryError
-from core.grading import Grading, MatchGate, Tier, grade
+from core.grading import Grading, MatchGate, Tier, as_long_tail, grade, grade_by_mismatches
 from core.index import VectorIndex
+from core.lexicon import CLASSES, Variant, Vocabulary, variants
 from core.query import Query, combine
 
 logger = logging.getLogger(__name__)
@@ -30,6 +32,11 @@ DEFAULT_K = 100
 # Library vectors sampled for the z-score calibration: the standard deviation of 4096 scores is
 # within about 1% of the library's, and scoring them costs well under a millisecond.
 DEFAULT_BACKGROUND = 4096
+# A candidate differs from the query in an attribute when a variant of the query that changes that
+# attribute describes it better by more than this, in background standard deviations (each text
+# calibrated on its own scores over the library sample). Chosen on the scene world
+# (benchmarks/search_quality.py); the same value serves every model, since it is a z difference.
+DEFAULT_PROBE_MARGIN = 0.25
 
 TextEncoder = Callable[[list[str]], np.ndarray]
 ImageEncoder = Callable[[Path], np.ndarray]
@@ -37,12 +44,14 @@ ImageEncoder = Callable[[Path], np.ndarray]
 
 @dataclass(frozen=True)
 class Hit:
-    """One result: the photo, its raw score, its calibrated score and its tier's rank."""
+    """One result: the photo, its raw score, its calibrated score, its tier's rank, and which
+    attributes of the query it appears to get wrong (when the query names checkable ones)."""
 
     photo_id: int
     score: float
     z: float
     tier: int
+    differs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,8 @@ class SearchResult:
         tiers: Best first; ``Hit.tier`` is a tier's ``rank``.
         hits: Best first.
         grading: The full grading (background statistics, histogram, gate values) for drawing.
+        unknown_words: Words of the query the model does not know (a closed-vocabulary model);
+            a query with any cannot match exactly.
     """
 
     query: str
@@ -62,13 +73,14 @@ class SearchResult:
     tiers: list[Tier]
     hits: list[Hit]
     grading: Grading | None = field(default=None, repr=False, compare=False)
+    unknown_words: tuple[str, ...] = ()
 
     def to_dict(self, path_of: Callable[[int], str | os.PathLike[str]], model: str = "") -> dict:
         """The result as plain JSON-ready data::
 
-            {"query", "model", "long_tail",
+            {"query", "model", "long_tail", "unknown_words",
              "tiers": [{"rank", "label", "count", "min_score", "max_score"}],
-             "results": [{"path", "score", "z", "tier"}]}
+             "results": [{"path", "score", "z", "tier", "differs"}]}
 
         Args:
             path_of: Maps a photo id to its file path.
@@ -78,9 +90,16 @@ class SearchResult:
             "query": self.query,
             "model": model,
             "long_tail": bool(self.long_tail),
+            "unknown_words": list(self.unknown_words),
             "tiers": [t.to_dict() for t in self.tiers],
             "results": [
-                {"path": os.fspath(path_of(h.photo_id)), "score": h.score, "z": h.z, "tier": h.tier}
+                {
+                    "path": os.fspath(path_of(h.photo_id)),
+                    "score": h.score,
+                    "z": h.z,
+                    "tier": h.tier,
+                    "differs": list(h.differs),
+                }
                 for h in self.hits
             ],
         }
@@ -133,9 +152,16 @@ class Searcher:
             scores over them calibrate its candidates' scores. May be empty (then the candidates
             calibrate themselves).
         encode_image: Maps an image file to its ``(D,)`` vector, for "more like this picture".
-        gate: The match test of the grading (model-specific thresholds).
+        gate: The match test of the statistical grading (queries that name no checkable attribute).
         cache_size: Phrase and image vectors kept (least recently used are dropped); 0 disables.
         grading_options: Extra keyword arguments for :func:`core.grading.grade`.
+        vocabulary: The words a closed-vocabulary model knows (None: any word); queries with
+            other words are told so and never match exactly.
+        probe_margin: See :data:`DEFAULT_PROBE_MARGIN`; None grades every query statistically.
+
+    A plain text query that names checkable attributes (:mod:`core.lexicon`) is graded on
+    evidence: its counterfactual variants are encoded too (cached like any phrase), and each
+    candidate is checked against them (:meth:`mismatches`).
     """
 
     def __init__(
@@ -148,7 +174,13 @@ class Searcher:
         gate: MatchGate | None = None,
         cache_size: int = 512,
         grading_options: dict | None = None,
+        vocabulary: Vocabulary | None = None,
+        probe_margin: float | None = DEFAULT_PROBE_MARGIN,
     ) -> None:
+        if probe_margin is not None and not (math.isfinite(probe_margin) and probe_margin >= 0):
+            raise ValueError(f"probe margin must be a finite number >= 0, got {probe_margin}")
+        self.vocabulary = vocabulary
+        self.probe_margin = probe_margin
         self._encode_texts = encode_texts
         self._encode_image = encode_image
         self.index = index
@@ -202,7 +234,17 @@ class Searcher:
         """
         q = Query.parse(query) if isinstance(query, str) else query
         exclude = (q.photo_id,) if q.photo_id is not None else ()
-        return self.search_vector(self.query_vector(q), k, label=q.text or q.describe(), exclude=exclude)
+        positive = " ".join(t.text for t in q.terms if t.weight > 0)
+        unknown = tuple(self.vocabulary.unknown(positive)) if self.vocabulary is not None else ()
+        plain = len(q.terms) == 1 and q.terms[0].weight > 0 and not q.has_example
+        return self.search_vector(
+            self.query_vector(q),
+            k,
+            label=q.text or q.describe(),
+            exclude=exclude,
+            probe_text=q.terms[0].text if plain else None,
+            unknown_words=unknown,
+        )
 
     def more_like_photo(self, photo_id: int, k: int = DEFAULT_K) -> SearchResult:
         """Photos like a photo of the library (the photo itself is left out)."""
@@ -233,9 +275,20 @@ class Searcher:
         return combine([t.weight for t in query.terms], vecs, example, query.image_weight)
 
     def search_vector(
-        self, vector: np.ndarray, k: int = DEFAULT_K, *, label: str = "", exclude: Sequence[int] = ()
+        self,
+        vector: np.ndarray,
+        k: int = DEFAULT_K,
+        *,
+        label: str = "",
+        exclude: Sequence[int] = (),
+        probe_text: str | None = None,
+        unknown_words: Sequence[str] = (),
     ) -> SearchResult:
-        """Retrieve and grade the ``k`` best photos for a query vector, leaving out ``exclude``."""
+        """Retrieve and grade the ``k`` best photos for a query vector, leaving out ``exclude``.
+
+        With ``probe_text`` (the query's one phrase), candidates are graded on the evidence of its
+        counterfactual variants when it has any; ``unknown_words`` make the result long tail.
+        """
         q = np.asarray(vector, dtype=np.float32).ravel()
         skip = {int(i) for i in exclude}
         ids, scores = self.index.search(q, k + len(skip))
@@ -247,14 +300,48 @@ class Searcher:
         with single_threaded():
             bg_scores = self._background @ q
         g = grade(scores, bg_scores, gate=self.gate, library_size=len(self.index), **self.grading_options)
+        differs: list[tuple[str, ...]] = [()] * ids.size
+        probes = variants(probe_text, self.vocabulary) if probe_text and self.probe_margin is not None else []
+        if probes and ids.size:
+            differs = self.mismatches(probe_text, probes, ids)
+            counts = np.array([len(d) for d in differs], np.int64)
+            g = grade_by_mismatches(g, scores, counts, known=not unknown_words)
+        elif unknown_words:
+            g = as_long_tail(g)
         hits = [
-            Hit(int(pid), float(s), float(z), int(t))
-            for pid, s, z, t in zip(
-                ids.tolist(), scores.tolist(), g.z.tolist(), g.tier_of.tolist(), strict=True
+            Hit(int(pid), float(s), float(z), int(t), d)
+            for pid, s, z, t, d in zip(
+                ids.tolist(), scores.tolist(), g.z.tolist(), g.tier_of.tolist(), differs, strict=True
             )
             if t > 0
         ]
-        return SearchResult(query=label, long_tail=g.long_tail, tiers=g.tiers, hits=hits, grading=g)
+        return SearchResult(
+            query=label,
+            long_tail=g.long_tail,
+            tiers=g.tiers,
+            hits=hits,
+            grading=g,
+            unknown_words=tuple(unknown_words),
+        )
+
+    def mismatches(self, text: str, probes: Sequence[Variant], ids: np.ndarray) -> list[tuple[str, ...]]:
+        """Per candidate photo, the attribute classes in which a variant of ``text`` describes it
+        better than ``text`` does, by more than the probe margin.
+
+        Every text is calibrated on its own scores over the background sample (z), so a variant
+        that scores higher on every photo (a more common word, a shorter phrase) gains nothing.
+        """
+        texts = [text, *(p.text for p in probes)]
+        vectors = self._text_vectors(texts)
+        candidates = self.index.get_vectors(ids)
+        calibration = self._background if self._background.shape[0] >= 2 else candidates
+        with single_threaded():
+            bg = calibration @ vectors.T
+            z = (candidates @ vectors.T - bg.mean(axis=0)) / np.maximum(bg.std(axis=0), 1e-6)
+        better = (z[:, 1:] - z[:, :1]) > self.probe_margin
+        classes = np.array([p.cls for p in probes])
+        found = np.stack([better[:, classes == c].any(axis=1) for c in CLASSES], axis=1)
+        return [tuple(c for c, hit in zip(CLASSES, row, strict=True) if hit) for row in found.tolist()]
 
     # ------------------------------------------------------------------ encoders + cache
 

@@ -39,10 +39,10 @@ def test_index_search_json_status(cli, photos):
     code, out, _ = cli("search", "red car at night", "--json", "-k", "5")
     assert code == 0
     data = json.loads(out)  # exactly one JSON object
-    assert set(data) == {"query", "model", "long_tail", "tiers", "results"}
+    assert set(data) == {"query", "model", "long_tail", "unknown_words", "tiers", "results"}
     assert isinstance(data["long_tail"], bool)
     assert len(data["results"]) == 5
-    assert all(set(r) == {"path", "score", "z", "tier"} for r in data["results"])
+    assert all(set(r) == {"path", "score", "z", "tier", "differs"} for r in data["results"])
     assert all(set(t) == {"rank", "label", "count", "min_score", "max_score"} for t in data["tiers"])
     assert all(Path(r["path"]).is_absolute() for r in data["results"])
     assert [r["score"] for r in data["results"]] == sorted(

@@ -317,3 +317,25 @@ def partial_caption(
         named = [ATTRIBUTES[i] for i in sorted(rng.choice(len(ATTRIBUTES), size=k, replace=False))]
     attrs = scene.attributes()
     return describe(scene, named, rng), {a: attrs[a] for a in ATTRIBUTES if a in set(named)}
+
+
+def caption_vocabulary(samples: int = 4000, seed: int = 0) -> list[str]:
+    """Every word the captions use (as :func:`core.lexicon.tokens` splits them), sorted.
+
+    A model trained on these captions knows these words and no others: its vocabulary file (beside
+    its weights) lets search say which words of a query the model does not know. Captions of
+    ``samples`` scenes naming every subset of their attributes are drawn, which reaches every
+    phrase of the tables above many times over (the tests check that more samples add nothing).
+    """
+    from itertools import combinations
+
+    from core.lexicon import tokens
+    from trainer.scenes import sample_scenes
+
+    rng = np.random.default_rng([0xC0CAB, seed])
+    subsets = [c for k in range(1, len(ATTRIBUTES) + 1) for c in combinations(ATTRIBUTES, k)]
+    words: set[str] = set()
+    for scene in sample_scenes(samples, seed) + sample_scenes(samples // 4, seed, split="heldout"):
+        for named in subsets:
+            words.update(tokens(describe(scene, named, rng)))
+    return sorted(words)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 from typing import Any
@@ -175,8 +176,9 @@ def test_long_tail_banner_and_dropped_folder_and_image(window, photos, qtbot, tm
     wait_indexed(qtbot, window)
     assert window.library_panel.folders_model.paths() == [str(photos.resolve())]
 
-    # The random tiny model tells no scene apart: a text query gets nearest alternatives only.
-    text_result = _search_typed(qtbot, window, "a boat in the desert at sunset")
+    # The random tiny model tells no scene apart: a query it can only grade on scores (it names no
+    # checkable attribute) gets nearest alternatives only.
+    text_result = _search_typed(qtbot, window, "a picture of something")
     assert text_result.long_tail
     assert not window.long_tail_banner.isHidden()
     assert "No exact match" in window.long_tail_banner.text()
@@ -190,6 +192,12 @@ def test_long_tail_banner_and_dropped_folder_and_image(window, photos, qtbot, tm
     window.session.search_finished.emit(window.last_request, matched)
     assert window.long_tail_banner.isHidden()
     assert window.results_model.row(0).label == matched.tiers[0].label
+
+    # Words the model does not know are named in the banner.
+    unknown = dataclasses.replace(text_result, unknown_words=("dog", "leash"))
+    window.session.search_finished.emit(window.last_request, unknown)
+    assert "does not know “dog” or “leash”" in window.long_tail_banner.text()
+    assert "No exact match" in window.long_tail_banner.text()
 
     # An image dropped on the search bar searches for photos like it.
     image = small_image(tmp_path / "probe.jpg")

@@ -351,7 +351,7 @@ def test_a_cell_shows_its_thumbnail_and_under_it_a_tier_dot_and_its_score(qtbot)
     assert len(xs) == 160 and len(ys) == 120  # drawn at its size, centred across the cell
     assert abs((xs[0] - rect.left()) - (rect.right() - xs[-1])) <= 1
     caption = [(x, y) for y in range(ys[-1] + 1, rect.bottom() + 1) for x in range(xs[0], xs[-1] + 1)]
-    dot = QColor(tier_color(model.row(first).tier, g.long_tail))
+    dot = QColor(tier_color(model.level_of(model.row(first).tier)))
     assert any(image.pixelColor(x, y) == dot for x, y in caption)  # the tier's dot
     text = view.palette().color(QPalette.ColorRole.Text)
     assert any(image.pixelColor(x, y) == text for x, y in caption)  # the score, in the text colour
@@ -371,3 +371,17 @@ def test_sizes_follow_the_font_and_the_width(grid, qtbot):
     qtbot.waitUntil(lambda: view.visualRect(model.index(cell)).height() > cell_height, timeout=2000)
     view.resize(520, 900)  # headers span the new width
     qtbot.waitUntil(lambda: view.visualRect(model.index(header)).width() < header_width - 200, timeout=2000)
+
+
+def test_tier_colours_follow_relevance_not_rank():
+    """Green always means a match: a long-tail query's first tier gets the colour of "close"."""
+    from core.grading import as_long_tail
+
+    model = ResultsModel()
+    g, hits = graded()
+    model.set_results(g.tiers, hits, g.long_tail)
+    assert not g.long_tail and model.level_of(1) == 0 and tier_color(0) == QColor("#2e9e5b")
+    lt = as_long_tail(g)
+    model.set_results(lt.tiers, hits, lt.long_tail)
+    assert model.level_of(1) == 1 and tier_color(model.level_of(1)) != tier_color(0)
+    assert [t.level for t in model.tiers] == sorted(t.level for t in model.tiers)

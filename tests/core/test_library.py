@@ -46,7 +46,7 @@ def test_index_then_search_returns_graded_json(lib, photos):
 
     result = lib.search("a red car at night", k=10)
     data = result.to_dict()
-    assert set(data) == {"query", "model", "long_tail", "tiers", "results"}
+    assert set(data) == {"query", "model", "long_tail", "unknown_words", "tiers", "results"}
     assert data["query"] == "a red car at night"
     assert len(data["results"]) == 10
     scores = [r["score"] for r in data["results"]]

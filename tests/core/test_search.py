@@ -53,6 +53,7 @@ class World:
         return np.stack([self.concepts[t] for t in texts]).astype(np.float32)
 
     def searcher(self, **kw) -> Searcher:
+        kw.setdefault("probe_margin", None)  # statistical grading (evidence: test_search_evidence.py)
         index = VectorIndex(DIM)
         index.add(self.ids, self.vecs)
         return Searcher(self.encode_texts, index, index.sample(300, seed=1), **kw)
@@ -172,20 +173,20 @@ def test_to_dict_has_exactly_the_result_shape(world):
     result = world.searcher().search("beach -people", k=5)
     out = result.to_dict(lambda pid: f"/photos/{pid}.jpg", model="starter")
     json.dumps(out)  # plain data all the way down
-    assert set(out) == {"query", "model", "long_tail", "tiers", "results"}
+    assert set(out) == {"query", "model", "long_tail", "unknown_words", "tiers", "results"}
     assert out["query"] == "beach -people" and out["model"] == "starter"
     assert isinstance(out["long_tail"], bool)
     for tier in out["tiers"]:
         assert set(tier) == {"rank", "label", "count", "min_score", "max_score"}
     assert [r["path"] for r in out["results"]] == [f"/photos/{h.photo_id}.jpg" for h in result.hits]
     for r in out["results"]:
-        assert set(r) == {"path", "score", "z", "tier"}
-        assert isinstance(r["score"], float) and isinstance(r["tier"], int)
+        assert set(r) == {"path", "score", "z", "tier", "differs"}
+        assert isinstance(r["score"], float) and isinstance(r["tier"], int) and r["differs"] == []
 
 
 def test_background_is_a_sample_of_the_library(world):
     index = VectorIndex(DIM)
-    searcher = Searcher.for_index(world.encode_texts, index, background_size=50)
+    searcher = Searcher.for_index(world.encode_texts, index, background_size=50, probe_margin=None)
     assert searcher.search("beach").hits == []
     index.add(world.ids, world.vecs)
     searcher.resample_background(64, seed=2)
@@ -198,7 +199,7 @@ def test_background_is_a_sample_of_the_library(world):
 
 
 def test_empty_library_and_bad_queries(world):
-    empty = Searcher(world.encode_texts, VectorIndex(DIM), np.empty((0, DIM), np.float32))
+    empty = Searcher(world.encode_texts, VectorIndex(DIM), np.empty((0, DIM), np.float32), probe_margin=None)
     result = empty.search("beach")
     assert result.hits == [] and result.tiers == [] and result.long_tail
     searcher = world.searcher()

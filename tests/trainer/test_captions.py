@@ -93,3 +93,24 @@ def test_describe_rejects_what_it_cannot_write():
         describe(scene, [])
     with pytest.raises(ValueError, match="unknown"):
         describe(scene, ["mood"])
+
+
+def test_caption_vocabulary_is_complete_and_shipped_with_the_starter():
+    """Every word a caption can use is in the vocabulary, and the starter's file is up to date."""
+    import json
+
+    from core.lexicon import tokens
+    from core.models import RESOURCES_MODELS
+    from trainer.captions import caption_vocabulary
+
+    words = caption_vocabulary()
+    assert set(caption_vocabulary(samples=12000, seed=1)) == set(words)
+    assert {"two", "red", "cars", "night", "beach", "sailboat", "dusk"} <= set(words)
+    assert not {"dog", "people", "xyzzy", "crimson"} & set(words)  # never in a caption
+    rng = np.random.default_rng(3)
+    for scene in sample_scenes(200, 9):
+        assert set(tokens(caption(scene, rng))) <= set(words)
+    shipped = json.loads((RESOURCES_MODELS / "ladderlens-starter.vocab.json").read_text(encoding="utf-8"))
+    assert shipped["words"] == words, (
+        "run: python -m trainer vocabulary resources/models/ladderlens-starter.safetensors"
+    )
