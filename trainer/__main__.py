@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -51,6 +52,24 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seed": 0,
         "out_dir": "runs/starter",
         "export": str(STARTER_EXPORT),
+    },
+    # The starter recipe on counterfactual pairs (the same scene with its count, colour or kind
+    # changed, side by side in every batch) for longer: the v1 model could not tell counts apart.
+    # Exports into its run folder; copy to resources/models after checking its quality.
+    "starter-v2": {
+        "arch": "ladderlens-starter",
+        "loss": "infonce; 0.5: infonce+1*adaptive",
+        "time_budget_s": 120 * 60,
+        "batch_size": 128,
+        "lr": 2e-3,
+        "warmup": 0.03,
+        "weight_decay": 0.1,
+        "train_scenes": 24000,
+        "twins": True,
+        "val_scenes": 1000,
+        "heldout_scenes": 500,
+        "seed": 0,
+        "out_dir": "runs/starter-v2",
     },
     # A few seconds, for trying the pipeline end to end.
     "smoke": {
@@ -125,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--scene-seed", dest="scene_seed", type=int, help="which scenes are drawn (0)")
     g.add_argument("--no-augment", dest="augment", action="store_false", help="no mirroring or shifts")
+    g.add_argument(
+        "--twins",
+        dest="twins",
+        action="store_true",
+        help="every batch holds counterfactual pairs: the same scene with one attribute changed",
+    )
     g.add_argument(
         "--allow-ambiguous",
         dest="unambiguous",
@@ -243,6 +268,8 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_INTERRUPTED
     if _is_main_process():
+        if result.export_path:
+            write_vocabulary(Path(result.export_path))  # the words the model knows, for search
         _report(result, getattr(args, "json", False), time.monotonic() - started)
     return EXIT_OK
 
@@ -287,13 +314,12 @@ def _report(result, as_json: bool, wall_s: float) -> None:
                 print(f"  {pool:8s} " + " ".join(cells))
     if result.export_path:
         print(f"weights: {result.export_path}")
+        print(f"vocabulary: {Path(result.export_path).with_suffix('.vocab.json')}")
     if result.plot_path:
         print(f"plot:    {result.plot_path}")
 
 
 def _is_main_process() -> bool:
-    import os
-
     return int(os.environ.get("RANK", "0")) == 0
 
 
@@ -304,9 +330,31 @@ def _configure_logging(verbosity: int, quiet: bool) -> None:
     )
 
 
+def write_vocabulary(weights: Path) -> Path:
+    """Write the scene world's caption vocabulary beside a model's weights (``<stem>.vocab.json``)."""
+    from trainer.captions import caption_vocabulary
+
+    path = weights.with_name(weights.stem + ".vocab.json")
+    record = {"words": caption_vocabulary(), "made_by": "python -m trainer vocabulary " + weights.name}
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: ``argv`` are the ``train`` options (a leading ``train`` word is accepted)."""
+    """Entry point: ``argv`` are the ``train`` options (a leading ``train`` word is accepted).
+
+    ``vocabulary WEIGHTS`` writes the captions' vocabulary beside a scene-world model's weights
+    (training does it for its export).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["vocabulary"]:
+        if len(argv) != 2:
+            print("usage: python -m trainer vocabulary WEIGHTS.safetensors", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"written: {write_vocabulary(Path(argv[1]))}")
+        return EXIT_OK
     if argv and argv[0] == "train":
         argv = argv[1:]
     args = build_parser().parse_args(argv)

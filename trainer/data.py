@@ -52,6 +52,15 @@ class SceneSetSpec:
     count: int
     seed: int
     image_size: int
+    twins: bool = False  # scenes come in counterfactual pairs (2i, 2i + 1): see load_scene_set
+
+    def scenes(self) -> list:
+        """The scenes, in order (with ``twins``, each drawn scene followed by its twin)."""
+        if not self.twins:
+            return list(scene_world.sample_scenes(self.count, seed=self.seed, split=self.split))
+        base = scene_world.sample_scenes(self.count // 2, seed=self.seed, split=self.split)
+        twins = scene_world.counterfactual_twins(base, seed=self.seed)
+        return [s for pair in zip(base, twins, strict=True) for s in pair]
 
     def __post_init__(self) -> None:
         if self.split not in ("train", "test", "heldout"):
@@ -60,12 +69,16 @@ class SceneSetSpec:
             raise ValueError(f"need at least one scene, got {self.count}")
         if self.image_size < 8:
             raise ValueError(f"image size must be at least 8 pixels, got {self.image_size}")
+        if self.twins and (self.count % 2 or self.split == "heldout"):
+            raise ValueError(
+                f"twins need an even number of train or test scenes, got {self.count} {self.split}"
+            )
 
     @property
     def cache_name(self) -> str:
         return (
             f"scenes-v{DATA_VERSION}-{renderer_fingerprint()}-{self.split}-n{self.count}-s{self.seed}"
-            f"-{self.image_size}px.npy"
+            f"-{self.image_size}px{'-twins' if self.twins else ''}.npy"
         )
 
 
@@ -159,10 +172,14 @@ def load_scene_set(
 ) -> SceneSet:
     """The scenes of ``spec`` with their pixels, from the cache or rendered (then cached).
 
+    With ``spec.twins``, scenes ``2i`` and ``2i + 1`` are counterfactual twins: the same look (seed)
+    with one attribute changed (:func:`trainer.scenes.counterfactual_twins`), so a batch that keeps
+    pairs together teaches the differences that matter (mostly count) on otherwise equal pictures.
+
     The cache lives in ``<cache>/scenes`` (see :func:`core.paths.cache_dir`); a damaged cache
     file is rendered again. Writes are atomic, so two processes may race safely.
     """
-    scenes = list(scene_world.sample_scenes(spec.count, seed=spec.seed, split=spec.split))
+    scenes = spec.scenes()
     folder = (cache_root if cache_root is not None else cache_dir()) / "scenes"
     path = folder / spec.cache_name
     expected = (spec.count, spec.image_size, spec.image_size, 3)
@@ -304,6 +321,9 @@ class TrainStream:
 
     With ``levels`` (e.g. an adaptive ladder loss's ``level_settings``), every batch also
     carries the levels that function computes from its relevance matrix.
+
+    A scene set drawn with twins (``data.spec.twins``) is shuffled by pairs, so every batch holds
+    whole counterfactual pairs (the batch size must be even).
     """
 
     def __init__(
@@ -333,6 +353,9 @@ class TrainStream:
         self.augment_images = augment_images
         self.unambiguous = unambiguous
         self.levels = levels
+        self.pairs = bool(getattr(getattr(data, "spec", None), "twins", False))
+        if self.pairs and batch_size % 2:
+            raise ValueError(f"a scene set of twins needs an even batch size, got {batch_size}")
         self.per_rank = len(data) // world_size
         self.batches_per_epoch = self.per_rank // batch_size
         if self.batches_per_epoch < 1:
@@ -345,8 +368,9 @@ class TrainStream:
     def _order(self, epoch: int) -> list[int]:
         from torch.utils.data import DistributedSampler
 
+        unit = 2 if self.pairs else 1
         sampler = DistributedSampler(
-            range(len(self.data)),  # type: ignore[arg-type]
+            range(len(self.data) // unit),  # type: ignore[arg-type]
             num_replicas=self.world_size,
             rank=self.rank,
             shuffle=True,
@@ -354,7 +378,7 @@ class TrainStream:
             drop_last=True,
         )
         sampler.set_epoch(epoch)
-        return list(sampler)
+        return [unit * i + j for i in sampler for j in range(unit)]
 
     def captions(self, epoch: int) -> Captions:
         """The epoch's captions (texts and attributes; batches tokenize their own)."""

@@ -60,7 +60,9 @@ __all__ = [
     "AdaptiveLadderLoss",
     "InfoNCELoss",
     "LadderLoss",
+    "SoftInfoNCELoss",
     "TripletLoss",
+    "boundary_stats",
     "ladder_hinges",
     "levels_given",
 ]
@@ -210,7 +212,30 @@ class _LadderBase(nn.Module):
         out = {"loss": weighted.sum()}
         for name, value in zip(self._term_names(), weighted.unbind(0), strict=True):
             out[name] = value
+        out.update(boundary_stats(hinges, levels, margins))
         return out
+
+
+def boundary_stats(hinges: Tensor, levels: Tensor, margins: Tensor) -> dict[str, Tensor]:
+    """Collapse monitor of a ladder: per boundary l, the share of queries whose hinge is active
+    ("stat_active_l": the margin is violated) among those with candidates on both sides, and
+    the mean violation of those ("stat_violation_l", 0 when none is active).
+
+    A boundary that stays fully active with a violation near its margin is not being learned:
+    its levels are near-ties the embedding cannot separate (or they squash the scores together).
+    """
+    out: dict[str, Tensor] = {}
+    with torch.no_grad():
+        present = torch.stack(
+            [(levels <= b).any(dim=-1) & (levels > b).any(dim=-1) for b in range(margins.shape[0])], dim=-1
+        )
+        active = (hinges > 0) & present
+        for b in range(margins.shape[0]):
+            n_present = present[..., b].sum()
+            n_active = active[..., b].sum()
+            out[f"stat_active_{b}"] = (n_active / n_present.clamp(min=1)).to(torch.float32)
+            out[f"stat_violation_{b}"] = (hinges[..., b].sum() / n_active.clamp(min=1)).to(torch.float32)
+    return out
 
 
 def _eye_levels(batch: int, device: torch.device) -> Tensor:
@@ -445,6 +470,45 @@ def levels_given(
     finally:
         for loss in targets:
             loss._given = None
+
+
+class SoftInfoNCELoss(nn.Module):
+    """Symmetric InfoNCE with soft targets: each query's target distribution over the batch is
+    ``softmax(R[q] / tau)`` instead of the one-hot diagonal.
+
+    The graded baseline for the ladder family: like the ladder it asks more relevant candidates to
+    score higher than less relevant ones, but through a likelihood rather than hinges. ``tau``
+    sets how much probability near misses get (a candidate ``d`` less relevant than the ground
+    truth gets ``exp(-d / tau)`` times its mass); small ``tau`` is plain InfoNCE.
+    ``logit_scale`` is read as in :class:`InfoNCELoss`.
+
+    Returns "loss", "i2t" and "t2i".
+    """
+
+    def __init__(self, tau: float = 0.1, temperature: float = 0.07) -> None:
+        super().__init__()
+        for name, value in (("tau", tau), ("temperature", temperature)):
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive number, got {value}")
+        self.tau = float(tau)
+        self.temperature = float(temperature)
+
+    def forward(
+        self,
+        image_features: Tensor,
+        text_features: Tensor,
+        relevance: Tensor | None,
+        logit_scale: Tensor | float | None = None,
+    ) -> dict[str, Tensor]:
+        batch = _check_features(image_features, text_features)
+        _check_relevance(relevance, batch, required=True)
+        assert relevance is not None  # checked above
+        scale = 1.0 / self.temperature if logit_scale is None else logit_scale
+        logits = scale * _similarity(image_features, text_features)
+        r = relevance.to(device=logits.device, dtype=logits.dtype)
+        i2t = F.cross_entropy(logits, F.softmax(r / self.tau, dim=1))
+        t2i = F.cross_entropy(logits.T, F.softmax(r.T / self.tau, dim=1))
+        return {"loss": (i2t + t2i) / 2, "i2t": i2t, "t2i": t2i}
 
 
 class InfoNCELoss(nn.Module):

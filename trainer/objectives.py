@@ -5,6 +5,7 @@ Spec grammar: ``TERM [+ TERM ...]`` where ``TERM`` is ``[WEIGHT*]NAME``, e.g. ``
 
 - ``triplet``: VSE++ hardest-negative triplet (the ladder with one level)
 - ``infonce``: symmetric InfoNCE (the CLIP loss), uses the model's logit scale
+- ``softnce``: InfoNCE with soft targets softmax(R / 0.1) (graded, like the ladder; a baseline)
 - ``ladder2`` (alias ``ladder``): ladder loss, L = 2
 - ``ladder3``: ladder loss, L = 3
 - ``adaptive``: adaptive ladder loss (levels found per query by 1-D k-means)
@@ -36,6 +37,7 @@ def _factories() -> dict[str, Callable[[], nn.Module]]:
     return {
         "triplet": lambda: losses.TripletLoss(margin=0.2, reduction="mean"),
         "infonce": lambda: losses.InfoNCELoss(),
+        "softnce": lambda: losses.SoftInfoNCELoss(tau=0.1),
         "ladder2": lambda: losses.LadderLoss(
             thresholds=LADDER2_THRESHOLDS, margins=(0.2, 0.01), betas=(1.0, 0.25), reduction="mean"
         ),
@@ -50,7 +52,7 @@ def _factories() -> dict[str, Callable[[], nn.Module]]:
 
 
 ALIASES = {"ladder": "ladder2", "clip": "infonce", "adaptive-ladder": "adaptive"}
-LOSS_NAMES = ("triplet", "infonce", "ladder2", "ladder3", "adaptive")
+LOSS_NAMES = ("triplet", "infonce", "softnce", "ladder2", "ladder3", "adaptive")
 
 _TERM = re.compile(r"^\s*(?:(?P<weight>[0-9]*\.?[0-9]+(?:e-?[0-9]+)?)\s*\*\s*)?(?P<name>[a-z0-9_-]+)\s*$")
 
@@ -90,7 +92,7 @@ class Objective(nn.Module):
 
     @property
     def uses_logit_scale(self) -> bool:
-        return any(name == "infonce" for _, name in self.terms)
+        return any(name in ("infonce", "softnce") for _, name in self.terms)
 
     def forward(
         self,

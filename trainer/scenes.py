@@ -339,6 +339,35 @@ def scenes_from_codes(codes: np.ndarray, seeds: np.ndarray) -> list[Scene]:
     ]
 
 
+# Which attribute a counterfactual twin changes: count most often (the hardest to see), then the
+# object's colour and kind; setting and time are nearly always right already.
+TWIN_CHANGES: dict[str, float] = {"count": 0.5, "colour": 0.25, "kind": 0.25}
+
+
+def counterfactual_twins(scenes: Sequence[Scene], seed: int) -> list[Scene]:
+    """Per scene, a twin with the same seed (the same look) and one attribute changed.
+
+    The attribute is drawn from :data:`TWIN_CHANGES`, its new value uniformly from the others; a
+    value that would make a held-out composition is never drawn, so twins of a training scene stay
+    in the training split.
+    """
+    rng = np.random.default_rng([_SEED_DOMAIN, 0x7717, int(seed)])
+    names = list(TWIN_CHANGES)
+    weights = np.array([TWIN_CHANGES[a] for a in names])
+    out = []
+    for scene in scenes:
+        attrs = scene.attributes()
+        held_out = is_held_out(attrs)
+        while True:
+            name = names[int(rng.choice(len(names), p=weights / weights.sum()))]
+            options = [v for v in VOCABULARY[name] if v != attrs[name]]
+            candidate = {**attrs, name: options[int(rng.integers(len(options)))]}
+            if is_held_out(candidate) == held_out:
+                break
+        out.append(Scene(**candidate, seed=scene.seed))
+    return out
+
+
 def sample_scenes(n: int, seed: int, split: Split = "train") -> list[Scene]:
     """Draw ``n`` scenes, deterministic in ``seed``; attributes uniform within the split.
 

@@ -89,6 +89,7 @@ class TrainConfig:
     heldout_scenes: int = 500
     scene_seed: int = 0  # which scenes (separate from the training seed, so seeds share data)
     augment: bool = True
+    twins: bool = False  # train on counterfactual pairs (same scene, one attribute changed) in every batch
     unambiguous: bool = True  # partial captions that fully match another scene of the batch become full
     eval_every: int | None = None  # steps between validations (default: once an epoch)
     select_metric: str = "score"
@@ -162,6 +163,7 @@ RESUME_LOCKED = (
     "train_scenes",
     "scene_seed",
     "augment",
+    "twins",
 )
 
 
@@ -529,7 +531,7 @@ def _train(config, resume, on_progress, objective_factory, dist_info: Distribute
     emit(TrainProgress("prepare", 0, None, 0, 0.0, 0.0, message="loading scenes"))
     cache_root = Path(config.cache_dir) if config.cache_dir else None
     specs = {
-        "train": SceneSetSpec("train", config.train_scenes, config.scene_seed, image_size),
+        "train": SceneSetSpec("train", config.train_scenes, config.scene_seed, image_size, config.twins),
         "test": SceneSetSpec("test", config.val_scenes, config.scene_seed, image_size),
         "heldout": SceneSetSpec("heldout", config.heldout_scenes, config.scene_seed, image_size),
     }

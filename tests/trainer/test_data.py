@@ -182,3 +182,25 @@ def test_eval_sets_full_and_partial(train_set, tokenizer):
     partial = build_eval_set("test-partial", train_set, tokenizer, seed=0, full=False)
     assert all(len(a) < 5 for a in partial.captions.attributes)
     assert not partial.full
+
+
+def test_twins_differ_in_one_attribute_and_stay_paired_in_every_batch(tmp_path, tokenizer):
+    spec = SceneSetSpec("train", 64, seed=5, image_size=SIZE, twins=True)
+    assert spec.cache_name != SceneSetSpec("train", 64, seed=5, image_size=SIZE).cache_name
+    twins = load_scene_set(spec, cache_root=tmp_path)
+    counts = {"count": 0, "colour": 0, "kind": 0}
+    for a, b in zip(twins.scenes[::2], twins.scenes[1::2], strict=True):
+        changed = [k for k in scenes.ATTRIBUTES if getattr(a, k) != getattr(b, k)]
+        assert len(changed) == 1 and changed[0] in counts and a.seed == b.seed
+        assert not scenes.is_held_out(a) and not scenes.is_held_out(b)
+        counts[changed[0]] += 1
+    assert counts["count"] > max(counts["colour"], counts["kind"]) > 0  # count is changed most
+    assert not np.array_equal(twins.images[0], twins.images[1])  # the change is drawn
+    stream = TrainStream(twins, tokenizer, batch_size=16, seed=1, normalizer=ImageNormalizer())
+    for batch in stream.epoch(0):
+        idx = batch.indices.tolist()
+        assert all(i % 2 == 0 and j == i + 1 for i, j in zip(idx[::2], idx[1::2], strict=True))
+    with pytest.raises(ValueError, match="even batch size"):
+        TrainStream(twins, tokenizer, batch_size=15, seed=1, normalizer=ImageNormalizer())
+    with pytest.raises(ValueError, match="even number"):
+        SceneSetSpec("train", 63, seed=5, image_size=SIZE, twins=True)

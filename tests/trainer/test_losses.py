@@ -97,7 +97,8 @@ def test_mean_reduction_divides_by_the_batch():
     total = LadderLoss(reduction="sum")(*args)
     mean = LadderLoss(reduction="mean")(*args)
     for key in total:
-        assert val(mean[key]) == pytest.approx(val(total[key]) / 3)
+        if not key.startswith("stat_"):  # diagnostics (shares, mean violations) do not scale
+            assert val(mean[key]) == pytest.approx(val(total[key]) / 3)
 
 
 def test_infonce_by_hand_and_against_open_clip():
@@ -391,3 +392,39 @@ def test_cuda_matches_cpu():
         cpu = loss(image, text, relevance)["loss"]
         gpu = loss.cuda()(image.cuda(), text.cuda(), relevance.cuda())["loss"]
         assert val(gpu) == pytest.approx(val(cpu), rel=1e-6)
+
+
+def test_collapse_monitor_reports_each_boundarys_active_share_and_violation():
+    from trainer.losses import boundary_stats, ladder_hinges
+
+    scores = torch.tensor([[[0.9, 0.5, 0.45, 0.1], [0.2, 0.8, 0.1, 0.0]]])
+    levels = torch.tensor([[[0, 1, 2, 2], [1, 0, 1, 1]]])
+    margins = torch.tensor([0.2, 0.1])
+    hinges = ladder_hinges(scores, levels, margins)
+    stats = boundary_stats(hinges, levels, margins)
+    # boundary 0: 0.2 - 0.9 + 0.5 < 0 and 0.2 - 0.8 + 0.2 < 0: none active
+    assert float(stats["stat_active_0"]) == 0.0 and float(stats["stat_violation_0"]) == 0.0
+    # boundary 1: only the first query has levels on both sides: 0.1 - 0.5 + 0.45 = 0.05
+    assert float(stats["stat_active_1"]) == 1.0
+    assert float(stats["stat_violation_1"]) == pytest.approx(0.05)
+    out = AdaptiveLadderLoss(reduction="mean")(*random_batch(8)[:2], torch.rand(8, 8).fill_diagonal_(1.0))
+    assert {"stat_active_0", "stat_violation_0", "stat_active_3"} <= set(out)
+
+
+def test_soft_infonce_targets_follow_relevance():
+    from trainer.losses import SoftInfoNCELoss
+
+    image, text, _ = random_batch(6)
+    eye = torch.eye(6, dtype=image.dtype)
+    sharp = SoftInfoNCELoss(tau=1e-4)(image, text, eye, logit_scale=10.0)
+    plain = InfoNCELoss()(image, text, None, logit_scale=10.0)
+    assert val(sharp["loss"]) == pytest.approx(val(plain["loss"]), rel=1e-6)  # one-hot targets
+    graded = eye.clone()
+    graded[0, 1] = graded[1, 0] = 0.9
+    logits = 10.0 * image @ text.T
+    target = torch.softmax(graded / 0.1, dim=1)
+    by_hand = -(target * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    out = SoftInfoNCELoss(tau=0.1)(image, text, graded, logit_scale=10.0)
+    assert val(out["i2t"]) == pytest.approx(float(by_hand), rel=1e-6)
+    with pytest.raises(ValueError, match="tau"):
+        SoftInfoNCELoss(tau=0.0)
