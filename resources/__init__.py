@@ -1,7 +1,7 @@
 """LadderLens's bundled data, installed as the ``ladderlens`` package.
 
-``models/`` holds the open_clip configs and the starter model's weights, model card and match
-gate; code finds them through :func:`models_dir` (``importlib.resources``), so they are found in a
+``models/`` holds the open_clip configs and the starter model's weights, model card and
+vocabulary; code finds them through :func:`models_dir` (``importlib.resources``), so they are found in a
 wheel install as well as in a checkout. ``python -m ladderlens`` runs the command line.
 """
 
@@ -20,6 +20,6 @@ except metadata.PackageNotFoundError:  # a checkout that was never installed
 
 
 def models_dir() -> Path:
-    """The folder of the bundled model files (configs, starter weights, gate, card)."""
+    """The folder of the bundled model files (configs, starter weights, vocabulary, card)."""
     with as_file(files(__name__) / "models") as path:  # a real folder for any non-zipped install
         return Path(path)

@@ -42,7 +42,7 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_wheel_carries_the_starter_model_and_no_checkout_only_files(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for f in ("ladderlens-starter.safetensors", "ladderlens-starter.json", "ladderlens-starter.gate.json"):
+    for f in ("ladderlens-starter.safetensors", "ladderlens-starter.json", "ladderlens-starter.vocab.json"):
         assert f"ladderlens/models/{f}" in names
     assert {"ladderlens/__init__.py", "ladderlens/__main__.py", "main.py", "core/models.py"} <= names
     assert not any(n.startswith(("tests/", "benchmarks/", "resources/")) or n.endswith(".png") for n in names)
