@@ -8,7 +8,12 @@ caption per scene: R@1/5/10 in both directions (a hit is any scene matching ever
 of the caption; "instance" counts only the captioned scene), CS@100 with its ceiling, CS@N
 over the whole pool, nDCG@20, mean rank. Also partial captions (1-4 attributes) text->image.
 
-Part 2 (gate): a library of test-split scenes (no held-out composition occurs in it) is
+Part 2 (attributes): for every test scene, a counterfactual twin per attribute (the same look
+with its count, colour, kind, setting or time changed, :func:`trainer.scenes.counterfactual_twins`
+style): the AUC of the scene's full caption scoring its own picture above the twin's, per
+attribute (0.5: the model cannot see that attribute).
+
+Part 3 (gate): a library of test-split scenes (no held-out composition occurs in it) is
 queried with captions that have a full match in it and with captions of held-out
 compositions, which have none (long-tail queries). For each query: the top-1 cosine, its z
 against the query's own scores over the library, and the statistics core.grading's MatchGate
@@ -99,6 +104,31 @@ def retrieval(images, texts, tokenizer, image_size: int, n_test: int, n_heldout:
             rep.update({f"R@{k}_instance": v for k, v in recall_at_k(s, np.arange(len(pool.data))).items()})
             report[f"{name}/{direction}"] = {k: round(float(v), 4) for k, v in rep.items()}
     return report
+
+
+def attribute_auc(images, texts, tokenizer, image_size: int, n_scenes: int, seed: int = 21) -> dict:
+    """Per attribute: how often a full caption scores its scene above that scene's one-attribute twin."""
+    from trainer import captions, scenes
+    from trainer.data import render_images
+
+    base = scenes.sample_scenes(n_scenes, seed=seed, split="test")
+    rng = np.random.default_rng(seed)
+    caps = [captions.caption(s, rng) for s in base]
+    text_vecs = texts(tokenizer(caps))
+    own = np.einsum("nd,nd->n", text_vecs, images(render_images(base, image_size)))
+    out = {}
+    for attr in scenes.ATTRIBUTES:
+        twins = []
+        for s in base:
+            attrs = s.attributes()
+            options = [v for v in scenes.VOCABULARY[attr] if v != attrs[attr]]
+            twins.append(
+                scenes.Scene(**{**attrs, attr: options[int(rng.integers(len(options)))]}, seed=s.seed)
+            )
+        twin_scores = np.einsum("nd,nd->n", text_vecs, images(render_images(twins, image_size)))
+        auc = float(np.mean((own > twin_scores) + 0.5 * (own == twin_scores)))
+        out[attr] = round(auc, 4)
+    return {"scenes": n_scenes, "auc": out}
 
 
 def gate_statistics(images, texts, tokenizer, image_size: int, library_size: int, n_queries: int) -> dict:
@@ -224,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model,
         "identity": str(loaded.identity),
         "retrieval": retrieval(images, texts, loaded.tokenizer, size, args.test_scenes, args.heldout_scenes),
+        "attributes": attribute_auc(images, texts, loaded.tokenizer, size, args.test_scenes),
         "gate": gate_statistics(images, texts, loaded.tokenizer, size, args.library, args.queries),
         "seconds": round(time.monotonic() - started, 1),
     }
