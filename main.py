@@ -164,6 +164,9 @@ def _progress_printer(enabled: bool):
         if p.phase == "scan":
             bar.set_description(f"scanning ({p.done} files)")
             return
+        if p.phase == "wait":
+            bar.set_description("waiting for another LadderLens indexing this library")
+            return
         if p.total is not None and bar.total != p.total:
             bar.reset(total=p.total)
         bar.set_description("indexing" if p.phase == "embed" else p.phase)

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 logger = logging.getLogger(__name__)
 
 PHASE_TEXT = {
+    "wait": "Waiting for another LadderLens indexing this library",
     "scan": "Looking for photos",
     "embed": "Reading photos",
     "sweep": "Tidying up",

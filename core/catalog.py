@@ -251,6 +251,24 @@ def _is_under(path: str, root: str) -> bool:
     return path.startswith(prefix)
 
 
+def _cannot_write(db_path: Path) -> bool:
+    """Whether the catalog or its folder cannot be written (a read-only library, not a damaged one)."""
+    probe = db_path.with_name(f".write-probe-{os.getpid()}-{threading.get_ident()}")
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except OSError:
+        return True
+    os.close(fd)
+    os.unlink(probe)
+    try:
+        with open(db_path, "r+b"):
+            return False
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+
+
 def _chunks(values: Sequence[Any], size: int = _BATCH) -> Iterator[Sequence[Any]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
@@ -370,6 +388,12 @@ class Catalog:
             conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as e:
             conn.close()
+            if _cannot_write(self.path):
+                raise LibraryError(
+                    f"The library {self.path.parent} is read-only: LadderLens needs to write its catalog "
+                    f"there ({e}). Make the folder and its files writable (or open a writable copy); "
+                    "nothing was changed."
+                ) from e
             raise LibraryError(
                 f"{self.path} is not a LadderLens catalog or is damaged ({e}). "
                 "Move it away to start a new library there."
@@ -618,7 +642,8 @@ class Catalog:
         """Delete the photos and failures of a root that scan ``scan_id`` did not find; return the photo ids.
 
         Nothing is deleted when the root is offline (its drive is unplugged: the photos still exist).
-        Photos under ``keep_prefixes`` (sub-folders the scan could not read) are kept too.
+        Photos under ``keep_prefixes`` (sub-folders the scan could not read) are kept too, and so
+        are rows a later scan of the root marked (a scan that began after this one saw them).
         """
         keep = [_normalise(prefix) for prefix in keep_prefixes]
         with self.transaction() as conn:
@@ -629,7 +654,7 @@ class Catalog:
             stale = [
                 (row[0], _py_path(row[1]))
                 for row in conn.execute(
-                    "SELECT id, path FROM photos WHERE folder_id = ? AND seen_scan != ?", (folder_id, scan_id)
+                    "SELECT id, path FROM photos WHERE folder_id = ? AND seen_scan < ?", (folder_id, scan_id)
                 )
             ]
             gone = [photo_id for photo_id, path in stale if not any(_is_under(path, k) for k in keep)]
@@ -638,7 +663,7 @@ class Catalog:
             failures = [
                 _py_path(row[0])
                 for row in conn.execute(
-                    "SELECT path FROM failures WHERE folder_id = ? AND seen_scan != ?", (folder_id, scan_id)
+                    "SELECT path FROM failures WHERE folder_id = ? AND seen_scan < ?", (folder_id, scan_id)
                 )
             ]
             conn.executemany(

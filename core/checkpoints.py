@@ -221,7 +221,9 @@ def _read_torch_file(path: Path) -> Any:
             warnings.simplefilter("always")
             loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files
-        if "Unsupported global" in str(exc):
+        # torch's safe unpickler refused something (its message suggests weights_only=False, which
+        # would run whatever the file holds: never repeat that advice)
+        if _refused_by_safe_unpickler(exc):
             raise CheckpointError(
                 f"{path} holds Python objects besides tensors (a whole model object, for example), "
                 "which are not loaded because they could run code. Save the model's state dict "
@@ -233,8 +235,17 @@ def _read_torch_file(path: Path) -> Any:
     return loaded
 
 
+def _refused_by_safe_unpickler(exc: BaseException) -> bool:
+    return "Unsupported global" in str(exc)
+
+
 def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = str(exc).strip()
+    if "WeightsUnpickler error:" in text:  # keep the unpickler's finding, not torch's advice around it
+        text = text.split("WeightsUnpickler error:", 1)[1].strip()
+    reason = text.splitlines()[0].strip() if text else type(exc).__name__
+    if "weights_only" in reason or not reason:
+        reason = type(exc).__name__
     return CheckpointError(
         f"{path} is not a readable checkpoint ({reason}). It may be damaged or incomplete "
         "(an interrupted download or copy): copy or export it again. Readable formats are "

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Phase = Literal["scan", "embed", "sweep", "index", "done"]
+Phase = Literal["wait", "scan", "embed", "sweep", "index", "done"]  # wait: for another writer
 
 DEFAULT_BATCH = 32
 _SCAN_REPORT_EVERY = 2000  # files between progress records while walking

@@ -46,6 +46,7 @@ from .paths import library_dir
 from .profiles import ProfileInfo, ProfileProgress, ProfileStore
 from .progress import drive
 from .query import Query
+from .writer_lock import WriterLock
 
 if TYPE_CHECKING:
     from .embedder import Embedder
@@ -64,6 +65,7 @@ _META_MODEL = "model"
 _META_TARGET = "model_target"
 _META_IDENTITY = "model_identity"
 _META_PROFILE = "profile"
+_META_WRITES = "write_generation"  # bumped by every run that changed photos, vectors or index
 PROFILE_APPLY_CHUNK = 16384
 
 STARTER_DESCRIPTION = (
@@ -199,6 +201,7 @@ class _ModelState:
         self.index_path = index_path
         self.searcher: Searcher | None = None
         self.encoder: EncoderProcess | None = None  # indexing's child process, kept between runs
+        self.generation: str | None = None  # the library's write generation when store and index were read
 
     def close_encoder(self) -> None:
         if self.encoder is not None:
@@ -227,8 +230,10 @@ class Library:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise LibraryError(f"Cannot create the library folder {root}: {e.strerror}.") from e
+        _refuse_orphaned_vectors(root)
         self.catalog = Catalog(root / "catalog.sqlite")
         self.profile_store = ProfileStore(root)
+        self.writer = WriterLock(root)
         self._device = device
         # Called with a core.models.DownloadProgress while pretrained weights download (from the
         # thread that loads the model); a terminal shows its own progress bar regardless.
@@ -319,14 +324,46 @@ class Library:
 
     def _load_state(self, spec: str) -> _ModelState:
         from .embedder import Embedder
-        from .vectors import VectorStore
 
         embedder = Embedder.from_spec(spec, device=self._device, on_progress=self.on_download)
+        return self._read_state(embedder)
+
+    def _read_state(self, embedder: Embedder) -> _ModelState:
+        """A model's vector store and search index as they are on disk now."""
+        from .vectors import VectorStore
+
+        generation = self.catalog.get_meta(_META_WRITES)
         identity = embedder.identity
         store = VectorStore(self.catalog, self.root / "vectors", identity, embedder.dim)
         index_path = self.root / "index" / f"{identity.key}.idx"
         index = self._open_index(store, index_path, embedder.dim)
-        return _ModelState(embedder, store, index, index_path)
+        state = _ModelState(embedder, store, index, index_path)
+        state.generation = generation
+        return state
+
+    def _current_state(self, spec: str) -> _ModelState:
+        """``spec``'s state, read again when another process wrote to the library since it was read.
+
+        Called holding the writer lock, so nothing changes it meanwhile.
+        """
+        state = self._state(spec)
+        if state.generation == self.catalog.get_meta(_META_WRITES):
+            return state
+        logger.info("the library changed in another process: reading its vectors and index again")
+        fresh = self._read_state(state.embedder)
+        fresh.encoder = state.encoder
+        with self._lock:
+            self._models[spec] = fresh
+            for key in [k for k in self._models if k.startswith(f"{spec}#profile=")]:
+                del self._models[key]
+        return fresh
+
+    def _bump_writes(self, *states: _ModelState) -> None:
+        """Record that this process changed the library (others read it again before writing)."""
+        generation = uuid.uuid4().hex
+        self.catalog.set_meta(_META_WRITES, generation)
+        for state in states:
+            state.generation = generation
 
     def _open_index(self, store: VectorStore, path: Path, dim: int) -> VectorIndex:
         from .index import VectorIndex
@@ -388,12 +425,16 @@ class Library:
             folder = self.catalog.folder_by_path(Path(path).expanduser())
         if folder is None:
             raise FolderError(f"{path} is not a library folder.")
-        removed = self.catalog.remove_folder(folder.id)
-        with self._lock:
-            for state in self._models.values():
-                if removed:
-                    state.index.remove(removed)
-                self._save_index(state.index, state.index_path)
+        with self.writer:
+            for spec in [k for k in self._models if "#profile=" not in k]:
+                self._current_state(spec)
+            removed = self.catalog.remove_folder(folder.id)
+            with self._lock:
+                for state in self._models.values():
+                    if removed:
+                        state.index.remove(removed)
+                    self._save_index(state.index, state.index_path)
+            self._bump_writes(*self._models.values())
 
     def folders(self) -> list[FolderStatus]:
         counts = self.catalog.folder_counts(self._active_model_id())
@@ -457,8 +498,30 @@ class Library:
             FolderError: a folder given is not a library folder.
         """
         spec = self._target or self._active
-        state = self._state(spec)
+        self._state(spec)  # load the model (and fail) before waiting for another writer
         chosen = self._select_folders(folders)
+        waiting = self.writer.wait()
+        for _ in waiting:
+            yield IndexProgress("wait", 0, None, path=str(self.root))
+        try:
+            return (
+                yield from self._index_locked(
+                    spec, chosen, folders is None, workers, batch_size, separate_process
+                )
+            )
+        finally:
+            self.writer.release()
+
+    def _index_locked(
+        self,
+        spec: str,
+        chosen: list[Folder],
+        all_folders: bool,
+        workers: int | None,
+        batch_size: int | None,
+        separate_process: bool,
+    ) -> Generator[IndexProgress, None, IndexReport]:
+        state = self._current_state(spec)
         encoder = None
         # A GPU does the model's work outside the interpreter anyway; the child process talks over
         # inherited pipe descriptors, which POSIX systems have.
@@ -486,7 +549,9 @@ class Library:
                 with self._lock:
                     self._save_index(state.index, state.index_path)
                     state.searcher = None  # the background sample is stale
-            if completed and folders is None:
+            if changed:
+                self._bump_writes(state)
+            if completed and all_folders:
                 self._promote(spec, state)
             if spec == self._active:
                 try:
@@ -1026,6 +1091,30 @@ class Library:
             folders=folders,
             target_model=self._target,
             profile=profile.label if profile is not None else None,
+        )
+
+
+def _refuse_orphaned_vectors(root: Path) -> None:
+    """Refuse to start an empty catalog beside the vectors of an indexed library.
+
+    A missing or empty ``catalog.sqlite`` next to vector files means the catalog was lost (deleted,
+    truncated, not restored with the rest): a new catalog would disown every vector, and the next
+    write would cut the files down to its empty row count.
+    """
+    catalog = root / "catalog.sqlite"
+    try:
+        if catalog.is_file() and catalog.stat().st_size > 0:
+            return
+        vectors = [p for p in (root / "vectors").glob("*.f32") if p.stat().st_size > 32]
+    except OSError:
+        return  # unreadable: opening the catalog says what is wrong
+    if vectors:
+        state = "empty" if catalog.exists() else "missing"
+        raise LibraryError(
+            f"The catalog {catalog} is {state}, but {root / 'vectors'} holds the vectors of an indexed "
+            "library. LadderLens will not start an empty catalog over them: restore catalog.sqlite "
+            "(from a backup), or move the vectors and index folders away to start a new library there. "
+            "Nothing was changed."
         )
 
 

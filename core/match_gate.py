@@ -51,20 +51,32 @@ def _sidecar(spec: Any, suffix: str) -> Path | None:
 
 
 def load_match_gate(spec: Any) -> MatchGate:
-    """The calibrated gate of a model, else the defaults (never raises)."""
+    """The calibrated gate of a model, else the defaults (never raises; a bad file is named in a warning)."""
     path = gate_file_for(spec)
     if path is None or not path.is_file():
         return MatchGate()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))["match_gate"]
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or not isinstance(data.get("match_gate"), dict):
+            raise ValueError('expected {"match_gate": {...}}')
         fields = {
-            k: (-math.inf if data.get(k) is None else float(data[k])) for k in _FLOAT_FIELDS if k in data
+            k: _threshold(data["match_gate"], k, -math.inf) for k in _FLOAT_FIELDS if k in data["match_gate"]
         }
-        score = data.get("min_top_score")
-        return MatchGate(**fields, min_top_score=None if score is None else float(score))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        logger.warning("ignoring the match gate file %s: %s", path, e)
+        score = _threshold(data["match_gate"], "min_top_score", None)
+        return MatchGate(**fields, min_top_score=score)
+    except (OSError, ValueError, TypeError) as e:
+        logger.warning("ignoring the match gate file %s (the defaults are used): %s", path, e)
         return MatchGate()
+
+
+def _threshold(values: dict, key: str, untested: float | None) -> float | None:
+    """A finite threshold, or ``untested`` for null; anything else is an error."""
+    value = values.get(key)
+    if value is None:
+        return untested
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{key} must be a finite number or null, not {value!r}")
+    return float(value)
 
 
 def gate_to_json(gate: MatchGate) -> dict[str, float | None]:

@@ -477,3 +477,18 @@ def test_a_writer_killed_mid_transaction_leaves_a_catalog_that_opens(tmp_path):
         assert cat.photo_by_path("/photos/lost-0.jpg") is None
         cat.upsert_photos(cat.folders()[0].id, [entry("/photos/after.jpg")])
         assert cat.photo_count() == 101
+
+
+def test_a_scan_never_sweeps_what_a_later_scan_of_the_root_found(catalog, tmp_path):
+    """Two scans overlapping (two writers): the first one's sweep keeps the second one's photos."""
+    folder = catalog.add_folder(tmp_path)
+    first = catalog.begin_scan(folder.id)
+    catalog.upsert_photos(folder.id, [entry(tmp_path / "a.jpg", "a")])  # found by the first scan
+    second = catalog.begin_scan(folder.id)
+    catalog.upsert_photos(folder.id, [entry(tmp_path / f"{n}.jpg", n) for n in "bcd"])  # the second's
+    assert catalog.sweep(folder.id, first) == []
+    assert len(catalog.folder_photos(folder.id)) == 4
+    swept = catalog.sweep(folder.id, second)  # "a" was not seen by the second scan: it is gone
+    left = catalog.folder_photos(folder.id)
+    assert [str(tmp_path / f"{n}.jpg") in left for n in "abcd"] == [False, True, True, True]
+    assert len(swept) == 1

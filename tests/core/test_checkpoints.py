@@ -201,3 +201,16 @@ def test_file_digest_uses_its_cache(tmp_path, monkeypatch):
     first = file_digest(path)
     monkeypatch.setattr(checkpoints.hashlib, "sha256", None)  # any re-hash would now fail
     assert file_digest(path) == first
+
+
+@pytest.mark.parametrize("payload", ["object", "builtin function"])
+def test_refused_pickles_never_advise_turning_the_safety_off(tmp_path, payload):
+    """torch's own message suggests weights_only=False (which would run the file): never passed on."""
+    path = tmp_path / "refused.pt"
+    with open(path, "wb") as fh:
+        pickle.dump({"w": [1, 2], "f": NotATensor() if payload == "object" else print}, fh, protocol=2)
+    with pytest.raises(CheckpointError) as info:
+        read_state_dict(path)
+    message = str(info.value)
+    assert "could run code" in message
+    assert "weights_only" not in message and "Re-run" not in message and "trusted source" not in message

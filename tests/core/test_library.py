@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.errors import FolderError, QueryError
+from core.errors import FolderError, LibraryError, QueryError
 from core.library import Library
 from core.scanner import ScannedFile
 from tests.core.imagefiles import write_empty, write_jpeg, write_png, write_text, write_truncated_jpeg
@@ -349,3 +349,115 @@ def test_weight_downloads_are_reported_to_on_download(tmp_path, tiny_checkpoint,
         lib.embedder()
     assert calls and seen == [DownloadProgress("weights.safetensors", 512, 1024)]
     assert seen[0].fraction == 0.5
+
+
+def test_a_second_writer_waits_for_the_first_and_nothing_is_lost(tmp_path, photos, model):
+    """Two libraries on one folder index at once (the app and the CLI): the second waits its turn,
+    then reads what the first wrote; every photo is kept, in the catalog and in the index."""
+    first = Library.open(tmp_path / "lib", model=model)
+    second = Library.open(tmp_path / "lib", model=model)
+    try:
+        first.add_folder(photos)
+        second.search("warm up", k=1) if second.status().indexed else second.embedder()  # load its state now
+        running = first.iter_index(batch_size=3, workers=1)
+        while next(running).phase != "embed":
+            pass
+        waiting = second.iter_index(batch_size=3, workers=1)
+        assert next(waiting).phase == "wait"
+        assert next(waiting).phase == "wait"  # still held: the first run is only half done
+        report_first = drive_to_end(running)
+        report_second = drive_to_end(waiting)
+        assert report_first.embedded == 14 and report_second.unchanged == 14 and report_second.removed == 0
+        for lib in (first, second):
+            assert lib.status().photos == 14 and lib.status().indexed == 14
+            assert len(lib.search("car", k=100).results) == 14
+    finally:
+        first.close()
+        second.close()
+    with Library.open(tmp_path / "lib", model=model) as lib:
+        assert len(lib.search("car", k=100).results) == 14
+
+
+def drive_to_end(generator):
+    try:
+        while True:
+            next(generator)
+    except StopIteration as stop:
+        return stop.value
+
+
+def test_two_index_processes_at_once_keep_every_photo(tmp_path, model, tiny_checkpoint):
+    """Two `index` commands started together on one library: both succeed and no photo is lost."""
+    root = tmp_path / "many"
+    for i in range(150):
+        write_jpeg(root / f"p{i:03d}.jpg", (48, 40), seed=i)
+    configs = [p for p in tiny_checkpoint.parents[1].iterdir() if p.name.startswith("model-configs")]
+    config = next(configs[0].glob("*.json"))
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(REPO)!r})
+        import os, time
+        import open_clip
+        open_clip.add_model_config({str(config)!r})
+        import main
+        from core.library import Library
+        Library.open({str(tmp_path / "lib")!r}, model={model!r}).close()  # both ready to go
+        open(os.path.join({str(tmp_path)!r}, f"ready-{{os.getpid()}}"), "w").close()
+        while len([n for n in os.listdir({str(tmp_path)!r}) if n.startswith("ready-")]) < 2:
+            time.sleep(0.01)
+        sys.exit(main.main(["index", {str(root)!r}, "--library", {str(tmp_path / "lib")!r},
+                            "--model", {model!r}, "--no-progress"]))
+        """
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    results = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    with Library.open(tmp_path / "lib", model=model) as lib:
+        assert lib.status().photos == 150 and lib.status().indexed == 150
+        assert len(lib.search("car", k=200).results) == 150
+
+
+@pytest.mark.parametrize("damage", ["deleted", "emptied"])
+def test_a_lost_catalog_never_costs_the_vectors(tmp_path, photos, model, damage):
+    with Library.open(tmp_path / "lib", model=model) as lib:
+        lib.add_folder(photos)
+        lib.index()
+    vectors = {p: p.read_bytes() for p in (tmp_path / "lib" / "vectors").glob("*.f32")}
+    assert vectors
+    catalog = tmp_path / "lib" / "catalog.sqlite"
+    for extra in catalog.parent.glob("catalog.sqlite-*"):
+        extra.unlink()
+    if damage == "deleted":
+        catalog.unlink()
+    else:
+        catalog.write_bytes(b"")
+    with pytest.raises(LibraryError, match="will not start an empty catalog over them"):
+        Library.open(tmp_path / "lib", model=model)
+    assert {p: p.read_bytes() for p in (tmp_path / "lib" / "vectors").glob("*.f32")} == vectors
+    assert catalog.exists() == (damage == "emptied")
+
+
+def test_a_read_only_library_says_so_instead_of_damaged(tmp_path, model):
+    from tests.core.access import call_obeying_permissions
+
+    Library.open(tmp_path / "lib", model=model).close()
+    for path in [*(tmp_path / "lib").rglob("*"), tmp_path / "lib"]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+
+    def reopen():
+        with pytest.raises(LibraryError) as info:
+            Library.open(tmp_path / "lib", model=model)
+        return str(info.value)
+
+    try:
+        message = call_obeying_permissions(reopen)
+    finally:
+        for path in [tmp_path / "lib", *(tmp_path / "lib").rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    assert "read-only" in message and "damaged" not in message and "Move it away" not in message

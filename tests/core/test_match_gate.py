@@ -55,3 +55,21 @@ def test_search_uses_the_models_gate(tmp_path, checkpoint, threshold, long_tail)
         # Any cosine is above -1 and none reaches 2: the gate alone decides a query that names no
         # checkable attribute (those are graded on evidence: test_search_evidence.py).
         assert lib.search("a picture of something", k=10).long_tail is long_tail
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"match_gate": [1, 2]}',
+        "[1, 2]",
+        '{"match_gate": {"min_top_z": NaN}}',
+        '{"match_gate": {"min_top_score": Infinity}}',
+        '{"match_gate": {"min_separation_z": true}}',
+        '{"match_gate": {"min_top_z": [3]}}',
+    ],
+)
+def test_a_bad_gate_file_falls_back_to_the_defaults_with_a_warning(checkpoint, content, caplog):
+    gate_file_for(f"file:{checkpoint}").write_text(content)
+    with caplog.at_level("WARNING"):
+        assert load_match_gate(f"file:{checkpoint}") == MatchGate()
+    assert "ignoring the match gate file" in caplog.text
