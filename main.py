@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -38,6 +39,28 @@ def _version() -> str:
         return metadata.version("ladderlens")
     except metadata.PackageNotFoundError:
         return "(not installed)"
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def shown(text: object) -> str:
+    """Text for a terminal: control characters (which could drive the terminal) and bytes that are
+    not UTF-8 (kept by Python as surrogates) are written as escapes, e.g. ``\\x1b`` and ``\\xff``."""
+    value = str(text)
+    value = _SURROGATE.sub(
+        lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}" if ord(m.group()) >= 0xDC80 else "?", value
+    )
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
+
+
+def json_text(data: object) -> str:
+    """One JSON document, valid UTF-8 whatever the file names: a name's bytes that are not UTF-8
+    are kept (as Python's surrogateescape does) as ``\\udcXX`` escapes, so that
+    ``os.fsencode(json.loads(text)["path"])`` gives the name's bytes back."""
+    text = json.dumps(data, ensure_ascii=False, default=str)
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -181,7 +204,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     with _library(args) as lib:
         for folder in args.folders:
             status = lib.add_folder(folder, excludes=args.exclude)
-            print(f"folder: {status.path}")
+            print(f"folder: {shown(status.path)}")
         if not lib.folders():
             print("The library has no folders yet: ladderlens index FOLDER", file=sys.stderr)
             return EXIT_USAGE
@@ -196,9 +219,9 @@ def cmd_index(args: argparse.Namespace) -> int:
             f"({report.elapsed_s:.1f} s)"
         )
         for path in report.offline_folders:
-            print(f"offline (photos kept): {path}")
+            print(f"offline (photos kept): {shown(path)}")
         for path, reason in report.problems:
-            print(f"skipped {path}: {reason}", file=sys.stderr)
+            print(f"skipped {shown(path)}: {shown(reason)}", file=sys.stderr)
         if report.failed:
             print("see the failures with: ladderlens status --failures")
     return EXIT_OK
@@ -208,7 +231,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     with _library(args) as lib:
         result = lib.search(args.query, image=args.image, k=args.k)
         if args.json:
-            print(json.dumps(result.to_dict(), ensure_ascii=False))
+            print(json_text(result.to_dict()))
         else:
             print(format_result(result))
         if not result.results:
@@ -239,7 +262,7 @@ def format_result(result) -> str:
         for hit in result.results:
             if hit.tier == rank:
                 differs = f"  ({', '.join(hit.differs)} differs)" if hit.differs else ""
-                lines.append(f"  {hit.score:6.3f}  z={hit.z:5.2f}  {hit.path}{differs}")
+                lines.append(f"  {hit.score:6.3f}  z={hit.z:5.2f}  {shown(hit.path)}{differs}")
     return "\n".join(lines)
 
 
@@ -256,7 +279,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             data = status.to_dict()
             if args.failures:
                 data["failure_list"] = [{"path": f.path, "reason": f.reason} for f in failures]
-            print(json.dumps(data, ensure_ascii=False))
+            print(json_text(data))
             return EXIT_OK
         print(f"library: {status.root}")
         print(f"model:   {status.model_spec}")
@@ -269,11 +292,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"photos:  {status.photos} ({status.indexed} indexed), {status.failures} failed")
         for f in status.folders:
             state = "" if f.state == "online" else f"  [{f.state}]"
-            print(f"  {f.path}: {f.photos} photos, {f.indexed} indexed, {f.failures} failed{state}")
+            print(f"  {shown(f.path)}: {f.photos} photos, {f.indexed} indexed, {f.failures} failed{state}")
         if not status.folders:
             print("  no folders yet: ladderlens index FOLDER")
         for failure in failures:
-            print(f"  failed: {failure.path}: {failure.reason}")
+            print(f"  failed: {shown(failure.path)}: {shown(failure.reason)}")
     return EXIT_OK
 
 
@@ -347,7 +370,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             return EXIT_OK
         info = save_profile(lib, result, name)
         if args.json:
-            print(json.dumps({"profile": info.label, **result.report}, ensure_ascii=False, default=str))
+            print(json_text({"profile": info.label, **result.report}))
         else:
             print(format_report(result.report))
             problems = result.report.get("collection", {})
@@ -467,7 +490,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
                 {**p.to_dict(), "active": active is not None and p.label == active.label, "report": None}
                 for p in profiles
             ]
-            print(json.dumps({"model": lib.model_spec, "profiles": rows}, ensure_ascii=False))
+            print(json_text({"model": lib.model_spec, "profiles": rows}))
             return EXIT_OK
         if not profiles:
             print("no profiles yet: ladderlens finetune FOLDER")

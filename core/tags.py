@@ -37,6 +37,7 @@ import contextlib
 import logging
 import os
 import re
+import stat
 import time
 import unicodedata
 import xml.etree.ElementTree as ET
@@ -44,6 +45,9 @@ from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring as defused_fromstring
 
 from core.catalog import Catalog
 from core.progress import drive
@@ -183,16 +187,27 @@ class TagSourceError(Exception):
 
 
 def _read_capped(path: Path, max_bytes: int) -> bytes:
+    # Opened without blocking and checked on the open descriptor: a FIFO or device named tags.txt
+    # or *.xmp would otherwise block the read (or never end) instead of being skipped.
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as e:
+        raise TagSourceError(f"cannot be read ({e.strerror or e})") from e
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise TagSourceError("is not a regular file; skipped")
+        if info.st_size > max_bytes:
             raise TagSourceError(
-                f"{_size_text(size)}, larger than the {_size_text(max_bytes)} allowed for a tag file; skipped"
+                f"{_size_text(info.st_size)}, larger than the {_size_text(max_bytes)} allowed "
+                "for a tag file; skipped"
             )
-        with open(path, "rb") as f:
+        with os.fdopen(fd, "rb", closefd=False) as f:
             data = f.read(max_bytes + 1)
     except OSError as e:
         raise TagSourceError(f"cannot be read ({e.strerror or e})") from e
+    finally:
+        os.close(fd)
     if len(data) > max_bytes:  # grew since the stat
         raise TagSourceError(f"larger than the {_size_text(max_bytes)} allowed for a tag file; skipped")
     return data
@@ -214,12 +229,16 @@ def read_xmp_keywords(path: str | os.PathLike[str], max_bytes: int = MAX_SIDECAR
     """
     data = _read_capped(Path(path), max_bytes)
     head = data[:4096].lstrip(b"\xef\xbb\xbf")
-    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
-        raise TagSourceError("declares a DTD or entities, which sidecars never need; skipped for safety")
     if not head.strip():
         return []
     try:
-        root = ET.fromstring(data)
+        # defusedxml refuses DTDs, entities and external references in any encoding (a check of the
+        # raw bytes misses a UTF-16 file's); the text it returns is bounded by the file's size.
+        root = defused_fromstring(data, forbid_dtd=True)
+    except DefusedXmlException as e:
+        raise TagSourceError(
+            "declares a DTD or entities, which sidecars never need; skipped for safety"
+        ) from e
     except ET.ParseError as e:
         raise TagSourceError(f"is not well-formed XML ({e})") from e
     keywords: list[str] = []

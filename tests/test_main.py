@@ -113,3 +113,27 @@ def test_no_command_opens_the_app_with_the_common_options(monkeypatch, tmp_path)
     assert main.main([]) == 0
     assert main.main(["gui", "--library", str(tmp_path), "--model", "starter"]) == 0
     assert calls == [[], ["--library", str(tmp_path), "--model", "starter"]]
+
+
+def test_hostile_file_names_are_escaped_in_text_and_round_trip_in_json(cli, tmp_path):
+    """A name with terminal escape codes and bytes that are not UTF-8: plain output shows escapes
+    (never the raw control characters), --json stays valid UTF-8 and gives the name's bytes back."""
+    import os
+
+    root = tmp_path / "hostile"
+    root.mkdir()
+    name = b"evil\x1b[31mred\x07\xff.jpg"
+    write_jpeg(Path(os.fsdecode(os.path.join(os.fsencode(root), name))), (40, 30), seed=1)
+    assert cli("index", str(root), "--no-progress")[0] == 0
+
+    code, out, _ = cli("search", "a red car", "-k", "3")
+    assert code == 0
+    assert "\x1b" not in out and "\x07" not in out
+    assert "evil\\x1b[31mred\\x07\\xff.jpg" in out
+
+    code, out, _ = cli("search", "a red car", "-k", "3", "--json")
+    assert code == 0
+    out.encode("utf-8")  # valid UTF-8 (no lone surrogates left in the text)
+    data = json.loads(out)
+    paths = [os.fsencode(r["path"]) for r in data["results"]]
+    assert os.path.join(os.fsencode(root.resolve()), name) in paths

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -167,10 +168,10 @@ def test_huge_sidecars_are_skipped_without_reading_them(tmp_path):
 
 def test_unreadable_sidecar_is_a_problem(tmp_path):
     photo = image(tmp_path / "boats" / "a.jpg")
-    (photo.parent / "a.xmp").mkdir()  # a folder where a file was expected: cannot be read
+    (photo.parent / "a.xmp").mkdir()  # a folder where a file was expected: not read
     scan = scan_tags(tmp_path)
     assert scan.photos[0].tags == ("boats",)
-    assert scan.problems and "cannot be read" in scan.problems[0].reason
+    assert scan.problems and "not a regular file" in scan.problems[0].reason
 
 
 def test_thousands_of_tags_are_capped_per_photo(tmp_path):
@@ -273,3 +274,34 @@ def test_library_photo_tags_on_disk_and_given_in_the_app(tmp_path, tiny_checkpoi
         assert lib.photo_tags(pid).given == ("the kayak",)
         lib.tags.remove([pid], ["the kayak"])
         assert lib.photo_tags(pid).given == ()
+
+
+def test_a_utf16_sidecar_cannot_smuggle_in_entities(tmp_path):
+    """The byte check for <!ENTITY misses UTF-16; the parser itself refuses DTDs in any encoding."""
+    photo = image(tmp_path / "boats" / "a.jpg")
+    sidecar = photo.parent / "a.jpg.xmp"
+    bomb = (
+        '<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE x [<!ENTITY a "' + "boom," * 200 + '">'
+        '<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/" xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" '
+        'xmlns:dc="http://purl.org/dc/elements/1.1/"><rdf:RDF><rdf:Description><dc:subject><rdf:Bag>'
+        "<rdf:li>&b;</rdf:li></rdf:Bag></dc:subject></rdf:Description></rdf:RDF></x:xmpmeta>"
+    )
+    sidecar.write_bytes(bomb.encode("utf-16"))
+    with pytest.raises(TagSourceError, match="DTD"):
+        read_xmp_keywords(sidecar)
+    assert scan_tags(tmp_path).photos[0].tags == ("boats",)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+@pytest.mark.timeout(20)
+def test_a_pipe_named_like_a_tag_file_is_skipped_not_waited_on(tmp_path):
+    photo = image(tmp_path / "boats" / "a.jpg")
+    os.mkfifo(photo.parent / "tags.txt")
+    os.mkfifo(photo.parent / "a.jpg.xmp")
+    for path in (photo.parent / "tags.txt", photo.parent / "a.jpg.xmp"):
+        with pytest.raises(TagSourceError, match="not a regular file"):
+            read_xmp_keywords(path) if path.suffix == ".xmp" else read_tags_file(path)
+    scan = scan_tags(tmp_path)
+    assert scan.photos[0].tags == ("boats",)
+    assert sorted(Path(p.path).name for p in scan.problems) == ["a.jpg.xmp", "tags.txt"]
