@@ -626,7 +626,12 @@ def _choose_levels(
 
 
 def ladder_levels(
-    relevance: Tensor, k_min: int = 2, k_max: int = 4, *, max_iter: int = DEFAULT_MAX_ITER
+    relevance: Tensor,
+    k_min: int = 2,
+    k_max: int = 4,
+    *,
+    max_iter: int = DEFAULT_MAX_ITER,
+    include_ground_truth: bool = False,
 ) -> Tensor:
     """Adaptive ladder levels of every query of a square relevance matrix, in both directions.
 
@@ -634,6 +639,10 @@ def ladder_levels(
     column t is a query whose candidates are the rows. The ground truth (the diagonal) is level
     0; the other B - 1 candidates of a query are on level 1 + their :func:`adaptive_levels`
     level among themselves.
+
+    With ``include_ground_truth`` (what the reference code of the adaptive ladder loss does), the
+    ground truth is clustered with the other candidates instead: level 0 is its whole cluster, so
+    candidates nearly as relevant share its level, and the levels below are the other clusters.
 
     Returns:
         (2, B, B) int64 on ``relevance``'s device: [0][q, j] for row query q and candidate j,
@@ -647,6 +656,8 @@ def ladder_levels(
     if relevance.ndim != 2 or relevance.shape[0] != relevance.shape[1]:
         raise ValueError(f"relevance must be a square matrix, got shape {tuple(relevance.shape)}")
     ops = arrays_for(relevance)
+    if include_ground_truth:
+        return _ladder_levels_with_ground_truth(ops, relevance, k_min, k_max, max_iter)
     return _ladder_levels(ops, relevance, k_min, k_max, max_iter)
 
 
@@ -661,10 +672,17 @@ class LevelSettings:
     k_min: int = 2
     k_max: int = 4
     max_iter: int = DEFAULT_MAX_ITER
+    include_ground_truth: bool = False
 
     def __call__(self, relevance: Tensor) -> Tensor:
         """(2, B, B) int64 levels of ``relevance`` (B, B): :func:`ladder_levels`."""
-        return ladder_levels(relevance, self.k_min, self.k_max, max_iter=self.max_iter)
+        return ladder_levels(
+            relevance,
+            self.k_min,
+            self.k_max,
+            max_iter=self.max_iter,
+            include_ground_truth=self.include_ground_truth,
+        )
 
 
 def _ladder_levels(ops: Arrays, relevance: Tensor, k_min: int, k_max: int, max_iter: int) -> Tensor:
@@ -680,6 +698,21 @@ def _ladder_levels(ops: Arrays, relevance: Tensor, k_min: int, k_max: int, max_i
         top, count, _, _ = _choose_levels(ops, queries.reshape(2 * b, b), k_min, k_max, max_iter, n=b - 1)
         levels = ((top + 1)[:, None] - count).reshape(2, b, b)  # level 0 is the ground truth
         levels[:, diagonal, diagonal] = 0
+    return ops.to_tensor(levels)
+
+
+def _ladder_levels_with_ground_truth(
+    ops: Arrays, relevance: Tensor, k_min: int, k_max: int, max_iter: int
+) -> Tensor:
+    b = relevance.shape[0]
+    if b < 2:
+        return ops.to_tensor(ops.full((2, b, b), 0, ops.int64))
+    with torch.no_grad(), ops.quiet():
+        queries = ops.both_directions(ops.from_tensor(_raw(relevance)))
+        top, count, _, _ = _choose_levels(ops, queries.reshape(2 * b, b), k_min, k_max, max_iter)
+        levels = (top[:, None] - count).reshape(2, b, b)
+        diagonal = ops.arange(b)
+        levels[:, diagonal, diagonal] = 0  # the ground truth is the most relevant: its cluster is level 0
     return ops.to_tensor(levels)
 
 

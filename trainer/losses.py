@@ -377,6 +377,8 @@ class AdaptiveLadderLoss(_LadderBase):
         k_min, k_max: range of cluster counts, 2 <= k_min <= k_max.
         max_iter: cap on the Lloyd iterations of each k-means.
         reduction: "sum" (the reference) or "mean" over the batch.
+        include_ground_truth: cluster the ground truth with the other candidates, as the reference
+            code does (level 0 is then its whole cluster); by default it is level 0 alone.
 
     Returns "loss", "triplet", "ladder_1" .. "ladder_{k_max-1}" (weighted) and the diagnostic
     "stat_mean_k" (mean number of clusters chosen per query).
@@ -390,8 +392,10 @@ class AdaptiveLadderLoss(_LadderBase):
         k_max: int = 4,
         max_iter: int = DEFAULT_MAX_ITER,
         reduction: str = "sum",
+        include_ground_truth: bool = False,
     ) -> None:
         super().__init__(margins=margins, betas=betas, reduction=reduction)
+        self.include_ground_truth = bool(include_ground_truth)
         if int(k_min) != k_min or int(k_max) != k_max:
             raise ValueError(f"k_min and k_max must be integers, got {k_min} and {k_max}")
         if k_min < 2:
@@ -413,7 +417,7 @@ class AdaptiveLadderLoss(_LadderBase):
     @property
     def level_settings(self) -> LevelSettings:
         """How this loss computes levels: call it on a relevance matrix to compute them ahead."""
-        return LevelSettings(self.k_min, self.k_max, self.max_iter)
+        return LevelSettings(self.k_min, self.k_max, self.max_iter, self.include_ground_truth)
 
     def levels(self, relevance: Tensor) -> Tensor:
         """(2, B, B) int64 levels: [0][q, j] for image query q, [1][t, i] for text query t.

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trainer import levels
-from trainer.levels import adaptive_levels, kmeans_1d, silhouette_1d
+from trainer.levels import LevelSettings, adaptive_levels, kmeans_1d, ladder_levels, silhouette_1d
 
 # ---------------------------------------------------------------------------------------------
 # references
@@ -294,3 +294,25 @@ def test_cuda_matches_cpu():
     assert gpu.levels.device.type == "cuda"
     assert torch.equal(cpu.levels, gpu.levels.cpu())
     assert torch.equal(cpu.k, gpu.k.cpu())
+
+
+def test_the_reference_clusters_the_ground_truth_with_the_near_ties():
+    """Reference behaviour: level 0 is the ground truth's cluster; by default it is alone there."""
+    relevance = torch.tensor(
+        [
+            [1.0, 0.95, 0.9, 0.3, 0.2, 0.1],
+            [0.95, 1.0, 0.9, 0.3, 0.2, 0.1],
+            [0.9, 0.9, 1.0, 0.3, 0.2, 0.1],
+            [0.3, 0.3, 0.3, 1.0, 0.2, 0.1],
+            [0.2, 0.2, 0.2, 0.2, 1.0, 0.1],
+            [0.1, 0.1, 0.1, 0.1, 0.1, 1.0],
+        ]
+    )
+    alone = ladder_levels(relevance)
+    shared = ladder_levels(relevance, include_ground_truth=True)
+    assert alone[0, 0].tolist()[:3] == [0, 1, 1]  # near ties one level below the ground truth
+    assert shared[0, 0].tolist()[:3] == [0, 0, 0]  # near ties share its level
+    assert shared[0, 0, 3] > 0 and shared[0, 0, 5] >= shared[0, 0, 3]
+    assert torch.all(shared[:, torch.arange(6), torch.arange(6)] == 0)
+    settings = LevelSettings(include_ground_truth=True)
+    assert torch.equal(settings(relevance), shared)
