@@ -84,9 +84,21 @@ def _common_options() -> argparse.ArgumentParser:
     return common
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a hint for a search term that starts with '-' (read as an unknown option)."""
+
+    def error(self, message: str):
+        if "unrecognized arguments: -" in message or "expected one argument" in message:
+            message += (
+                "\n(to leave something out of a search, put the whole query in quotes after --: "
+                "ladderlens search -- 'beach -people')"
+            )
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ladderlens",
         description="Search a personal photo library by describing it.",
         parents=[common],
@@ -377,7 +389,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             if problems.get("not_indexed"):
                 print(f"{problems['not_indexed']} tagged photos are not indexed and were left out.")
             if problems.get("problems"):
-                print(f"{problems['problems']} tag files could not be read (see the log with -v).")
+                listed = result.report.get("problems", [])
+                print(f"{problems['problems']} tag files could not be read:")
+                for path, reason in listed[:10]:
+                    print(f"  {shown(path)}: {shown(reason)}")
+                if problems["problems"] > 10:
+                    print(f"  and {problems['problems'] - 10} more (--json lists up to {len(listed)})")
             print(f"saved profile {info.label}")
         if not args.no_apply:
             update, close = _step_printer(not args.no_progress, "applying")

@@ -173,6 +173,12 @@ def parse_query(text: str) -> list[QueryTerm]:
         pos = end
     flush()
 
+    for t in terms:
+        if t.text.startswith("*"):
+            raise QueryError(
+                f"'{t.text}' reads as a weight after its phrase; put the weight before it, "
+                "e.g. '3*\"red car\"' or '3 \"red car\"'."
+            )
     terms = [t for t in terms if abs(t.weight) > _EPS]
     if not terms:
         raise QueryError("Type something to search for.")

@@ -137,3 +137,11 @@ def test_hostile_file_names_are_escaped_in_text_and_round_trip_in_json(cli, tmp_
     data = json.loads(out)
     paths = [os.fsencode(r["path"]) for r in data["results"]]
     assert os.path.join(os.fsencode(root.resolve()), name) in paths
+
+
+def test_a_search_starting_with_a_minus_gets_a_hint(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main.main(["search", "-people"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: -people" in err and "ladderlens search -- 'beach -people'" in err

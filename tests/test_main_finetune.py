@@ -79,3 +79,32 @@ def test_errors_are_clear_messages(tmp_path, tagged, tiny_checkpoint, capsys):
 
     code, _, err = run(capsys, "profiles", "use", "nothing", *common)
     assert code == main.EXIT_ERROR and "no profile named 'nothing'" in err
+
+
+def test_finetune_lists_the_tag_files_it_could_not_read(tmp_path, tagged, tiny_checkpoint, capsys):
+    root = tmp_path / "tree"
+    shutil.copytree(tagged, root)
+    photo_dirs = sorted({p.parent for p in root.rglob("*.jpg")})
+    for folder in photo_dirs[:2]:
+        (folder / "tags.txt").write_bytes(b"\x00binary\x00")  # not text
+        photo = next(folder.glob("*.jpg"))
+        (folder / f"{photo.name}.xmp").write_text("<x:xmpmeta><unclosed>", encoding="utf-8")
+    spec = f"file:{tiny_checkpoint}"
+    code, out, err = run(
+        capsys,
+        "finetune",
+        root,
+        "--library",
+        tmp_path / "lib",
+        "--model",
+        spec,
+        "--epochs",
+        "1",
+        "--no-apply",
+    )
+    assert code == 0, err
+    assert "4 tag files could not be read:" in out
+    listed = [line for line in out.splitlines() if line.startswith("  ") and "tags.txt" in line]
+    assert len(listed) == 2 and all("not a text file" in line for line in listed)
+    assert sum("well-formed" in line for line in out.splitlines()) == 2
+    assert "see the log" not in out

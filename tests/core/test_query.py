@@ -110,3 +110,10 @@ def test_terms_that_cancel_out_are_an_error():
         combine([1.0], np.zeros((1, 4)))
     with pytest.raises(QueryError):
         combine([], np.empty((0, 4)))
+
+
+def test_a_weight_after_its_phrase_is_an_error_with_the_right_form():
+    with pytest.raises(QueryError, match="put the weight before it"):
+        Query.parse('"a" * 3')
+    assert Query.parse('3*"a"').terms[0].weight == 3.0
+    assert Query.parse("beach * 2").terms[0].text == "beach * 2"  # inside a phrase it is text
