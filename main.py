@@ -113,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=positive_int, default=None, help="decode threads (default: CPU count)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="images per model batch")
+    p.add_argument(
+        "--follow-outside-links",
+        action="store_true",
+        help="follow links that lead out of a library folder (never into /proc, /sys or /dev)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("search", parents=[common], help="search the library")
@@ -222,7 +227,12 @@ def cmd_index(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         update, close = _progress_printer(not args.no_progress)
         try:
-            report = lib.index(on_progress=update, workers=args.workers, batch_size=args.batch_size)
+            report = lib.index(
+                on_progress=update,
+                workers=args.workers,
+                batch_size=args.batch_size,
+                outside_links=args.follow_outside_links,
+            )
         finally:
             close()
         print(

@@ -134,8 +134,10 @@ class Indexer:
         workers: int | None = None,
         batch_size: int | None = None,
         encoder: Callable[[], EncoderProcess] | None = None,
+        outside_links: bool = False,
     ) -> None:
         self.catalog = catalog
+        self.outside_links = outside_links
         self.store = store
         self.index = index
         self.embedder = embedder
@@ -202,7 +204,7 @@ class Indexer:
         keep_prefixes: list[str] = []
         excludes = tuple(DEFAULT_EXCLUDES) + tuple(folder.excludes)
         try:
-            entries = scan_folder(folder.path, excludes=excludes)
+            entries = scan_folder(folder.path, excludes=excludes, outside_links=self.outside_links)
             for count, item in enumerate(entries, 1):
                 if isinstance(item, ScanProblem):
                     report.problems.append((item.path, item.reason))

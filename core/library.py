@@ -482,6 +482,7 @@ class Library:
         workers: int | None = None,
         batch_size: int | None = None,
         separate_process: bool = False,
+        outside_links: bool = False,
     ) -> Generator[IndexProgress, None, IndexReport]:
         """Index the library folders (all, or those given); each yield is a cancellation point.
 
@@ -492,6 +493,9 @@ class Library:
         instead of threads of this one, when the model runs on the CPU: the caller's threads (a
         GUI's) then never wait for the interpreter lock behind indexing. The child is started
         when a run first has photos to embed and is kept for later runs until :meth:`close`.
+
+        ``outside_links``: follow links that lead out of a library folder (by default they are
+        not followed; links into /proc, /sys and /dev never are).
 
         Raises:
             ModelUnavailableError, CheckpointError, ModelError: the model cannot be loaded.
@@ -506,7 +510,7 @@ class Library:
         try:
             return (
                 yield from self._index_locked(
-                    spec, chosen, folders is None, workers, batch_size, separate_process
+                    spec, chosen, folders is None, workers, batch_size, separate_process, outside_links
                 )
             )
         finally:
@@ -520,6 +524,7 @@ class Library:
         workers: int | None,
         batch_size: int | None,
         separate_process: bool,
+        outside_links: bool,
     ) -> Generator[IndexProgress, None, IndexReport]:
         state = self._current_state(spec)
         encoder = None
@@ -535,6 +540,7 @@ class Library:
             workers=workers,
             batch_size=batch_size,
             encoder=encoder,
+            outside_links=outside_links,
         )
         if spec == self._active:
             self._record_identity(spec, state)  # status() counts this model's vectors from now on

@@ -134,11 +134,17 @@ def _reason(error: OSError, *, folder: bool) -> str:
     return (error.strerror or str(error)).lower()
 
 
+# Where links are never followed, even when links may leave the root: the kernel's and devices'
+# pseudo-file systems (endless, blocking or huge "files").
+PSEUDO_FILE_SYSTEMS = ("/proc", "/sys", "/dev", "/run")
+
+
 def scan_folder(
     root: str | os.PathLike[str],
     excludes: Iterable[str] = DEFAULT_EXCLUDES,
     extensions: Iterable[str] = IMAGE_EXTENSIONS,
     follow_symlinks: bool = True,
+    outside_links: bool = False,
 ) -> Iterator[ScannedFile | ScanProblem]:
     """Yield every image file under ``root``, and a :class:`ScanProblem` for each part that could not be read.
 
@@ -151,6 +157,9 @@ def scan_folder(
         extensions: file extensions to list, with or without the dot, matched case-insensitively.
         follow_symlinks: follow links to folders and files. Each folder is walked once even if several
             links lead to it, so link loops end.
+        outside_links: also follow links whose target is outside ``root`` (by default they are not:
+            a link to ``/`` would index the whole system). Links into :data:`PSEUDO_FILE_SYSTEMS`
+            are never followed.
 
     Raises:
         FolderError: ``root`` does not exist, is not a folder or cannot be read. Check
@@ -168,6 +177,15 @@ def scan_folder(
 
     wanted = frozenset(ext.lower() if ext.startswith(".") else "." + ext.lower() for ext in extensions)
     skip = _Excludes(excludes)
+    real_root = os.path.realpath(root_path)
+    left_root = 0
+
+    def link_allowed(path: str) -> bool:
+        target = os.path.realpath(path)
+        if any(_is_within(target, p) for p in PSEUDO_FILE_SYSTEMS) and not _is_within(real_root, target):
+            return False
+        return outside_links or _is_within(target, real_root)
+
     visited: set[tuple[int, int]] = {(root_stat.st_dev, root_stat.st_ino)}
     stack: list[tuple[str, str]] = [(root_path, "")]  # (absolute path, path relative to root with '/')
 
@@ -192,7 +210,8 @@ def scan_folder(
                 continue
             try:
                 is_link = entry.is_symlink()
-                if is_link and not follow_symlinks:
+                if is_link and not (follow_symlinks and link_allowed(entry.path)):
+                    left_root += follow_symlinks
                     continue
                 is_dir = entry.is_dir(follow_symlinks=True)
             except OSError as e:  # a link loop (ELOOP); a missing target reads as not-a-folder
@@ -236,6 +255,17 @@ def scan_folder(
 
         # Pushed in reverse so that sub-folders are walked in name order.
         stack.extend(reversed(subfolders))
+    if left_root:
+        logger.warning(
+            "%d link(s) in %s lead outside it and were not followed (index their targets as folders of "
+            "their own, or allow such links)",
+            left_root,
+            root_path,
+        )
+
+
+def _is_within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def root_is_online(root: str | os.PathLike[str], had_photos: bool = False) -> bool:

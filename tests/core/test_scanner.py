@@ -180,13 +180,16 @@ def test_symlink_loops_end_and_each_folder_is_walked_once(tmp_path):
     os.symlink(root / "real.jpg", root / "alias.jpg")
     os.symlink(root / "gone.jpg", root / "broken.jpg")
 
-    results = list(scan_folder(root))
+    results = list(scan_folder(root, outside_links=True))
     found = rel(root, files_of(results))
     assert {"a/1.jpg", "a/b/2.jpg", "linked-outside/3.jpg", "real.jpg", "alias.jpg"} == found
     assert len(files_of(results)) == len(found)  # nothing twice
     assert {(os.path.basename(p.path), p.reason) for p in problems_of(results)} == {
         ("broken.jpg", "broken link")
     }
+
+    inside_only = list(scan_folder(root))  # the default: links stay inside the root
+    assert rel(root, files_of(inside_only)) == {"a/1.jpg", "a/b/2.jpg", "real.jpg", "alias.jpg"}
 
     not_following = list(scan_folder(root, follow_symlinks=False))
     assert rel(root, files_of(not_following)) == {"a/1.jpg", "a/b/2.jpg", "real.jpg"}
@@ -261,3 +264,19 @@ def test_root_is_online_tells_an_empty_mount_point_from_an_empty_folder(tmp_path
     assert root_is_online(empty, had_photos=True) is False
     touch(empty / "a.jpg")
     assert root_is_online(empty, had_photos=True) is True
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symbolic links on this platform")
+def test_links_out_of_the_root_are_not_followed_and_never_into_proc(tmp_path, caplog):
+    root = tmp_path / "root"
+    touch(root / "mine.jpg")
+    os.symlink("/", root / "everything")
+    with caplog.at_level("WARNING"):
+        results = list(scan_folder(root, extensions=(".jpg", ".py", ".conf")))
+    assert rel(root, files_of(results)) == {"mine.jpg"} and problems_of(results) == []
+    assert "1 link(s)" in caplog.text and "lead outside it" in caplog.text
+    if os.path.isdir("/proc/self"):
+        os.unlink(root / "everything")
+        os.symlink("/proc/self", root / "process")
+        allowed = list(scan_folder(root, outside_links=True, extensions=(".jpg", "")))
+        assert rel(root, files_of(allowed)) == {"mine.jpg"}
