@@ -18,6 +18,7 @@ import difflib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -28,13 +29,16 @@ from typing import TYPE_CHECKING, Any
 
 from core.checkpoints import (
     ARCH_KEY,
+    PREPROCESS_KEY,
     file_digest,
+    fit_state_dict,
     load_weights,
     preprocess_from_metadata,
     read_metadata,
+    read_state_dict,
     save_checkpoint,
 )
-from core.errors import ModelError, ModelUnavailableError
+from core.errors import CheckpointError, ModelError, ModelUnavailableError
 
 if TYPE_CHECKING:
     import torch
@@ -338,16 +342,25 @@ def create_architecture(
         raise ModelError(
             f"unknown model architecture {arch!r}.{_did_you_mean(arch, open_clip.list_models())}"
         )
-    with _quiet_random_init_notice():
-        model = open_clip.create_model(
-            arch,
-            pretrained=None,
-            device=device,
-            pretrained_image=False,
-            pretrained_text=False,
-            force_quick_gelu=force_quick_gelu,
-            force_preprocess_cfg=dict(preprocess_cfg) if preprocess_cfg else None,
-        )
+    try:
+        with _quiet_random_init_notice():
+            model = open_clip.create_model(
+                arch,
+                pretrained=None,
+                device=device,
+                pretrained_image=False,
+                pretrained_text=False,
+                force_quick_gelu=force_quick_gelu,
+                force_preprocess_cfg=dict(preprocess_cfg) if preprocess_cfg else None,
+            )
+    except (AssertionError, ValueError, TypeError, KeyError) as exc:
+        if not preprocess_cfg:
+            raise
+        # open_clip checks preprocessing settings with asserts
+        raise CheckpointError(
+            f"the checkpoint's preprocessing settings are invalid ({dict(preprocess_cfg)}: "
+            f"{exc or type(exc).__name__}); fix or remove its '{PREPROCESS_KEY}' metadata"
+        ) from exc
     return model.eval()
 
 
@@ -375,8 +388,19 @@ def _model_from_file(path: Path, arch: str, device) -> torch.nn.Module:
     recorded = metadata.get(ARCH_KEY)
     if recorded and recorded != arch:
         logger.info("%s records architecture %r; loading it as %r as asked", path, recorded, arch)
-    model = create_architecture(arch, device, preprocess_cfg=_preprocess_overrides(metadata))
-    load_weights(model, path, arch)
+    preprocess = _preprocess_overrides(metadata)
+    state = read_state_dict(path)
+    # Names and shapes are checked on a skeleton without memory first: a small or foreign file
+    # whose metadata names a large architecture fails at once, not after building gigabytes.
+    import torch
+
+    with torch.device("meta"):
+        skeleton = create_architecture(arch, "meta", preprocess_cfg=preprocess)
+    fit_state_dict(skeleton, state, path, arch)
+    del skeleton
+    model = create_architecture(arch, device, preprocess_cfg=preprocess)
+    model.load_state_dict(fit_state_dict(model, state, path, arch), strict=True)
+    logger.info("loaded %s weights from %s", arch, path)
     return model
 
 
@@ -410,10 +434,41 @@ def _arch_of_file(path: Path) -> str:
 
 
 def _preprocess_overrides(metadata: Mapping[str, str]) -> dict[str, Any] | None:
+    """The preprocessing a checkpoint records, checked (open_clip would assert on bad values later)."""
     recorded = preprocess_from_metadata(metadata)
     if not recorded:
         return None
-    return {k: recorded[k] for k in _OPENCLIP_PREPROCESS_KEYS if k in recorded}
+    cfg = {k: recorded[k] for k in _OPENCLIP_PREPROCESS_KEYS if k in recorded}
+    problems = []
+    for key in ("mean", "std"):
+        value = cfg.get(key)
+        numbers = value if isinstance(value, list) else [value]
+        if value is not None and not (
+            len(numbers) in (1, 3)
+            and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers
+            )
+            and (key == "mean" or all(v > 0 for v in numbers))
+        ):
+            problems.append(
+                f"{key} {value!r} (one or three finite numbers{', above 0' if key == 'std' else ''})"
+            )
+    choices = {
+        "interpolation": ("bicubic", "bilinear", "random"),
+        "resize_mode": ("shortest", "longest", "squash"),
+    }
+    for key, allowed in choices.items():
+        if key in cfg and cfg[key] is not None and cfg[key] not in allowed:
+            problems.append(f"{key} {cfg[key]!r} (one of {', '.join(allowed)})")
+    fill = cfg.get("fill_color")
+    if fill is not None and not (isinstance(fill, int) and not isinstance(fill, bool) and 0 <= fill <= 255):
+        problems.append(f"fill_color {fill!r} (0 to 255)")
+    if problems:
+        raise CheckpointError(
+            f"the checkpoint's preprocessing settings are invalid: {'; '.join(problems)}. Fix or remove "
+            f"its '{PREPROCESS_KEY}' metadata."
+        )
+    return cfg
 
 
 def _load_random(spec: ModelSpec, device, on_progress, cache_dir) -> tuple[torch.nn.Module, ModelIdentity]:

@@ -239,6 +239,8 @@ class VectorStore:
         """Every catalogued photo that has a vector of this model: (photo ids int64[N], float32[N, dim]).
 
         Photos sharing content (duplicates) each appear, with the same vector. Sorted by photo id.
+        Vectors that are not finite numbers (a damaged file) are left out and forgotten, so the
+        next indexing run embeds those photos again (:meth:`_drop_damaged`).
         """
         for _attempt in range(3):
             with self.catalog.snapshot() as conn:
@@ -251,10 +253,29 @@ class VectorStore:
                 rows, generation = self._state()
             table = np.array(pairs, dtype=np.int64).reshape(-1, 2)
             try:
-                return table[:, 0].copy(), self._read(generation, rows, table[:, 1])
+                vectors = self._read(generation, rows, table[:, 1])
             except FileNotFoundError:
                 continue
+            finite = np.isfinite(vectors).all(axis=1)
+            if not finite.all():
+                self._drop_damaged(np.unique(table[~finite, 1]), generation)
+                return table[finite, 0].copy(), vectors[finite]
+            return table[:, 0].copy(), vectors
         raise LibraryError(f"The vector file of model {self.key} keeps changing; try again.")
+
+    def _drop_damaged(self, rows: np.ndarray, generation: int) -> None:
+        """Forget the content hashes stored at ``rows`` (their vectors are not finite numbers)."""
+        with self.catalog.transaction() as conn:
+            conn.executemany(
+                "DELETE FROM embeddings WHERE model_id = ? AND row = ?",
+                ((self.model_id, int(r)) for r in rows),
+            )
+        logger.warning(
+            "%d vector(s) in %s are not finite numbers (the file is damaged): they were dropped, and "
+            "their photos are embedded again by the next indexing run",
+            len(rows),
+            self.path(generation),
+        )
 
     def _read(self, generation: int, rows: int, indices: np.ndarray) -> np.ndarray:
         if len(indices) == 0:

@@ -461,3 +461,21 @@ def test_a_read_only_library_says_so_instead_of_damaged(tmp_path, model):
         for path in [tmp_path / "lib", *(tmp_path / "lib").rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
     assert "read-only" in message and "damaged" not in message and "Move it away" not in message
+
+
+def test_non_finite_vectors_in_a_damaged_file_are_dropped_and_embedded_again(tmp_path, photos, model):
+    with Library.open(tmp_path / "lib", model=model) as lib:
+        lib.add_folder(photos)
+        lib.index()
+        dim = lib.embedder().dim
+    (vector_file,) = (tmp_path / "lib" / "vectors").glob("*.f32")
+    with open(vector_file, "r+b") as fh:  # rows 2 and 5 become NaN and infinity
+        for row, value in ((2, np.nan), (5, np.inf)):
+            fh.seek(32 + row * dim * 4)
+            fh.write(np.full(dim, value, np.float32).tobytes())
+    with Library.open(tmp_path / "lib", model=model) as lib:
+        results = lib.search("a red car", k=100).results
+        assert len(results) == 12 and all(np.isfinite(h.score) for h in results)
+        report = lib.index()
+        assert report.embedded == 2
+        assert len(lib.search("a red car", k=100).results) == 14

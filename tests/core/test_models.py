@@ -352,3 +352,33 @@ def test_download_progress_reaches_the_callback():
     bar.close()
     assert [(r.done_bytes, r.total_bytes) for r in reports] == [(400, 1000), (1000, 1000)]
     assert reports[-1].fraction == 1.0 and reports[0].name == "open_clip_model.safetensors"
+
+
+def test_a_tiny_file_naming_a_huge_architecture_fails_before_building_it(tmp_path, monkeypatch):
+    """Names and shapes are checked on a skeleton without memory: no real ViT-H-14 is ever built."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "huge.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"arch": "ViT-H-14"})
+    built: list[str] = []
+    real = models.create_architecture
+
+    def spy(arch, device="cpu", **kw):
+        built.append(str(device))
+        return real(arch, device, **kw)
+
+    monkeypatch.setattr(models, "create_architecture", spy)
+    with pytest.raises(CheckpointError, match="does not fit architecture 'ViT-H-14'"):
+        load_model(f"file:{path}", device="cpu")
+    assert built == ["meta"]
+
+
+def test_invalid_recorded_preprocessing_is_a_clear_error(tiny_arch, tiny_checkpoint, tmp_path):
+    from safetensors.torch import save_file
+
+    state = read_state_dict(tiny_checkpoint)
+    path = tmp_path / "odd-preprocess.safetensors"
+    bad = {"mean": [0.5, 0.5], "std": [0.5, 0.5, 0.5], "resize_mode": "sideways"}
+    save_file(state, str(path), metadata={"arch": tiny_arch, "preprocess_cfg": json.dumps(bad)})
+    with pytest.raises(CheckpointError, match="preprocessing settings are invalid"):
+        load_model(f"file:{path}", device="cpu")
