@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,15 +205,22 @@ def variants(text: str, vocabulary: Vocabulary | None = None) -> list[Variant]:
     """Counterfactual variants of ``text``: each slot changed to each other value of its class.
 
     A count change also puts the object noun that follows into the matching number ("two cars" ->
-    "one car"). With a closed ``vocabulary``, values whose words it does not know are skipped.
+    "one car"). With a closed ``vocabulary``, values whose words it does not know are skipped, and
+    where it lists the values of a class its world has (:attr:`Vocabulary.values`), only those are
+    varied: a word naming something else of the class ("a pond in a meadow") is left as it is.
     """
     words = tokens(text)
     slots = parse(words)
     out: list[Variant] = []
     seen: set[str] = {" ".join(words)}
+    allowed = vocabulary.values if vocabulary is not None else {}
     for slot in slots:
         table = {"colour": _COLOURS, "count": _COUNTS, "time": _TIMES, "place": _PLACES}.get(slot.cls)
         values = list(_OBJECTS) if slot.cls == "object" else list(table or ())
+        if slot.cls in allowed:
+            if slot.value not in allowed[slot.cls]:
+                continue
+            values = [v for v in values if v in allowed[slot.cls]]
         named = {s.value for s in slots if s.cls == slot.cls}
         for value in values:
             if value in named:
@@ -250,13 +257,19 @@ def _agree_number(words: list[str], after: int, plural: bool) -> list[str]:
 class Vocabulary:
     """The words a model with a closed vocabulary was trained on (e.g. the starter model).
 
-    Stored beside the model's weights as ``<weights stem>.vocab.json``: ``{"words": [...]}``.
+    Stored beside the model's weights as ``<weights stem>.vocab.json``: ``{"words": [...]}``, and
+    optionally ``"values": {class: [value, ...]}``, the values of each attribute class its world
+    has (the scene world has five places, for instance; a lake there is part of a place, not one).
     """
 
-    def __init__(self, words: Iterable[str]):
+    def __init__(self, words: Iterable[str], values: Mapping[str, Iterable[str]] | None = None):
         self.words = frozenset(words)
         if not self.words:
             raise ValueError("a vocabulary needs at least one word")
+        self.values = {cls: frozenset(v) for cls, v in (values or {}).items()}
+        unknown = set(self.values) - set(CLASSES)
+        if unknown:
+            raise ValueError(f"unknown attribute classes {sorted(unknown)}; classes are {CLASSES}")
 
     def knows(self, words: Iterable[str]) -> bool:
         return all(w in self.words for w in words)
@@ -279,7 +292,12 @@ class Vocabulary:
             words = data["words"]
             if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
                 raise TypeError("'words' must be a list of strings")
-            return cls(words)
+            values = data.get("values") or {}
+            if not isinstance(values, dict) or not all(
+                isinstance(v, list) and all(isinstance(x, str) for x in v) for v in values.values()
+            ):
+                raise TypeError("'values' must map classes to lists of strings")
+            return cls(words, values)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             logger.warning("ignoring the vocabulary file %s: %s", path, exc)
             return None

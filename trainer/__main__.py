@@ -332,10 +332,14 @@ def _configure_logging(verbosity: int, quiet: bool) -> None:
 
 def write_vocabulary(weights: Path) -> Path:
     """Write the scene world's caption vocabulary beside a model's weights (``<stem>.vocab.json``)."""
-    from trainer.captions import caption_vocabulary
+    from trainer.captions import caption_vocabulary, class_values
 
     path = weights.with_name(weights.stem + ".vocab.json")
-    record = {"words": caption_vocabulary(), "made_by": "python -m trainer vocabulary " + weights.name}
+    record = {
+        "words": caption_vocabulary(),
+        "values": class_values(),
+        "made_by": "python -m trainer vocabulary " + weights.name,
+    }
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(record) + "\n", encoding="utf-8")
     os.replace(tmp, path)

@@ -339,3 +339,12 @@ def caption_vocabulary(samples: int = 4000, seed: int = 0) -> list[str]:
         for named in subsets:
             words.update(tokens(describe(scene, named, rng)))
     return sorted(words)
+
+
+def class_values() -> dict[str, list[str]]:
+    """The scene world's values of each attribute class of :mod:`core.lexicon` (its names differ:
+    the scene world's kind is the lexicon's object, its setting the lexicon's place)."""
+    from trainer.scenes import VOCABULARY
+
+    names = {"count": "count", "colour": "colour", "kind": "object", "setting": "place", "time": "time"}
+    return {names[a]: list(VOCABULARY[a]) for a in ATTRIBUTES}

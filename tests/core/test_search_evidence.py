@@ -180,3 +180,20 @@ def test_no_probes_when_turned_off_and_margin_validated():
     assert searcher(model, index, probe_margin=None).search(QUERY, k=50).grading.graded_on == "scores"
     with pytest.raises(ValueError, match="probe margin"):
         searcher(model, index, probe_margin=float("nan"))
+
+
+def test_a_closed_world_varies_only_the_values_it_has():
+    """The scene world has five places: 'a pond in a meadow' varies the meadow, not the pond."""
+    from core.lexicon import variants
+
+    words = ["a", "boat", "boats", "car", "on", "pond", "in", "meadow", "beach", "snow", "city", "lake"]
+    world = Vocabulary(words, {"place": ["beach", "snow", "meadow", "city"], "object": ["boat", "car"]})
+    texts = {v.text for v in variants("a boat on a pond in a meadow", world)}
+    assert texts == {
+        "a car on a pond in a meadow",
+        "a boat on a pond in a beach",
+        "a boat on a pond in a snow",
+        "a boat on a pond in a city",
+    }
+    with pytest.raises(ValueError, match="unknown attribute classes"):
+        Vocabulary(words, {"mood": ["happy"]})

@@ -114,3 +114,14 @@ def test_caption_vocabulary_is_complete_and_shipped_with_the_starter():
     assert shipped["words"] == words, (
         "run: python -m trainer vocabulary resources/models/ladderlens-starter.safetensors"
     )
+
+
+def test_the_scene_worlds_values_are_lexicon_values():
+    """Every attribute value of the scene world is a value of core.lexicon's class (variants use them)."""
+    from core.lexicon import parse, tokens
+    from trainer.captions import class_values
+
+    for cls, values in class_values().items():
+        for value in values:
+            slots = parse(tokens(value if cls != "time" or value != "day" else "daytime"))
+            assert [(s.cls, s.value) for s in slots] == [(cls, value)], (cls, value)
