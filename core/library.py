@@ -358,6 +358,14 @@ class Library:
                 del self._models[key]
         return fresh
 
+    @staticmethod
+    def _compact(state: _ModelState) -> None:
+        """Shrink the vector file once photos were removed, if enough of its rows are unused."""
+        try:
+            state.store.compact()
+        except (OSError, LibraryError) as e:  # the next run tries again; nothing is lost
+            logger.warning("could not compact the vector file: %s", e)
+
     def _bump_writes(self, *states: _ModelState) -> None:
         """Record that this process changed the library (others read it again before writing)."""
         generation = uuid.uuid4().hex
@@ -434,6 +442,9 @@ class Library:
                     if removed:
                         state.index.remove(removed)
                     self._save_index(state.index, state.index_path)
+            for spec, state in list(self._models.items()):
+                if "#profile=" not in spec:
+                    self._compact(state)
             self._bump_writes(*self._models.values())
 
     def folders(self) -> list[FolderStatus]:
@@ -555,6 +566,8 @@ class Library:
                 with self._lock:
                     self._save_index(state.index, state.index_path)
                     state.searcher = None  # the background sample is stale
+            if report is not None and report.removed:
+                self._compact(state)
             if changed:
                 self._bump_writes(state)
             if completed and all_folders:

@@ -479,3 +479,21 @@ def test_non_finite_vectors_in_a_damaged_file_are_dropped_and_embedded_again(tmp
         report = lib.index()
         assert report.embedded == 2
         assert len(lib.search("a red car", k=100).results) == 14
+
+
+def test_vector_files_shrink_after_large_removals(tmp_path, photos, model):
+    with Library.open(tmp_path / "lib", model=model) as lib:
+        lib.add_folder(photos)
+        lib.index()
+        (vector_file,) = (tmp_path / "lib" / "vectors").glob("*.f32")
+        full = vector_file.stat().st_size
+        for path in sorted(photos.glob("img_*.jpg"))[:8]:
+            path.unlink()
+        report = lib.index()
+        assert report.removed == 8
+        (compacted,) = (tmp_path / "lib" / "vectors").glob("*.f32")
+        assert compacted.stat().st_size < full * 0.6
+        assert len(lib.search("a red car", k=100).results) == 6
+        lib.remove_folder(photos)
+        (empty,) = (tmp_path / "lib" / "vectors").glob("*.f32")
+        assert empty.stat().st_size <= 32 and lib.search("a red car", k=10).results == []
