@@ -574,12 +574,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _configure_logging(getattr(args, "verbose", 0))
 
+    import sqlite3
+
+    from core.catalog import storage_error
     from core.errors import LadderLensError
 
     try:
         return COMMANDS[args.command](args)
     except LadderLensError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except sqlite3.DatabaseError as exc:  # a read outside a transaction: same clear words
+        from core.paths import library_dir
+
+        catalog = library_dir(getattr(args, "library", None)) / "catalog.sqlite"
+        print(f"error: {storage_error(exc, catalog)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted; finished work is kept", file=sys.stderr)

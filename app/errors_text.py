@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 from core.errors import LadderLensError, ModelUnavailableError
 
@@ -15,6 +16,10 @@ def user_message(exc: BaseException, doing: str = "") -> str:
         return str(exc) or "The model is not available on this computer."
     if isinstance(exc, LadderLensError):
         return str(exc) or type(exc).__name__
+    if isinstance(exc, sqlite3.DatabaseError):
+        from core.catalog import storage_error
+
+        return str(storage_error(exc, "catalog.sqlite"))
     if isinstance(exc, MemoryError):
         return f"Out of memory{' while ' + doing if doing else ''}. Close other programs and try again."
     if isinstance(exc, OSError):

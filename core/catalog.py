@@ -29,7 +29,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -251,6 +251,35 @@ def _is_under(path: str, root: str) -> bool:
     return path.startswith(prefix)
 
 
+def _is_storage_failure(exc: BaseException) -> bool:
+    """An SQLite failure of the file or the disk, not a constraint or a programming error."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+        exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
+    )
+
+
+def storage_error(exc: sqlite3.DatabaseError, db_path: str | os.PathLike[str]) -> LibraryError:
+    """A message a user can act on for an SQLite failure (a full disk, a damaged file, ...)."""
+    text = str(exc).lower()
+    path = Path(db_path)
+    if "full" in text:
+        return LibraryError(
+            f"The disk holding the library ({path.parent}) is full: free some space and run again. "
+            "Everything committed before is kept; the interrupted step was undone."
+        )
+    if "malformed" in text or "not a database" in text or "corrupt" in text:
+        return LibraryError(
+            f"The catalog {path} is damaged ({exc}). Nothing more was written to it. Restore it from a "
+            "backup, or rescue what it holds with the sqlite3 tool (.recover) into a new catalog.sqlite; "
+            "the photos themselves are untouched."
+        )
+    if "readonly" in text or "read-only" in text:
+        return LibraryError(
+            f"The library {path.parent} is read-only ({exc}): make it writable and run again."
+        )
+    return LibraryError(f"The catalog {path} could not be used ({exc}). Nothing was changed.")
+
+
 def _cannot_write(db_path: Path) -> bool:
     """Whether the catalog or its folder cannot be written (a read-only library, not a damaged one)."""
     probe = db_path.with_name(f".write-probe-{os.getpid()}-{threading.get_ident()}")
@@ -395,8 +424,9 @@ class Catalog:
                     "nothing was changed."
                 ) from e
             raise LibraryError(
-                f"{self.path} is not a LadderLens catalog or is damaged ({e}). "
-                "Move it away to start a new library there."
+                f"{self.path} is not a LadderLens catalog or is damaged ({e}). Nothing was changed. "
+                "Restore it from a backup or rescue it with the sqlite3 tool (.recover); to start a new "
+                "library there instead, move the whole folder away."
             ) from e
         return conn
 
@@ -426,11 +456,19 @@ class Catalog:
         self._local.depth = 1
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException as exc:
+            with suppress(sqlite3.Error):  # a failed statement may have ended the transaction already
+                conn.execute("ROLLBACK")
+            if _is_storage_failure(exc):
+                raise storage_error(exc, self.path) from exc
             raise
         else:
-            conn.execute("COMMIT")
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.DatabaseError as e:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise storage_error(e, self.path) from e
         finally:
             self._local.depth = 0
 
@@ -483,6 +521,9 @@ class Catalog:
                 conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         except sqlite3.DatabaseError as e:
             raise LibraryError(f"Cannot open or upgrade the catalog {self.path}: {e}.") from e
+        except LibraryError as e:  # a storage failure inside the upgrade's transaction
+            cause = e.__cause__ if isinstance(e.__cause__, sqlite3.DatabaseError) else e
+            raise LibraryError(f"Cannot open or upgrade the catalog {self.path}: {cause}.") from e
 
     def _check_header(self, conn: sqlite3.Connection, target: int) -> int:
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]

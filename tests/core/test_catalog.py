@@ -492,3 +492,31 @@ def test_a_scan_never_sweeps_what_a_later_scan_of_the_root_found(catalog, tmp_pa
     left = catalog.folder_photos(folder.id)
     assert [str(tmp_path / f"{n}.jpg") in left for n in "abcd"] == [False, True, True, True]
     assert len(swept) == 1
+
+
+def test_a_full_disk_is_a_clear_error_and_keeps_what_was_committed(tmp_path):
+    with Catalog(tmp_path / "catalog.sqlite") as cat:
+        folder = cat.add_folder(tmp_path)
+        cat.upsert_photos(folder.id, [entry(tmp_path / "kept.jpg", "k")])
+        pages = cat.connection().execute("PRAGMA page_count").fetchone()[0]
+        cat.connection().execute(f"PRAGMA max_page_count = {pages}")  # no room for more: SQLITE_FULL
+        many = [entry(tmp_path / f"{'x' * 200}{i}.jpg", f"h{i}") for i in range(2000)]
+        with pytest.raises(LibraryError, match="is full: free some space"):
+            cat.upsert_photos(folder.id, many)
+    with Catalog(tmp_path / "catalog.sqlite") as cat:
+        assert list(cat.folder_photos(folder.id)) == [str(tmp_path / "kept.jpg")]
+
+
+def test_a_damaged_catalog_page_is_a_clear_error(tmp_path):
+    path = tmp_path / "catalog.sqlite"
+    with Catalog(path) as cat:
+        folder = cat.add_folder(tmp_path)
+        cat.upsert_photos(folder.id, [entry(tmp_path / f"{i:04d}.jpg", f"h{i}") for i in range(3000)])
+    page = 4096
+    data = bytearray(path.read_bytes())
+    for offset in range(2 * page, len(data) - page, 7 * page):  # scribble over some pages (not the header)
+        data[offset : offset + page] = b"\xa5" * page
+    path.write_bytes(bytes(data))
+    with pytest.raises(LibraryError, match="damaged") as info, Catalog(path) as cat:
+        cat.upsert_photos(folder.id, [entry(tmp_path / f"{i:04d}.jpg", f"n{i}") for i in range(3000)])
+    assert "sqlite3" in str(info.value) or "backup" in str(info.value)
