@@ -30,13 +30,19 @@ def settings_at(path: str | Path) -> QSettings:
 
 
 def read_str_list(settings: QSettings, key: str) -> list[str]:
-    """A list of strings stored under ``key`` (INI stores a one-item list as a plain string)."""
+    """A list of strings stored under ``key`` (INI stores a one-item list as a plain string).
+
+    A value of another type (a hand-edited or foreign settings file) is ignored with a warning.
+    """
     value = settings.value(key, [])
     if value is None:
         return []
     if isinstance(value, str):
         return [value] if value else []
-    return [str(v) for v in value if str(v)]
+    if isinstance(value, list | tuple) and all(isinstance(v, str | int | float) for v in value):
+        return [str(v) for v in value if str(v)]
+    logger.warning("ignoring the setting %s: expected a list of texts, found %r", key, value)
+    return []
 
 
 class QueryHistory:

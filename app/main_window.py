@@ -763,8 +763,8 @@ class MainWindow(QMainWindow):
             value = s.value(f"window/{splitter.objectName()}")
             if isinstance(value, QByteArray | bytes):
                 splitter.restoreState(QByteArray(value))
-        self.inspector_action.setChecked(_as_bool(s.value("view/inspector", True)))
-        self.details_action.setChecked(_as_bool(s.value("view/details", False)))
+        self.inspector_action.setChecked(_as_bool(s.value("view/inspector", True), default=True))
+        self.details_action.setChecked(_as_bool(s.value("view/details", False), default=False))
 
     def save_state(self) -> None:
         s = self.settings
@@ -842,10 +842,15 @@ def _plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
+def _as_bool(value: Any, default: bool = False) -> bool:
+    """A stored yes/no (INI stores it as text); anything else is the default."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no"):
         return value.lower() in ("1", "true", "yes")
-    return bool(value)
+    if isinstance(value, int):
+        return bool(value)
+    return default
 
 
 __all__ = ["LONG_TAIL_TEXT", "MainWindow", "long_tail_text"]

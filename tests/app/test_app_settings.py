@@ -27,3 +27,11 @@ def test_a_single_item_survives_the_ini_round_trip(tmp_path):
     history = QueryHistory(settings_at(path))
     history.add("only one")
     assert QueryHistory(settings_at(path)).items == ["only one"]
+
+
+def test_settings_of_the_wrong_type_are_ignored_not_fatal(tmp_path, caplog):
+    path = tmp_path / "bad.ini"
+    path.write_text("[search]\nhistory=@Rect(1 2 3 4)\n[view]\ninspector=@Point(1 2)\ndetails=maybe\n")
+    with caplog.at_level("WARNING"):
+        assert QueryHistory(settings_at(path)).items == []
+    assert "ignoring the setting search/history" in caplog.text

@@ -552,3 +552,13 @@ def test_weights_download_progress_shows_under_the_model(window, library, qtbot)
     window.session._last_download_report = 0.0
     library.on_download(DownloadProgress("other.bin", 5_000_000, None))
     qtbot.waitUntil(lambda: "other.bin: 5 MB" in window.model_box.pending.text(), timeout=10_000)
+
+
+def test_a_settings_file_of_wrong_types_still_opens_the_window(make_window, library, tmp_path):
+    (tmp_path / "odd.ini").write_text(
+        "[search]\nhistory=@Point(1 2)\n[view]\ninspector=@Rect(1 2 3 4)\ndetails=perhaps\n"
+        "[window]\ngeometry=12\nstate=@Size(3 4)\n"
+    )
+    window = make_window(library, settings_name="odd.ini")
+    assert window.isVisible() and window.search_bar.history_model.stringList() == []
+    assert window.inspector_action.isChecked() and not window.details_action.isChecked()
