@@ -379,13 +379,39 @@ class Library:
         ids, vecs = store.photo_matrix()
         if path.exists():
             try:
-                return VectorIndex.load(path, dim, expected_ids=ids)
+                index = VectorIndex.load(path, dim)
             except IndexCorruptError as e:
                 logger.warning("%s Rebuilding it from the stored vectors.", e)
+            else:
+                # Another process may have indexed since this file was saved (the app indexing
+                # while the CLI searches): catch up by the difference, not by a rebuild.
+                have = index.ids()
+                stale = np.setdiff1d(have, ids, assume_unique=True)
+                missing = ~np.isin(ids, have)
+                if stale.size:
+                    index.remove(stale)
+                if missing.any():
+                    index.add(ids[missing], vecs[missing])
+                if stale.size or missing.any():
+                    logger.info(
+                        "search index %s caught up with the catalog: %d added, %d removed",
+                        path.name,
+                        int(missing.sum()),
+                        stale.size,
+                    )
+                return index
         index = VectorIndex(dim)
         if len(ids):
             index.add(ids, vecs)
-        self._save_index(index, path)
+        try:
+            writable = self.writer.try_acquire()  # a reader never overwrites what a writer will save
+        except LibraryError:  # a read-only library still searches
+            writable = False
+        if writable:
+            try:
+                self._save_index(index, path)
+            finally:
+                self.writer.release()
         return index
 
     @staticmethod

@@ -497,3 +497,32 @@ def test_vector_files_shrink_after_large_removals(tmp_path, photos, model):
         lib.remove_folder(photos)
         (empty,) = (tmp_path / "lib" / "vectors").glob("*.f32")
         assert empty.stat().st_size <= 32 and lib.search("a red car", k=10).results == []
+
+
+def test_a_stale_index_file_catches_up_instead_of_being_rebuilt(tmp_path, photos, model, monkeypatch, caplog):
+    """The app indexed while the CLI searched: the CLI's next open adds the difference, no rebuild."""
+    with Library.open(tmp_path / "lib", model=model) as lib:
+        lib.add_folder(photos)
+        lib.index()
+    saved = {p.name: p.read_bytes() for p in (tmp_path / "lib" / "index").iterdir()}
+    for i in range(3):
+        write_jpeg(photos / f"late_{i}.jpg", (64, 48), seed=50 + i)
+    (photos / "img_00.jpg").unlink()
+    with Library.open(tmp_path / "lib", model=model) as lib:
+        lib.index()
+    for name, data in saved.items():  # the index as the other process last saw it
+        (tmp_path / "lib" / "index" / name).write_bytes(data)
+    from core.index import VectorIndex
+
+    calls = []
+    real_add = VectorIndex.add
+    monkeypatch.setattr(
+        VectorIndex,
+        "add",
+        lambda self, ids, *a, **k: (calls.append(len(ids)), real_add(self, ids, *a, **k))[1],
+    )
+    with caplog.at_level("INFO"), Library.open(tmp_path / "lib", model=model) as lib:
+        assert len(lib.search("a red car", k=100).results) == 16
+    assert calls == [3]  # only the three new photos were added
+    assert "caught up with the catalog: 3 added, 1 removed" in caplog.text
+    assert "Rebuilding" not in caplog.text
