@@ -12,8 +12,9 @@ A tagged tree is a root folder whose sub-folders name what their photos show::
 A photo's tags are, in this order: the names of the folders between the root and the photo (the
 root's own name is not a tag; camera folders such as ``DCIM`` or ``100CANON`` are skipped), the
 ``tags.txt`` of each of those folders (and of the root), the ``tags.txt`` lines naming the photo,
-and the keywords of its XMP sidecar (``PHOTO.xmp`` or ``PHOTO.jpg.xmp``: ``dc:subject``, as
-Lightroom and darktable write it, and the leaves of ``lr:hierarchicalSubject``).
+the keywords embedded in the photo itself (the XMP packet Lightroom and others write into JPEG and
+HEIC files), and the keywords of its XMP sidecar (``PHOTO.xmp`` or ``PHOTO.jpg.xmp``:
+``dc:subject``, as Lightroom and darktable write it, and the leaves of ``lr:hierarchicalSubject``).
 
 ``tags.txt`` holds tags separated by commas or new lines; ``#`` starts a comment; a line
 ``IMG_0001.jpg: red kayak, lake`` tags one file of the folder.
@@ -213,6 +214,31 @@ def _read_capped(path: Path, max_bytes: int) -> bytes:
     return data
 
 
+def embedded_keywords(path: str | os.PathLike[str], max_bytes: int = MAX_SIDECAR_BYTES) -> list[str]:
+    """The XMP keywords stored inside a photo (Lightroom and others write them into JPEG and HEIC
+    files); only the file's header is read, no pixels are decoded.
+
+    A photo that cannot be opened has none here (indexing reports it).
+
+    Raises:
+        TagSourceError: its XMP packet is unusable or too large.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            packet = image.info.get("xmp")
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return []
+    if not packet:
+        return []
+    if isinstance(packet, str):
+        packet = packet.encode("utf-8")
+    if len(packet) > max_bytes:
+        raise TagSourceError(f"its embedded XMP is larger than the {_size_text(max_bytes)} allowed; skipped")
+    return xmp_keywords(bytes(packet))
+
+
 def _size_text(size: int) -> str:
     return f"{size / (1 << 20):.1f} MB" if size >= 1 << 20 else f"{size / 1024:.0f} KB"
 
@@ -227,7 +253,15 @@ def read_xmp_keywords(path: str | os.PathLike[str], max_bytes: int = MAX_SIDECAR
         TagSourceError: the file is too large, unreadable, declares a DTD or entities, or is not
             well-formed XML.
     """
-    data = _read_capped(Path(path), max_bytes)
+    return xmp_keywords(_read_capped(Path(path), max_bytes))
+
+
+def xmp_keywords(data: bytes) -> list[str]:
+    """The keywords of an XMP packet (a sidecar's bytes, or a packet embedded in a photo).
+
+    Raises:
+        TagSourceError: it declares a DTD or entities, or is not well-formed XML.
+    """
     head = data[:4096].lstrip(b"\xef\xbb\xbf")
     if not head.strip():
         return []
@@ -330,6 +364,8 @@ def file_tags(photo: str | os.PathLike[str], root: str | os.PathLike[str]) -> tu
             tags.extend(listed.folder)
             if current == folder:
                 tags.extend(listed.files.get(photo_path.name.casefold(), ()))
+    with contextlib.suppress(TagSourceError):
+        tags.extend(map(normalise_tag, embedded_keywords(photo_path)))
     for wanted in sidecar_names(photo_path.name):
         if wanted in own_names:
             with contextlib.suppress(TagSourceError):
@@ -466,6 +502,10 @@ def iter_tag_scan(
             folder_info = info(folder)
             folders_with_images.add(folder)
             tags = [*folder_info.tags, *folder_info.file_tags.get(name.casefold(), ())]
+            try:
+                tags.extend(normalise_tag(k) for k in embedded_keywords(item.path, max_sidecar_bytes))
+            except TagSourceError as e:
+                scan.problems.append(TagProblem(item.path, str(e)))
             for sidecar in sidecar_names(name):
                 real = folder_info.names.get(sidecar)
                 if real is None:

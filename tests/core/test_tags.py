@@ -14,7 +14,9 @@ from core.tags import (
     MAX_TAGS_PER_PHOTO,
     TagSourceError,
     UserTags,
+    embedded_keywords,
     expand_tags,
+    file_tags,
     folder_tag,
     iter_tag_scan,
     normalise_tag,
@@ -305,3 +307,18 @@ def test_a_pipe_named_like_a_tag_file_is_skipped_not_waited_on(tmp_path):
     scan = scan_tags(tmp_path)
     assert scan.photos[0].tags == ("boats",)
     assert sorted(Path(p.path).name for p in scan.problems) == ["a.jpg.xmp", "tags.txt"]
+
+
+def test_keywords_embedded_in_a_jpeg_are_tags(tmp_path):
+    """Lightroom writes keywords into the JPEG itself (an XMP packet in APP1), not only sidecars."""
+    photo = tmp_path / "boats" / "kayak.jpg"
+    photo.parent.mkdir(parents=True)
+    Image.new("RGB", (16, 16), "red").save(photo, xmp=xmp("Red kayak", "Lake Bled").encode("utf-8"))
+    assert embedded_keywords(photo) == ["Red kayak", "Lake Bled", "Lisbon"]  # + the template's hierarchy leaf
+    assert file_tags(photo, tmp_path) == ("boats", "red kayak", "lake bled", "lisbon")
+    assert scan_tags(tmp_path).photos[0].tags == ("boats", "red kayak", "lake bled", "lisbon")
+    plain = image(tmp_path / "boats" / "plain.jpg")
+    assert embedded_keywords(plain) == []
+    broken = tmp_path / "boats" / "broken.jpg"
+    broken.write_bytes(b"not a jpeg at all")
+    assert embedded_keywords(broken) == []  # indexing reports unreadable photos, not the tag scan
