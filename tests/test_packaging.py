@@ -95,3 +95,25 @@ def test_version_and_messages_name_the_installed_command(capsys):
     )
     body = source.split('"""', 2)[2]  # the module docstring may say how to run from a checkout
     assert "python main.py" not in body
+
+
+def test_exactly_one_hnswlib_build_is_installed_on_every_platform():
+    """hnswlib where it builds (or has to), chroma-hnswlib where its wheels exist; never both, never none."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    from packaging.requirements import Requirement
+
+    deps = [
+        Requirement(d)
+        for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    ]
+    builds = [d for d in deps if d.name in ("hnswlib", "chroma-hnswlib")]
+    for platform in ("linux", "darwin", "win32", "freebsd14"):
+        for python in ("3.10", "3.11", "3.12", "3.13", "3.14"):
+            chosen = [
+                d.name
+                for d in builds
+                if d.marker.evaluate({"sys_platform": platform, "python_version": python})
+            ]
+            assert len(chosen) == 1, (platform, python, chosen)
+            wheels = (platform == "darwin" and python < "3.13") or (platform == "win32" and python < "3.12")
+            assert chosen == ["chroma-hnswlib" if wheels else "hnswlib"], (platform, python)
