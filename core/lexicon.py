@@ -18,13 +18,15 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
-__all__ = ["CLASSES", "Slot", "Variant", "Vocabulary", "parse", "tokens", "variants"]
+__all__ = ["CLASSES", "Slot", "Variant", "Vocabulary", "parse", "phrases", "tokens", "variants"]
 
 # class -> value -> phrases (a phrase is one or more words; the first phrase of a value is the word a
 # variant uses for it). Values of one class exclude each other on one photo.
@@ -169,6 +171,23 @@ class Variant:
     text: str
 
 
+def phrases(
+    words: Sequence[str], table: Mapping[tuple[str, ...], T], longest: int
+) -> Iterator[tuple[int, int, T]]:
+    """``(start, end, entry)`` of each phrase of ``table`` in ``words``, left to right, taking the
+    longest phrase (up to ``longest`` words) that starts at each position."""
+    i = 0
+    while i < len(words):
+        for n in range(min(longest, len(words) - i), 0, -1):
+            entry = table.get(tuple(words[i : i + n]))
+            if entry is not None:
+                yield i, i + n, entry
+                i += n
+                break
+        else:
+            i += 1
+
+
 def parse(words: list[str]) -> list[Slot]:
     """The attribute slots of a tokenised query, longest phrase first, left to right.
 
@@ -176,20 +195,11 @@ def parse(words: list[str]) -> list[Slot]:
     is not a slot.
     """
     slots: list[Slot] = []
-    i = 0
-    while i < len(words):
-        for n in range(min(_LONGEST, len(words) - i), 0, -1):
-            entry = _TABLE.get(tuple(words[i : i + n]))
-            if entry is None:
-                continue
-            following = words[i + n] if i + n < len(words) else ""
-            if entry.cls == "colour" and following in _SCENERY:
-                continue
-            slots.append(Slot(entry.cls, entry.value, i, i + n, entry.plural))
-            i += n
-            break
-        else:
-            i += 1
+    for start, end, entry in phrases(words, _TABLE, _LONGEST):
+        following = words[end] if end < len(words) else ""
+        if entry.cls == "colour" and following in _SCENERY:
+            continue
+        slots.append(Slot(entry.cls, entry.value, start, end, entry.plural))
     return slots
 
 

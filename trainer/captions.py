@@ -19,11 +19,11 @@ Parsing rules worth knowing:
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Collection, Sequence
 
 import numpy as np
 
+from core.lexicon import phrases, tokens
 from trainer.scenes import ATTRIBUTES, Scene
 
 logger = logging.getLogger(__name__)
@@ -177,7 +177,6 @@ _SCENERY_WORDS = frozenset(
         *("sun", "clouds", "background", "horizon", "hour", "mountains"),
     }
 )
-_TOKEN = re.compile(r"[a-z]+|\d+")
 
 
 def attributes_in_text(text: str) -> dict[str, str]:
@@ -187,24 +186,14 @@ def attributes_in_text(text: str) -> dict[str, str]:
     ("two", "2", "a pair of"), and ignores words it does not know. Returns an empty dict when
     the text names nothing from the scene world.
     """
-    tokens = _TOKEN.findall(text.lower().replace("-", " "))
+    words = tokens(text)
     found: dict[str, tuple[int, int, str]] = {}  # attr -> (-strength, position, value)
-    i = 0
-    while i < len(tokens):
-        for n in range(min(_MAX_PHRASE, len(tokens) - i), 0, -1):
-            hit = _LEXICON.get(tuple(tokens[i : i + n]))
-            if hit is None:
-                continue
-            attr, value, strength = hit
-            nxt = tokens[i + n] if i + n < len(tokens) else ""
-            if not (attr == "colour" and nxt in _SCENERY_WORDS):
-                key = (-strength, i, value)
-                if attr not in found or key < found[attr]:
-                    found[attr] = key
-            i += n
-            break
-        else:
-            i += 1
+    for start, end, (attr, value, strength) in phrases(words, _LEXICON, _MAX_PHRASE):
+        following = words[end] if end < len(words) else ""
+        if not (attr == "colour" and following in _SCENERY_WORDS):
+            key = (-strength, start, value)
+            if attr not in found or key < found[attr]:
+                found[attr] = key
     return {a: found[a][2] for a in ATTRIBUTES if a in found}
 
 
@@ -329,7 +318,6 @@ def caption_vocabulary(samples: int = 4000, seed: int = 0) -> list[str]:
     """
     from itertools import combinations
 
-    from core.lexicon import tokens
     from trainer.scenes import sample_scenes
 
     rng = np.random.default_rng([0xC0CAB, seed])
