@@ -126,6 +126,7 @@ class PhotoHit:
     z: float
     tier: int  # index into LibrarySearchResult.tiers, 0 = best
     differs: tuple[str, ...] = ()  # attributes of the query it appears to get wrong
+    offline: bool = False  # its folder is offline (an unplugged drive, a moved folder): not openable now
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,7 @@ class LibrarySearchResult:
                     "z": float(h.z),
                     "tier": int(h.tier),
                     "differs": list(h.differs),
+                    "offline": bool(h.offline),
                 }
                 for h in self.results
             ],
@@ -685,8 +687,17 @@ class Library:
         searcher = self._searcher(state)
         result = searcher.search(query, k)
         photos = self.catalog.photos(h.photo_id for h in result.hits)
+        offline = {f.id for f in self.catalog.folders() if f.state != "online"}
         hits = [
-            PhotoHit(h.photo_id, photos[h.photo_id].path, h.score, h.z, h.tier - 1, h.differs)
+            PhotoHit(
+                h.photo_id,
+                photos[h.photo_id].path,
+                h.score,
+                h.z,
+                h.tier - 1,
+                h.differs,
+                photos[h.photo_id].folder_id in offline,
+            )
             for h in result.hits
             if h.photo_id in photos  # removed meanwhile
         ]

@@ -42,7 +42,7 @@ def test_index_search_json_status(cli, photos):
     assert set(data) == {"query", "model", "long_tail", "unknown_words", "tiers", "results"}
     assert isinstance(data["long_tail"], bool)
     assert len(data["results"]) == 5
-    assert all(set(r) == {"path", "score", "z", "tier", "differs"} for r in data["results"])
+    assert all(set(r) == {"path", "score", "z", "tier", "differs", "offline"} for r in data["results"])
     assert all(set(t) == {"rank", "label", "count", "min_score", "max_score"} for t in data["tiers"])
     assert all(Path(r["path"]).is_absolute() for r in data["results"])
     assert [r["score"] for r in data["results"]] == sorted(
@@ -145,3 +145,15 @@ def test_a_search_starting_with_a_minus_gets_a_hint(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "unrecognized arguments: -people" in err and "ladderlens search -- 'beach -people'" in err
+
+
+def test_results_from_an_unreachable_folder_are_marked(cli, photos, tmp_path):
+    """A folder moved away (or an unplugged drive) keeps its photos, and search says they are offline."""
+    assert cli("index", str(photos), "--no-progress")[0] == 0
+    photos.rename(tmp_path / "moved-away")
+    code, out, _ = cli("index", "--no-progress")
+    assert code == 0 and "offline (photos kept)" in out
+    code, out, _ = cli("search", "a red car", "-k", "3", "--json")
+    assert code == 0 and all(r["offline"] for r in json.loads(out)["results"])
+    code, out, _ = cli("search", "a red car", "-k", "3")
+    assert out.count("[offline: its folder is not reachable now]") == 3
