@@ -21,6 +21,7 @@ import logging
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from core.arguments import positive_int
 
@@ -113,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=positive_int, default=None, help="decode threads (default: CPU count)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="images per model batch")
+    p.add_argument(
+        "--no-relocate",
+        action="store_true",
+        help="add a folder as new even when it holds the photos of an offline library folder (moved)",
+    )
     p.add_argument(
         "--follow-outside-links",
         action="store_true",
@@ -219,9 +225,21 @@ def _progress_printer(enabled: bool):
 
 def cmd_index(args: argparse.Namespace) -> int:
     with _library(args) as lib:
+        known = {f.path for f in lib.folders()}
         for folder in args.folders:
-            status = lib.add_folder(folder, excludes=args.exclude)
-            print(f"folder: {shown(status.path)}")
+            moved = None
+            if str(Path(folder).expanduser().resolve()) not in known and not args.no_relocate:
+                moved = lib.moved_folder(folder)
+            if moved is not None:
+                status = lib.relocate_folder(moved.path, folder)
+                print(
+                    f"folder: {shown(status.path)} holds the photos of the offline library folder "
+                    f"{shown(moved.path)}: it now points here ({moved.photos} photos keep their vectors "
+                    "and tags; --no-relocate adds it as a new folder instead)"
+                )
+            else:
+                status = lib.add_folder(folder, excludes=args.exclude)
+                print(f"folder: {shown(status.path)}")
         if not lib.folders():
             print("The library has no folders yet: ladderlens index FOLDER", file=sys.stderr)
             return EXIT_USAGE

@@ -608,6 +608,53 @@ class Catalog:
             conn.execute("DELETE FROM folders WHERE id = ?", (folder_id,))  # cascades to photos, failures
         return ids
 
+    def relocate_folder(self, folder_id: int, new_path: str | os.PathLike[str]) -> Folder:
+        """Point a root at the place its files moved to; its photos' and failures' paths follow.
+
+        Photos keep their ids (and so their vectors, tags and profile entries).
+
+        Raises:
+            FolderError: the new place is, contains or is inside another library folder.
+        """
+        new = _normalise(new_path)
+        with self.transaction() as conn:
+            folder = self.folder(folder_id)
+            for other in self.folders():
+                if other.id != folder_id and (_is_under(new, other.path) or _is_under(other.path, new)):
+                    raise FolderError(f"{new} overlaps the library folder {other.path}.")
+            old = folder.path
+            for table in ("photos", "failures"):
+                rows = conn.execute(
+                    f"SELECT id, path FROM {table} WHERE folder_id = ?", (folder_id,)
+                ).fetchall()
+                conn.executemany(
+                    f"UPDATE {table} SET path = ? WHERE id = ?",
+                    (
+                        (_db_path(new + _py_path(path)[len(old) :]), row_id)
+                        for row_id, path in rows
+                        if _is_under(_py_path(path), old)
+                    ),
+                )
+            conn.execute(
+                "UPDATE folders SET path = ?, state = 'online' WHERE id = ?", (_db_path(new), folder_id)
+            )
+        logger.info("library folder %s moved to %s", old, new)
+        return self.folder(folder_id)
+
+    def folders_of_hashes(self, hashes: Iterable[str]) -> dict[int, int]:
+        """For content hashes, how many photos of each root (by id) have them."""
+        counts: dict[int, int] = {}
+        conn = self.connection()
+        for chunk in _chunks(list(dict.fromkeys(hashes))):
+            marks = ",".join("?" * len(chunk))
+            for folder_id, n in conn.execute(
+                f"SELECT folder_id, COUNT(DISTINCT content_hash) FROM photos WHERE content_hash IN ({marks}) "
+                "GROUP BY folder_id",
+                list(chunk),
+            ):
+                counts[folder_id] = counts.get(folder_id, 0) + n
+        return counts
+
     def folders(self) -> list[Folder]:
         rows = self.connection().execute(f"SELECT {_FOLDER_COLUMNS} FROM folders ORDER BY id")
         return [_folder(row) for row in rows]

@@ -24,6 +24,7 @@ step. A full profile is a model of its own: using it re-embeds the library like
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import json
@@ -474,6 +475,52 @@ class Library:
                 if "#profile=" not in spec:
                     self._compact(state)
             self._bump_writes(*self._models.values())
+
+    def moved_folder(self, path: str | os.PathLike[str], sample: int = 40) -> FolderStatus | None:
+        """The offline library folder whose photos ``path`` holds (the folder was moved or renamed
+        there), else None. Decided on the content hashes of up to ``sample`` of its image files: at
+        least three quarters of them must be photos of that one folder."""
+        from .hashing import content_hash
+        from .scanner import ScannedFile, scan_folder
+
+        root = Path(path).expanduser().resolve()
+        offline = {f.id: f for f in self.catalog.folders() if f.state != "online"}
+        if not offline or not root.is_dir():
+            return None
+        hashes = []
+        try:
+            for item in scan_folder(root):
+                if isinstance(item, ScannedFile):
+                    with contextlib.suppress(OSError):
+                        hashes.append(content_hash(item.path, item.size))
+                    if len(hashes) >= sample:
+                        break
+        except FolderError:
+            return None
+        if len(hashes) < 3:
+            return None
+        counts = self.catalog.folders_of_hashes(hashes)
+        best = max(offline, key=lambda folder_id: counts.get(folder_id, 0))
+        if counts.get(best, 0) < 0.75 * len(hashes):
+            return None
+        return next(f for f in self.folders() if f.path == offline[best].path)
+
+    def relocate_folder(self, old: str | os.PathLike[str], new: str | os.PathLike[str]) -> FolderStatus:
+        """Point the library folder ``old`` at ``new``, where its files now are (its photos keep
+        their vectors, tags and places in profiles; the next indexing run checks every file).
+
+        Raises:
+            FolderError: ``old`` is not a library folder, or ``new`` overlaps another one.
+        """
+        folder = self.catalog.folder_by_path(Path(old).expanduser().resolve()) or self.catalog.folder_by_path(
+            Path(old).expanduser()
+        )
+        if folder is None:
+            raise FolderError(f"{old} is not a library folder.")
+        with self.writer:
+            moved = self.catalog.relocate_folder(folder.id, Path(new).expanduser().resolve())
+            self._bump_writes(*self._models.values())
+        return next(f for f in self.folders() if f.path == moved.path)
 
     def folders(self) -> list[FolderStatus]:
         counts = self.catalog.folder_counts(self._active_model_id())

@@ -157,3 +157,35 @@ def test_results_from_an_unreachable_folder_are_marked(cli, photos, tmp_path):
     assert code == 0 and all(r["offline"] for r in json.loads(out)["results"])
     code, out, _ = cli("search", "a red car", "-k", "3")
     assert out.count("[offline: its folder is not reachable now]") == 3
+
+
+def test_a_moved_folder_is_recognised_and_re_pointed(cli, photos, tmp_path):
+    assert cli("index", str(photos), "--no-progress")[0] == 0
+    moved = tmp_path / "renamed photos"
+    photos.rename(moved)
+    assert cli("index", "--no-progress")[0] == 0  # the old place is offline now, its photos kept
+    code, out, _ = cli("index", str(moved), "--no-progress")
+    assert code == 0 and "holds the photos of the offline library folder" in out
+    assert "0 embedded" in out and "8 unchanged" in out  # vectors and ids are kept: nothing to redo
+    code, out, _ = cli("status", "--json")
+    folders = json.loads(out)["folders"]
+    assert [(f["path"], f["state"], f["photos"]) for f in folders] == [(str(moved.resolve()), "online", 8)]
+    code, out, _ = cli("search", "a red car", "-k", "8", "--json")
+    results = json.loads(out)["results"]
+    assert len(results) == 8 and all(
+        r["path"].startswith(str(moved.resolve())) and not r["offline"] for r in results
+    )
+
+
+def test_a_copy_is_added_as_new_when_asked(cli, photos, tmp_path):
+    import shutil
+
+    assert cli("index", str(photos), "--no-progress")[0] == 0
+    copy = tmp_path / "copy"
+    shutil.copytree(photos, copy)
+    shutil.rmtree(photos)
+    cli("index", "--no-progress")
+    code, out, _ = cli("index", str(copy), "--no-relocate", "--no-progress")
+    assert code == 0 and "holds the photos" not in out
+    code, out, _ = cli("status", "--json")
+    assert sorted(f["state"] for f in json.loads(out)["folders"]) == ["offline", "online"]
