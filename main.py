@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=positive_int, default=None, help="decode threads (default: CPU count)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="images per model batch")
     p.add_argument(
+        "--forget-missing",
+        action="store_true",
+        help="a library folder that is empty now lost its photos: forget them (by default an empty "
+        "folder reads as an unplugged drive and its photos are kept)",
+    )
+    p.add_argument(
         "--no-relocate",
         action="store_true",
         help="add a folder as new even when it holds the photos of an offline library folder (moved)",
@@ -250,6 +256,7 @@ def cmd_index(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 batch_size=args.batch_size,
                 outside_links=args.follow_outside_links,
+                empty_means_deleted=args.forget_missing,
             )
         finally:
             close()
@@ -259,7 +266,10 @@ def cmd_index(args: argparse.Namespace) -> int:
             f"({report.elapsed_s:.1f} s)"
         )
         for path in report.offline_folders:
-            print(f"offline (photos kept): {shown(path)}")
+            hint = ""
+            if Path(path).is_dir():
+                hint = " (there but empty; if its photos were deleted: ladderlens index --forget-missing)"
+            print(f"offline (photos kept): {shown(path)}{hint}")
         for path, reason in report.problems:
             print(f"skipped {shown(path)}: {shown(reason)}", file=sys.stderr)
         if report.failed:

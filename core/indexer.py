@@ -135,9 +135,11 @@ class Indexer:
         batch_size: int | None = None,
         encoder: Callable[[], EncoderProcess] | None = None,
         outside_links: bool = False,
+        empty_means_deleted: bool = False,
     ) -> None:
         self.catalog = catalog
         self.outside_links = outside_links
+        self.empty_means_deleted = empty_means_deleted
         self.store = store
         self.index = index
         self.embedder = embedder
@@ -187,7 +189,7 @@ class Indexer:
     def _scan(
         self, folder: Folder, work: list[_Work], report: IndexReport
     ) -> Generator[IndexProgress, None, tuple[Folder, int, list[str]] | None]:
-        had_photos = self.catalog.photo_count(folder.id) > 0
+        had_photos = self.catalog.photo_count(folder.id) > 0 and not self.empty_means_deleted
         if not root_is_online(folder.path, had_photos=had_photos):
             logger.warning("%s is offline (missing or unreadable): its photos are kept", folder.path)
             self.catalog.set_folder_state(folder.id, "offline")

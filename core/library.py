@@ -569,6 +569,7 @@ class Library:
         batch_size: int | None = None,
         separate_process: bool = False,
         outside_links: bool = False,
+        empty_means_deleted: bool = False,
     ) -> Generator[IndexProgress, None, IndexReport]:
         """Index the library folders (all, or those given); each yield is a cancellation point.
 
@@ -583,6 +584,9 @@ class Library:
         ``outside_links``: follow links that lead out of a library folder (by default they are
         not followed; links into /proc, /sys and /dev never are).
 
+        ``empty_means_deleted``: a folder that exists but is empty lost its photos (by default it
+        reads as an unplugged drive's mount point: offline, photos kept).
+
         Raises:
             ModelUnavailableError, CheckpointError, ModelError: the model cannot be loaded.
             FolderError: a folder given is not a library folder.
@@ -596,7 +600,13 @@ class Library:
         try:
             return (
                 yield from self._index_locked(
-                    spec, chosen, folders is None, workers, batch_size, separate_process, outside_links
+                    spec,
+                    chosen,
+                    folders is None,
+                    workers,
+                    batch_size,
+                    separate_process,
+                    {"outside_links": outside_links, "empty_means_deleted": empty_means_deleted},
                 )
             )
         finally:
@@ -610,7 +620,7 @@ class Library:
         workers: int | None,
         batch_size: int | None,
         separate_process: bool,
-        outside_links: bool,
+        scan_options: dict[str, bool],
     ) -> Generator[IndexProgress, None, IndexReport]:
         state = self._current_state(spec)
         encoder = None
@@ -626,7 +636,7 @@ class Library:
             workers=workers,
             batch_size=batch_size,
             encoder=encoder,
-            outside_links=outside_links,
+            **scan_options,
         )
         if spec == self._active:
             self._record_identity(spec, state)  # status() counts this model's vectors from now on

@@ -189,3 +189,15 @@ def test_a_copy_is_added_as_new_when_asked(cli, photos, tmp_path):
     assert code == 0 and "holds the photos" not in out
     code, out, _ = cli("status", "--json")
     assert sorted(f["state"] for f in json.loads(out)["folders"]) == ["offline", "online"]
+
+
+def test_a_folder_emptied_on_purpose_can_be_forgotten(cli, photos):
+    assert cli("index", str(photos), "--no-progress")[0] == 0
+    for path in list(photos.iterdir()):
+        path.unlink()
+    code, out, _ = cli("index", "--no-progress")
+    assert code == 0 and "offline (photos kept)" in out and "--forget-missing" in out  # an unplugged drive?
+    code, out, _ = cli("index", "--forget-missing", "--no-progress")
+    assert code == 0 and "8 removed" in out and "offline" not in out
+    code, out, _ = cli("status", "--json")
+    assert [(f["state"], f["photos"]) for f in json.loads(out)["folders"]] == [("online", 0)]
