@@ -109,6 +109,10 @@ def run(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parse(argv)
+    from app.log_file import install_log_file
+
+    log_path = install_log_file()
+    logger.info("LadderLens starting (log: %s)", log_path)
     tune_interpreter()
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "ladderlens", *argv])
     QCoreApplication.setOrganizationName(ORGANIZATION)

@@ -12,6 +12,7 @@ drops queued requests that no longer matter (a new search replaced the grid).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -42,6 +43,37 @@ def thumbnail_dir() -> Path:
     return paths.cache_dir() / "thumbnails"
 
 
+CACHE_LIMIT_BYTES = 512 << 20  # thumbnails kept on disk; the least recently used go first
+_PRUNE_EVERY = 200  # thumbnails written between checks of the cache's size
+
+
+def prune_cache(cache: Path, limit_bytes: int = CACHE_LIMIT_BYTES) -> int:
+    """Delete the least recently used thumbnails until the cache holds at most ``limit_bytes``;
+    returns how many were deleted. (A thumbnail read from the cache is touched, so "used" means
+    shown, not only made.)"""
+    try:
+        entries = []
+        with os.scandir(cache) as it:
+            for entry in it:
+                if entry.is_file() and entry.name.endswith(".jpg"):
+                    st = entry.stat()
+                    entries.append((st.st_mtime, st.st_size, entry.path))
+    except OSError:
+        return 0
+    total = sum(size for _, size, _ in entries)
+    removed = 0
+    for _, size, path in sorted(entries):
+        if total <= limit_bytes:
+            break
+        with contextlib.suppress(OSError):
+            os.remove(path)
+            total -= size
+            removed += 1
+    if removed:
+        logger.info("thumbnail cache pruned: %d files removed, %.0f MB kept", removed, total / (1 << 20))
+    return removed
+
+
 def cache_key(path: str, size: int, mtime_ns: int, side: int) -> str:
     """Stable file name for one thumbnail of one version of a photo."""
     digest = hashlib.sha1(f"{path}\0{size}\0{mtime_ns}\0{side}".encode("utf-8", "surrogatepass")).hexdigest()
@@ -62,6 +94,8 @@ def make_thumbnail(path: str, side: int, cache: Path | None) -> QImage:
     if cached is not None and cached.is_file():
         image = QImage(str(cached))
         if not image.isNull():
+            with contextlib.suppress(OSError):
+                os.utime(cached)  # recently used: pruning keeps it
             return image
     decoded = open_image(path, target_side=side)
     pil = decoded.image
@@ -109,6 +143,8 @@ class _Drain(QRunnable):
         loader = self._loader
         while (key := loader._next_request()) is not None:
             path, side = key
+            if loader.cache_dir is not None and loader._count_made() % _PRUNE_EVERY == 0:
+                prune_cache(loader.cache_dir, loader.cache_limit)  # at the first thumbnail, then now and then
             try:
                 image = make_thumbnail(path, side, loader.cache_dir)
                 error = ""
@@ -127,9 +163,15 @@ class ThumbnailLoader(QObject):
     failed = Signal(str, int, str)
 
     def __init__(
-        self, cache_dir: Path | None = None, threads: int = 2, parent: QObject | None = None
+        self,
+        cache_dir: Path | None = None,
+        threads: int = 2,
+        parent: QObject | None = None,
+        cache_limit: int = CACHE_LIMIT_BYTES,
     ) -> None:
         super().__init__(parent)
+        self.cache_limit = cache_limit
+        self._made = 0
         # PIL imports its common format plugins at its first open: here, on the thread that makes
         # the loader, instead of in the first thumbnail threads while the window shows a new page
         # (an import holds the interpreter lock and the import lock for some milliseconds).
@@ -176,6 +218,12 @@ class ThumbnailLoader(QObject):
                 self._drains += 1
         if start:
             self._pool.start(_Drain(self))
+
+    def _count_made(self) -> int:
+        """Thumbnails asked of the pool threads so far (before this one)."""
+        with self._lock:
+            made, self._made = self._made, self._made + 1
+        return made
 
     def forget_pending(self) -> None:
         """Drop requests that have not started (the views will ask again for what they still show)."""

@@ -1,8 +1,9 @@
-"""Where things live on disk: the library folder and the cache folder.
+"""Where things live on disk: the library folder, the cache folder and the log folder.
 
 Resolution order for the library: an explicit argument, then ``$LADDERLENS_HOME``, then the
 platform's per-user data folder (``platformdirs``). The cache (thumbnails, rendered training
-data) follows ``$LADDERLENS_CACHE``, then the platform's per-user cache folder.
+data) follows ``$LADDERLENS_CACHE``, then the platform's per-user cache folder; the app's log
+``$LADDERLENS_LOGS``, then the platform's per-user log folder.
 """
 
 from __future__ import annotations
@@ -33,3 +34,11 @@ def cache_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     if env:
         return Path(env).expanduser().resolve()
     return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
+
+
+def log_dir() -> Path:
+    """The folder of the app's log file (not created here)."""
+    env = os.environ.get("LADDERLENS_LOGS")
+    if env:
+        return Path(env).expanduser().resolve()
+    return Path(platformdirs.user_log_dir(APP_NAME, appauthor=False))

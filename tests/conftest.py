@@ -30,6 +30,7 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("LADDERLENS_HOME", str(home / "library"))
     monkeypatch.setenv("LADDERLENS_CACHE", str(home / "cache"))
+    monkeypatch.setenv("LADDERLENS_LOGS", str(home / "logs"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / "xdg-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     yield

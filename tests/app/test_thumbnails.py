@@ -109,3 +109,45 @@ def test_thumbnails_are_made_below_the_gui_threads_priority(loader, qtbot, tmp_p
         loader.request(_photo(tmp_path / "n.jpg"), 32)
     assert seen == [min(19, before + thumbnails.THUMBNAIL_NICENESS)]
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+
+
+def test_the_disk_cache_is_bounded_least_recently_used_first(tmp_path):
+    import os
+
+    from app.thumbnails import prune_cache
+
+    cache = tmp_path / "thumbs"
+    cache.mkdir()
+    for i in range(10):
+        path = cache / f"{i:02d}-256.jpg"
+        path.write_bytes(b"x" * 1000)
+        os.utime(path, (1_000_000 + i, 1_000_000 + i))  # 00 is the least recently used
+    (cache / "notes.txt").write_text("not a thumbnail")
+    assert prune_cache(cache, limit_bytes=4500) == 6
+    assert sorted(p.name for p in cache.iterdir()) == [
+        "06-256.jpg",
+        "07-256.jpg",
+        "08-256.jpg",
+        "09-256.jpg",
+        "notes.txt",
+    ]
+    assert prune_cache(cache, limit_bytes=4500) == 0
+    assert prune_cache(tmp_path / "missing", limit_bytes=0) == 0
+
+
+def test_the_app_writes_a_rotating_log_file(tmp_path):
+    import logging
+
+    from app.log_file import install_log_file
+
+    path = install_log_file(tmp_path / "logs")
+    assert path == tmp_path / "logs" / "ladderlens.log"
+    logging.getLogger("core.library").warning("something to look at later")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    assert "something to look at later" in path.read_text(encoding="utf-8")
+    assert install_log_file(tmp_path / "logs") == path  # once per file
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "baseFilename", "") == str(path)]:
+        root.removeHandler(handler)
+        handler.close()
