@@ -211,14 +211,33 @@ def _form(cls: str, value: str, plural: bool | None) -> list[str]:
     return tokens(table[value][0])
 
 
-def variants(text: str, vocabulary: Vocabulary | None = None) -> list[Variant]:
+def variants(text: str, vocabulary: Vocabulary | None = None, limit: int | None = None) -> list[Variant]:
     """Counterfactual variants of ``text``: each slot changed to each other value of its class.
 
     A count change also puts the object noun that follows into the matching number ("two cars" ->
-    "one car"). With a closed ``vocabulary``, values whose words it does not know are skipped, and
-    where it lists the values of a class its world has (:attr:`Vocabulary.values`), only those are
-    varied: a word naming something else of the class ("a pond in a meadow") is left as it is.
+    "one car"), and counts are varied nearest first. With a closed ``vocabulary``, values whose
+    words it does not know are skipped, and where it lists the values of a class its world has
+    (:attr:`Vocabulary.values`), only those are varied: a word naming something else of the class
+    ("a pond in a meadow") is left as it is. With ``limit``, at most that many are returned, taken
+    from the classes in turn so that every class named keeps some (each variant is a text to
+    encode: a large text tower on a CPU costs tens of milliseconds a text).
     """
+    every = _all_variants(text, vocabulary)
+    if limit is None or len(every) <= limit:
+        return every
+    by_class: dict[str, list[Variant]] = {}
+    for v in every:
+        by_class.setdefault(v.cls, []).append(v)
+    queues = list(by_class.values())
+    chosen: list[Variant] = []
+    while len(chosen) < limit:
+        for queue in queues:
+            if queue and len(chosen) < limit:
+                chosen.append(queue.pop(0))
+    return [v for v in every if v in chosen]
+
+
+def _all_variants(text: str, vocabulary: Vocabulary | None) -> list[Variant]:
     words = tokens(text)
     slots = parse(words)
     out: list[Variant] = []
@@ -232,6 +251,9 @@ def variants(text: str, vocabulary: Vocabulary | None = None) -> list[Variant]:
                 continue
             values = [v for v in values if v in allowed[slot.cls]]
         named = {s.value for s in slots if s.cls == slot.cls}
+        if slot.cls == "count":
+            order = list(_COUNTS)
+            values.sort(key=lambda v: abs(order.index(v) - order.index(slot.value)))
         for value in values:
             if value in named:
                 continue

@@ -197,3 +197,17 @@ def test_a_closed_world_varies_only_the_values_it_has():
     }
     with pytest.raises(ValueError, match="unknown attribute classes"):
         Vocabulary(words, {"mood": ["happy"]})
+
+
+def test_variants_are_capped_fairly_across_the_classes_named():
+    from core.lexicon import variants
+
+    every = variants("two red cars at night on the beach")
+    capped = variants("two red cars at night on the beach", limit=12)
+    assert len(every) > 40 and len(capped) == 12
+    assert {v.cls for v in capped} == {"count", "colour", "object", "place", "time"}
+    assert [v.text for v in capped if v.cls == "count"][:2] == [
+        "one red car at night on the beach",  # nearest counts first
+        "three red cars at night on the beach",
+    ]
+    assert all(v in every for v in capped)
