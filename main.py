@@ -311,7 +311,8 @@ def format_result(result) -> str:
         )
         for hit in result.results:
             if hit.tier == rank:
-                differs = f"  ({', '.join(hit.differs)} differs)" if hit.differs else ""
+                verb = "differs" if len(hit.differs) == 1 else "differ"
+                differs = f"  ({', '.join(hit.differs)} {verb})" if hit.differs else ""
                 offline = "  [offline: its folder is not reachable now]" if hit.offline else ""
                 lines.append(f"  {hit.score:6.3f}  z={hit.z:5.2f}  {shown(hit.path)}{differs}{offline}")
     return "\n".join(lines)
