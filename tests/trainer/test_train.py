@@ -241,7 +241,8 @@ def test_presets_and_options_combine():
     parse = build_parser().parse_args
     starter = config_from_args(parse(["--preset", "starter"]))
     assert starter.loss.startswith("infonce;") and "adaptive" in starter.loss
-    assert starter.time_budget_s == 25 * 60 and starter.export.endswith("ladderlens-starter.safetensors")
+    assert starter.time_budget_s == 120 * 60 and starter.export.endswith("ladderlens-starter.safetensors")
+    assert starter.twins  # counterfactual pairs in every batch
     shorter = config_from_args(parse(["--preset", "starter", "--steps", "10", "--lr", "1e-4"]))
     assert (shorter.steps, shorter.time_budget_s, shorter.lr) == (10, None, 1e-4)  # the length given wins
     custom = config_from_args(
