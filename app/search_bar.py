@@ -14,7 +14,7 @@ from core.scanner import IMAGE_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
-PLACEHOLDER = 'Describe a photo: red car at night · beach -people · "dog" + "snow"   (Ctrl+F)'
+PLACEHOLDER = 'Describe a photo: red car at night · beach -snow · "kite" + "sunset"   (Ctrl+F)'
 
 
 def local_paths(mime: QMimeData) -> list[Path]:

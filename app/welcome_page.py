@@ -25,7 +25,7 @@ class WelcomePage(QWidget):
         title.setFont(font)
         title.setAlignment(Qt.AlignmentFlag.AlignCenter)
         intro = QLabel(
-            "Find photos by describing them: <i>a red car at night</i>, <i>two dogs on a beach</i>.<br>"
+            "Find photos by describing them: <i>a red car at night</i>, <i>two kites over a beach</i>.<br>"
             "Results come as a ladder of tiers, best matches first, and when nothing matches "
             "exactly you see the nearest alternatives."
         )
