@@ -57,6 +57,7 @@ class PlotTier:
     count: int
     min_score: float
     max_score: float
+    level: int = 3  # relevance level (0 = match): what its colour says
 
 
 class TierPlot(QWidget):
@@ -108,7 +109,8 @@ class TierPlot(QWidget):
             histogram: ``(counts, edges)`` of the background, used when ``background`` is empty.
         """
         self._tiers = [
-            PlotTier(t.rank, t.label, t.count, float(t.min_score), float(t.max_score)) for t in tiers
+            PlotTier(t.rank, t.label, t.count, float(t.min_score), float(t.max_score), level_of(t))
+            for t in tiers
         ]
         self._tiers.sort(key=lambda t: t.rank)
         self._scores = np.asarray(scores, dtype=np.float64).ravel()

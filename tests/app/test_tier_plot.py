@@ -135,3 +135,18 @@ def test_new_data_is_drawn_in_a_turn_of_the_event_loop_of_its_own(plot, qtbot, m
     qtbot.waitUntil(lambda: len(drawn) == 2, timeout=2000)
     assert drawn == [False, False]
     assert widget.grab().toImage() != before  # the selected tier is highlighted
+
+
+def test_the_inspector_colours_tiers_by_relevance_not_rank(qtbot):
+    """A long-tail query's first tier is drawn in the colour of 'close', never of a match."""
+    from app.tier_colors import tier_color
+    from core.grading import as_long_tail, grade
+
+    rng = np.random.default_rng(3)
+    scores = np.sort(np.concatenate([[0.9, 0.88, 0.87], rng.normal(0.3, 0.05, 40)]))[::-1]
+    graded = as_long_tail(grade(scores, rng.normal(0.2, 0.05, 500)))
+    plot = TierPlot()
+    qtbot.addWidget(plot)
+    plot.set_data(graded.tiers, scores, graded.tier_of, rng.normal(0.2, 0.05, 500), long_tail=True)
+    assert [t.level for t in plot.tiers] == [t.level for t in graded.tiers]
+    assert plot.tiers[0].level == 1 and tier_color(plot.tiers[0].level) != tier_color(0)
