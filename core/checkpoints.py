@@ -178,9 +178,15 @@ def fit_state_dict(
     return state
 
 
-def load_weights(model: torch.nn.Module, path: str | os.PathLike[str], arch: str) -> None:
-    """Read ``path``, check it against ``model`` and copy the weights in (strict)."""
-    state = fit_state_dict(model, read_state_dict(path), path, arch)
+def load_weights(
+    model: torch.nn.Module,
+    path: str | os.PathLike[str],
+    arch: str,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
+) -> None:
+    """Read ``path`` (or take its ``state_dict`` already read), check it against ``model`` and copy
+    the weights in (strict)."""
+    state = fit_state_dict(model, read_state_dict(path) if state_dict is None else state_dict, path, arch)
     model.load_state_dict(state, strict=True)
     logger.info("loaded %s weights from %s", arch, path)
 

@@ -401,22 +401,16 @@ def grade(
     )
 
 
-def isotonic_increasing(y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+def isotonic_increasing(y: np.ndarray) -> np.ndarray:
     """The least-squares non-decreasing fit of ``y`` (pool adjacent violators), O(n)."""
-    y = np.asarray(y, dtype=np.float64).ravel()
-    w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=np.float64).ravel()
     means: list[float] = []
-    totals: list[float] = []
     sizes: list[int] = []
-    for value, weight in zip(y.tolist(), w.tolist(), strict=True):
+    for value in np.asarray(y, dtype=np.float64).ravel().tolist():
         means.append(value)
-        totals.append(weight)
         sizes.append(1)
         while len(means) > 1 and means[-2] > means[-1]:
-            m, t, n = means.pop(), totals.pop(), sizes.pop()
-            merged = totals[-1] + t
-            means[-1] = (means[-1] * totals[-1] + m * t) / merged
-            totals[-1] = merged
+            m, n = means.pop(), sizes.pop()
+            means[-1] = (means[-1] * sizes[-1] + m * n) / (sizes[-1] + n)
             sizes[-1] += n
     return np.repeat(np.asarray(means), sizes)
 

@@ -109,6 +109,13 @@ _OBJECTS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 CLASSES: tuple[str, ...] = ("count", "colour", "object", "place", "time")
+# the classes whose values are phrase lists (objects have singular and plural forms instead)
+_PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
+    "colour": _COLOURS,
+    "count": _COUNTS,
+    "time": _TIMES,
+    "place": _PLACES,
+}
 # A colour right before one of these words describes the scenery ("white snow", "orange sky"),
 # not the objects: it is not a slot.
 _SCENERY = frozenset(
@@ -136,7 +143,7 @@ class _Entry:
 
 def _build() -> dict[tuple[str, ...], _Entry]:
     table: dict[tuple[str, ...], _Entry] = {}
-    for cls, values in (("colour", _COLOURS), ("count", _COUNTS), ("time", _TIMES), ("place", _PLACES)):
+    for cls, values in _PHRASES.items():
         for value, phrases in values.items():
             for phrase in phrases:
                 table[tuple(tokens(phrase))] = _Entry(cls, value)
@@ -207,8 +214,7 @@ def _form(cls: str, value: str, plural: bool | None) -> list[str]:
     if cls == "object":
         singular, plural_form = _OBJECTS[value][0]
         return tokens(plural_form if plural else singular)
-    table = {"colour": _COLOURS, "count": _COUNTS, "time": _TIMES, "place": _PLACES}[cls]
-    return tokens(table[value][0])
+    return tokens(_PHRASES[cls][value][0])
 
 
 def variants(text: str, vocabulary: Vocabulary | None = None, limit: int | None = None) -> list[Variant]:
@@ -244,8 +250,7 @@ def _all_variants(text: str, vocabulary: Vocabulary | None) -> list[Variant]:
     seen: set[str] = {" ".join(words)}
     allowed = vocabulary.values if vocabulary is not None else {}
     for slot in slots:
-        table = {"colour": _COLOURS, "count": _COUNTS, "time": _TIMES, "place": _PLACES}.get(slot.cls)
-        values = list(_OBJECTS) if slot.cls == "object" else list(table or ())
+        values = list(_OBJECTS) if slot.cls == "object" else list(_PHRASES[slot.cls])
         if slot.cls in allowed:
             if slot.value not in allowed[slot.cls]:
                 continue

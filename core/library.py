@@ -457,11 +457,7 @@ class Library:
         Raises:
             FolderError: it is not a library folder.
         """
-        folder = self.catalog.folder_by_path(Path(path).expanduser().resolve())
-        if folder is None:
-            folder = self.catalog.folder_by_path(Path(path).expanduser())
-        if folder is None:
-            raise FolderError(f"{path} is not a library folder.")
+        folder = self._library_folder(path)
         with self.writer:
             for spec in [k for k in self._models if "#profile=" not in k]:
                 self._current_state(spec)
@@ -475,6 +471,15 @@ class Library:
                 if "#profile=" not in spec:
                     self._compact(state)
             self._bump_writes(*self._models.values())
+
+    def _library_folder(self, path: str | os.PathLike[str]) -> Folder:
+        """The catalog's record of a library folder, by its resolved path or as given (a link)."""
+        folder = self.catalog.folder_by_path(Path(path).expanduser().resolve())
+        if folder is None:
+            folder = self.catalog.folder_by_path(Path(path).expanduser())
+        if folder is None:
+            raise FolderError(f"{path} is not a library folder.")
+        return folder
 
     def moved_folder(self, path: str | os.PathLike[str], sample: int = 40) -> FolderStatus | None:
         """The offline library folder whose photos ``path`` holds (the folder was moved or renamed
@@ -512,11 +517,7 @@ class Library:
         Raises:
             FolderError: ``old`` is not a library folder, or ``new`` overlaps another one.
         """
-        folder = self.catalog.folder_by_path(Path(old).expanduser().resolve()) or self.catalog.folder_by_path(
-            Path(old).expanduser()
-        )
-        if folder is None:
-            raise FolderError(f"{old} is not a library folder.")
+        folder = self._library_folder(old)
         with self.writer:
             moved = self.catalog.relocate_folder(folder.id, Path(new).expanduser().resolve())
             self._bump_writes(*self._models.values())

@@ -399,8 +399,7 @@ def _model_from_file(path: Path, arch: str, device) -> torch.nn.Module:
     fit_state_dict(skeleton, state, path, arch)
     del skeleton
     model = create_architecture(arch, device, preprocess_cfg=preprocess)
-    model.load_state_dict(fit_state_dict(model, state, path, arch), strict=True)
-    logger.info("loaded %s weights from %s", arch, path)
+    load_weights(model, path, arch, state_dict=state)
     return model
 
 

@@ -36,10 +36,6 @@ class WriterLock:
         self.path = Path(root) / LOCK_NAME
         self._lock = FileLock(self.path, thread_local=False)
 
-    @property
-    def held(self) -> bool:
-        return self._lock.is_locked
-
     def try_acquire(self) -> bool:
         """Take the lock if it is free; False when another writer holds it."""
         try:

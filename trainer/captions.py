@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Sequence
+from itertools import combinations
 
 import numpy as np
 
 from core.lexicon import phrases, tokens
-from trainer.scenes import ATTRIBUTES, Scene
+from trainer.scenes import ATTRIBUTES, VOCABULARY, Scene, sample_scenes
 
 logger = logging.getLogger(__name__)
 
@@ -316,10 +317,6 @@ def caption_vocabulary(samples: int = 4000, seed: int = 0) -> list[str]:
     ``samples`` scenes naming every subset of their attributes are drawn, which reaches every
     phrase of the tables above many times over (the tests check that more samples add nothing).
     """
-    from itertools import combinations
-
-    from trainer.scenes import sample_scenes
-
     rng = np.random.default_rng([0xC0CAB, seed])
     subsets = [c for k in range(1, len(ATTRIBUTES) + 1) for c in combinations(ATTRIBUTES, k)]
     words: set[str] = set()
@@ -332,7 +329,5 @@ def caption_vocabulary(samples: int = 4000, seed: int = 0) -> list[str]:
 def class_values() -> dict[str, list[str]]:
     """The scene world's values of each attribute class of :mod:`core.lexicon` (its names differ:
     the scene world's kind is the lexicon's object, its setting the lexicon's place)."""
-    from trainer.scenes import VOCABULARY
-
     names = {"count": "count", "colour": "colour", "kind": "object", "setting": "place", "time": "time"}
     return {names[a]: list(VOCABULARY[a]) for a in ATTRIBUTES}
