@@ -26,7 +26,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer.captions import partial_caption
-from trainer.scenes import relevance_matrix, render_scene, sample_scenes
+from trainer.scene_render import render_scene
+from trainer.scenes import relevance_matrix, sample_scenes
 
 
 def time_renders(scenes, size, rounds: int, encode: bool = False) -> tuple[float, float, float]:

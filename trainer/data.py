@@ -28,6 +28,7 @@ import torch
 
 from core.paths import cache_dir
 from trainer import captions as scene_captions
+from trainer import scene_render
 from trainer import scenes as scene_world
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def renderer_fingerprint() -> str:
     import inspect
 
     digest = hashlib.sha256()
-    for module in (scene_world, inspect.getmodule(scene_world.render_scene)):
+    for module in (scene_world, scene_render):
         digest.update(Path(inspect.getfile(module)).read_bytes())
     return digest.hexdigest()[:8]
 
@@ -162,7 +163,7 @@ def _render_chunk(scenes: Sequence, image_size: int) -> np.ndarray:
     big = image_size * RENDER_SCALE
     out = np.empty((len(scenes), image_size, image_size, 3), dtype=np.uint8)
     for i, scene in enumerate(scenes):
-        image = scene_world.render_scene(scene, size=(big, big)).convert("RGB")
+        image = scene_render.render_scene(scene, size=(big, big)).convert("RGB")
         out[i] = np.asarray(image.resize((image_size, image_size), Image.Resampling.BICUBIC))
     return out
 

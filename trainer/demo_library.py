@@ -181,7 +181,7 @@ def demo_photos(count: int, seed: int) -> list[DemoPhoto]:
 
 
 def _encode(photo: DemoPhoto, size: tuple[int, int], quality: int) -> bytes:
-    from trainer.scenes import render_scene
+    from trainer.scene_render import render_scene
 
     image = render_scene(photo.scene, size)
     if photo.orientation == 6:  # stored turned left; viewers turn it right to show it upright

@@ -23,8 +23,6 @@ from typing import Literal
 
 import numpy as np
 
-from trainer.scene_render import render_scene
-
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -45,7 +43,6 @@ __all__ = [
     "normalise_attributes",
     "relevance",
     "relevance_matrix",
-    "render_scene",
     "sample_scenes",
 ]
 

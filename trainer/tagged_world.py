@@ -14,7 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.scenes import Scene, render_scene, sample_scenes
+from trainer.scene_render import render_scene
+from trainer.scenes import Scene, sample_scenes
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from trainer.demo_library import (
     read_manifest,
     write_demo_library,
 )
-from trainer.scenes import Scene, is_held_out, relevance, render_scene
+from trainer.scene_render import render_scene
+from trainer.scenes import Scene, is_held_out, relevance
 
 SIZE = (64, 48)
 COUNT = 8

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from trainer import scenes as scenes_module
+from trainer.scene_render import render_scene
 from trainer.scenes import (
     ATTRIBUTE_WEIGHTS,
     ATTRIBUTES,
@@ -24,7 +25,6 @@ from trainer.scenes import (
     is_held_out,
     relevance,
     relevance_matrix,
-    render_scene,
     sample_scenes,
 )
 
