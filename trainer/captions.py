@@ -250,26 +250,38 @@ def describe(scene: Scene, named: Collection[str], rng: RngLike = None) -> str:
     group = _group(scene.kind)
     setting_pp = _pick(rng, _SETTING_PHRASES[group][scene.setting]) if "setting" in named else None
     time_pp = _pick(rng, _TIME_PHRASES[scene.time]) if "time" in named else None
+    if np_ is None:
+        return _scenery_caption(scene, setting_pp, time_pp, rng)
+    return _object_caption(scene, np_, setting_pp, time_pp, rng)
 
-    if np_ is None:  # scenery only
-        if setting_pp is None:
-            assert time_pp is not None
-            return _pick(
-                rng, [f"a photo taken {time_pp}", f"a scene {time_pp}", _pick(rng, _TIME_NOUNS[scene.time])]
-            )
-        setting_np = _pick(rng, _SETTING_NOUNS[scene.setting])
-        if time_pp is None:
-            return _pick(rng, [setting_np, f"a photo of {setting_np}", f"a view of {setting_np}"])
-        time_noun = _pick(rng, _TIME_NOUNS[scene.time])
+
+def _scenery_caption(
+    scene: Scene, setting_pp: str | None, time_pp: str | None, rng: np.random.Generator
+) -> str:
+    """A caption of the setting and/or the time alone (no object named)."""
+    if setting_pp is None:
+        assert time_pp is not None
         return _pick(
-            rng,
-            [
-                f"{setting_np} {time_pp}",
-                f"{time_noun} over {setting_np}",
-                f"a view of {setting_np} {time_pp}",
-            ],
+            rng, [f"a photo taken {time_pp}", f"a scene {time_pp}", _pick(rng, _TIME_NOUNS[scene.time])]
         )
+    setting_np = _pick(rng, _SETTING_NOUNS[scene.setting])
+    if time_pp is None:
+        return _pick(rng, [setting_np, f"a photo of {setting_np}", f"a view of {setting_np}"])
+    time_noun = _pick(rng, _TIME_NOUNS[scene.time])
+    return _pick(
+        rng,
+        [
+            f"{setting_np} {time_pp}",
+            f"{time_noun} over {setting_np}",
+            f"a view of {setting_np} {time_pp}",
+        ],
+    )
 
+
+def _object_caption(
+    scene: Scene, np_: str, setting_pp: str | None, time_pp: str | None, rng: np.random.Generator
+) -> str:
+    """A caption around the noun phrase ``np_``, in one of six sentence shapes."""
     style = int(rng.integers(6))
     if style == 0 and setting_pp and time_pp:  # "sunset over a snowy meadow with a yellow balloon"
         time_noun = _pick(rng, _TIME_NOUNS[scene.time])

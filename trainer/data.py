@@ -438,37 +438,14 @@ def prefetched(batches: Iterable[T], depth: int = 2) -> Iterator[T]:
         return
     items: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
-    done = object()
-
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                items.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        source = iter(batches)
-        try:
-            for item in source:
-                if not put(item):
-                    return
-            put(done)
-        except BaseException as exc:  # handed to the consumer, raised there
-            put(_Failure(exc))
-        finally:
-            close = getattr(source, "close", None)
-            if close is not None:
-                close()
-
-    worker = threading.Thread(target=produce, name="batch-prefetch", daemon=True)
+    worker = threading.Thread(
+        target=_produce, args=(batches, items, stop), name="batch-prefetch", daemon=True
+    )
     worker.start()
     try:
         while True:
             item = items.get()
-            if item is done:
+            if item is _DONE:
                 return
             if isinstance(item, _Failure):
                 raise item.error
@@ -476,6 +453,39 @@ def prefetched(batches: Iterable[T], depth: int = 2) -> Iterator[T]:
     finally:
         stop.set()
         worker.join()
+
+
+_DONE = object()  # what the producer of prefetched() puts after the last batch
+
+
+def _produce(batches: Iterable[object], items: queue.Queue, stop: threading.Event) -> None:
+    """Put every item of ``batches`` on ``items``, then ``_DONE`` or the failure, until ``stop``.
+
+    The source is closed in the end, whether it ran out, failed or was stopped.
+    """
+    source = iter(batches)
+    try:
+        for item in source:
+            if not _put(items, item, stop):
+                return
+        _put(items, _DONE, stop)
+    except BaseException as exc:  # handed to the consumer, raised there
+        _put(items, _Failure(exc), stop)
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+
+
+def _put(items: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Put ``item`` on ``items``, waiting while it is full; False when ``stop`` came first."""
+    while not stop.is_set():
+        try:
+            items.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 @dataclass

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
@@ -175,6 +175,8 @@ def _circle_pts(
 
 
 def _plan_sky(plan: _Plan, time: str, rng: np.random.Generator, horizon: float) -> tuple[Colour, tuple]:
+    """The sky's gradient, its sun or moon (and stars) and clouds; returns the colour at the
+    horizon and where the light comes from."""
     stops = _SKY_STOPS[time]
     warm = rng.uniform(-8, 8)
     bright = rng.uniform(0.93, 1.06)
@@ -182,36 +184,61 @@ def _plan_sky(plan: _Plan, time: str, rng: np.random.Generator, horizon: float) 
         plan.stops_y.append(_SKY_TOP + t * (horizon - _SKY_TOP))
         plan.stops_c.append(np.clip(_c(rgb) * bright + _c((warm, 0, -warm)), 0, 255))
     horizon_rgb = plan.stops_c[-1]
-
     if time == "day":
-        sx, sy = rng.uniform(-0.48, 0.48), rng.uniform(0.02, 0.18)
-        plan.glows.append((sx, sy, 0.2, _c((255, 246, 220)), 0.3))
-        plan.ellipse(sx, sy, 0.032, 0.032, _rgba((255, 252, 238)))
-        light_src = (sx, sy)
+        light_src = _plan_sun(plan, rng)
     elif time == "sunset":
-        sx, sy = rng.uniform(-0.35, 0.35), horizon - rng.uniform(0.0, 0.08)
-        plan.glows.append((sx, sy, 0.55, _c((255, 150, 80)), 0.5))
-        plan.glows.append((sx, sy, 0.14, _c((255, 210, 150)), 0.35))
-        plan.ellipse(sx, sy, 0.05, 0.05, _rgba((255, 246, 222)))
-        light_src = (sx, sy)
+        light_src = _plan_setting_sun(plan, rng, horizon)
     else:
-        n = 260
-        xs = rng.uniform(-_WORLD_X, _WORLD_X, n)
-        ys = _SKY_TOP - 0.5 + rng.uniform(0, 1, n) ** 1.3 * (horizon - 0.06 - _SKY_TOP + 0.5)
-        for k, alpha in enumerate((110, 170, 255)):
-            plan.points(
-                np.stack([xs[k::3], ys[k::3]], 1), 0.0016 * (1 + k * 0.6), _rgba((255, 250, 235), alpha)
-            )
-        mx, my = rng.uniform(-0.45, 0.45), rng.uniform(0.04, 0.2)
-        plan.glows.append((mx, my, 0.22, _c((150, 170, 230)), 0.28))
-        plan.ellipse(mx, my, 0.03, 0.03, _rgba((242, 240, 222)))
-        for _ in range(3):
-            ox, oy = rng.uniform(-0.015, 0.015, 2)
-            r = rng.uniform(0.004, 0.009)
-            plan.ellipse(mx + ox, my + oy, r, r, _rgba((200, 200, 190), 120))
-        light_src = (mx, my)
+        light_src = _plan_night_sky(plan, rng, horizon)
+    _plan_clouds(plan, time, rng, horizon)
+    return horizon_rgb, light_src
 
-    # clouds: opaque puffs, tinted by the sky behind them
+
+def _plan_sun(plan: _Plan, rng: np.random.Generator) -> tuple[float, float]:
+    sx, sy = rng.uniform(-0.48, 0.48), rng.uniform(0.02, 0.18)
+    plan.glows.append((sx, sy, 0.2, _c((255, 246, 220)), 0.3))
+    plan.ellipse(sx, sy, 0.032, 0.032, _rgba((255, 252, 238)))
+    return sx, sy
+
+
+def _plan_setting_sun(plan: _Plan, rng: np.random.Generator, horizon: float) -> tuple[float, float]:
+    sx, sy = rng.uniform(-0.35, 0.35), horizon - rng.uniform(0.0, 0.08)
+    plan.glows.append((sx, sy, 0.55, _c((255, 150, 80)), 0.5))
+    plan.glows.append((sx, sy, 0.14, _c((255, 210, 150)), 0.35))
+    plan.ellipse(sx, sy, 0.05, 0.05, _rgba((255, 246, 222)))
+    return sx, sy
+
+
+def _plan_night_sky(plan: _Plan, rng: np.random.Generator, horizon: float) -> tuple[float, float]:
+    """Stars in three brightnesses, and the moon with a few craters."""
+    n = 260
+    xs = rng.uniform(-_WORLD_X, _WORLD_X, n)
+    ys = _SKY_TOP - 0.5 + rng.uniform(0, 1, n) ** 1.3 * (horizon - 0.06 - _SKY_TOP + 0.5)
+    for k, alpha in enumerate((110, 170, 255)):
+        plan.points(np.stack([xs[k::3], ys[k::3]], 1), 0.0016 * (1 + k * 0.6), _rgba((255, 250, 235), alpha))
+    mx, my = rng.uniform(-0.45, 0.45), rng.uniform(0.04, 0.2)
+    plan.glows.append((mx, my, 0.22, _c((150, 170, 230)), 0.28))
+    plan.ellipse(mx, my, 0.03, 0.03, _rgba((242, 240, 222)))
+    for _ in range(3):
+        ox, oy = rng.uniform(-0.015, 0.015, 2)
+        r = rng.uniform(0.004, 0.009)
+        plan.ellipse(mx + ox, my + oy, r, r, _rgba((200, 200, 190), 120))
+    return mx, my
+
+
+def _cloud_tones(time: str, behind: Colour) -> tuple[Colour, Colour, float, float]:
+    """A cloud's lit top and shaded underside (tinted by the sky behind it), its flatness, and
+    how much wider than drawn it is."""
+    if time == "day":
+        return _mix(behind, (255, 255, 255), 0.88), _mix(behind, (214, 222, 236), 0.8), 0.5, 1.0
+    if time == "sunset":
+        return _mix(behind, (255, 206, 170), 0.75), _mix(behind, (132, 84, 130), 0.7), 0.3, 1.5
+    return _mix(behind, (64, 74, 106), 0.35), _mix(behind, (40, 48, 76), 0.25), 0.3, 1.0
+
+
+def _plan_clouds(plan: _Plan, time: str, rng: np.random.Generator, horizon: float) -> None:
+    """Opaque puffs, tinted by the sky behind them."""
+    # every count is drawn, whatever the time, so the draws that follow do not depend on it
     n_clouds = {"day": rng.integers(1, 5), "sunset": rng.integers(1, 4), "night": rng.integers(0, 2)}[time]
     sy = np.asarray(plan.stops_y)
     sc = np.asarray(plan.stops_c)
@@ -220,15 +247,8 @@ def _plan_sky(plan: _Plan, time: str, rng: np.random.Generator, horizon: float) 
         cy = rng.uniform(0.03, max(0.05, horizon - 0.2))
         w = rng.uniform(0.1, 0.24)
         behind = np.array([np.interp(cy, sy, sc[:, k]) for k in range(3)])
-        if time == "day":
-            top, under = _mix(behind, (255, 255, 255), 0.88), _mix(behind, (214, 222, 236), 0.8)
-            flat = 0.5
-        elif time == "sunset":
-            top, under = _mix(behind, (255, 206, 170), 0.75), _mix(behind, (132, 84, 130), 0.7)
-            flat, w = 0.3, w * 1.5
-        else:
-            top, under = _mix(behind, (64, 74, 106), 0.35), _mix(behind, (40, 48, 76), 0.25)
-            flat = 0.3
+        top, under, flat, widen = _cloud_tones(time, behind)
+        w *= widen
         puffs = sorted(
             ((rng.uniform(-0.5, 0.5) * w, rng.uniform(0.16, 0.3) * w) for _ in range(7)), key=lambda p: -p[1]
         )
@@ -238,7 +258,6 @@ def _plan_sky(plan: _Plan, time: str, rng: np.random.Generator, horizon: float) 
             plan.ellipse(cx + ox, cy + oy + 0.03 * w, r, r * flat * 1.6, _rgba(under))
         for (ox, r), oy in zip(puffs, lifts, strict=True):  # ...then the lit tops over them
             plan.ellipse(cx + ox - 0.01 * w, cy + oy, r * 0.95, r * flat * 1.5, _rgba(top))
-    return horizon_rgb, light_src
 
 
 # ----------------------------------------------------------------------------------------------
@@ -464,8 +483,20 @@ _BUILDING_TONES = (
 
 
 def _plan_city(plan, time, light, rng, sky_h, light_src, boats: bool, h: float) -> _Ground:
-    night = time == "night"
-    # far skyline: hazy silhouettes
+    _plan_far_skyline(plan, light, rng, sky_h, h)
+    _plan_near_skyline(plan, time, light, rng, sky_h, h)
+    road0, road1 = _plan_street(plan, light, rng, h)
+    _plan_street_lamps(plan, time == "night", light, rng, h, road0)
+    water = None
+    if boats:
+        water = _plan_lake(
+            plan, time, rng, sky_h, h - 0.02, shore_rgb=_apply(light, (140, 136, 128)), straight=True
+        )
+    return _Ground(h, (road0 + 0.1, road1 + 0.06), water)
+
+
+def _plan_far_skyline(plan: _Plan, light: tuple, rng: np.random.Generator, sky_h: Colour, h: float) -> None:
+    """Hazy silhouettes of distant buildings."""
     x = -_WORLD_X
     far = _mix(sky_h, _apply(light, (110, 118, 140)), 0.5)
     while x < _WORLD_X:
@@ -473,7 +504,13 @@ def _plan_city(plan, time, light, rng, sky_h, light_src, boats: bool, h: float) 
         top = h - rng.uniform(0.12, 0.34)
         plan.rect(x, top, x + w, h + 0.01, _rgba(far))
         x += w * rng.uniform(0.7, 1.0)
-    # near skyline with windows
+
+
+def _plan_near_skyline(
+    plan: _Plan, time: str, light: tuple, rng: np.random.Generator, sky_h: Colour, h: float
+) -> None:
+    """Buildings with a shaded side, some with an antenna, and their windows: lit at random at
+    night, ribbons of glass by day."""
     x = -_WORLD_X
     windows: list[np.ndarray] = []
     while x < _WORLD_X:
@@ -486,7 +523,7 @@ def _plan_city(plan, time, light, rng, sky_h, light_src, boats: bool, h: float) 
             plan.line([[x + w * 0.5, top], [x + w * 0.5, top - 0.03]], 0.002, _rgba(tone * 0.7))
         wy = top + 0.022 * np.arange(1, int((h - top) / 0.022))
         cols = max(2, int(w / 0.022))
-        if night:  # a random share of lit windows
+        if time == "night":  # a random share of lit windows
             lit = rng.uniform(size=(len(wy), cols)) < 0.45
             fy, fx = np.nonzero(lit)
             wx = x + w * 0.08 + fx * (w * 0.74 / cols)
@@ -500,7 +537,11 @@ def _plan_city(plan, time, light, rng, sky_h, light_src, boats: bool, h: float) 
         x += w * rng.uniform(0.85, 1.05)
     if windows:
         plan.rects(np.concatenate(windows), _rgba((255, 214, 130), 230))
-    # side-on street: far pavement, road with a dashed centre line, near pavement
+
+
+def _plan_street(plan: _Plan, light: tuple, rng: np.random.Generator, h: float) -> tuple[float, float]:
+    """A side-on street: far pavement, road with a dashed centre line, near pavement. Returns
+    the road's far and near edges."""
     pave = (158, 154, 148)
     road0 = h + 0.045
     road1 = rng.uniform(0.86, 0.9)
@@ -523,7 +564,13 @@ def _plan_city(plan, time, light, rng, sky_h, light_src, boats: bool, h: float) 
     while x < _WORLD_X:
         plan.rect(x, mid, x + 0.07, mid + 0.006, _rgba(_apply(light, (235, 235, 225)), 200))
         x += 0.14
-    # street lamps on the far pavement
+    return road0, road1
+
+
+def _plan_street_lamps(
+    plan: _Plan, night: bool, light: tuple, rng: np.random.Generator, h: float, road0: float
+) -> None:
+    """Street lamps on the far pavement; at night they light a pool around them."""
     x = -_WORLD_X + rng.uniform(0, 0.4)
     while x < _WORLD_X:
         top = h - 0.11
@@ -534,12 +581,6 @@ def _plan_city(plan, time, light, rng, sky_h, light_src, boats: bool, h: float) 
             plan.light(x + 0.03, road0 + 0.015, 0.09, 0.02, (255, 190, 120), 0.4)
         plan.ellipse(x + 0.03, top + 0.005, 0.008, 0.005, _rgba(lamp))
         x += rng.uniform(0.45, 0.6)
-    water = None
-    if boats:
-        water = _plan_lake(
-            plan, time, rng, sky_h, h - 0.02, shore_rgb=_apply(light, (140, 136, 128)), straight=True
-        )
-    return _Ground(h, (road0 + 0.1, road1 + 0.06), water)
 
 
 def _plan_desert(plan, time, light, rng, sky_h, light_src, boats: bool, h: float) -> _Ground:
@@ -958,70 +999,81 @@ class _Painter:
         return self.smooth(acc, self.w, self.h)
 
     def paint(self, plan: _Plan) -> Image.Image:
+        """The plan's background, then its ops in order, on one image."""
         bg = self.background(plan)
         img = Image.fromarray(bg)
         draw = ImageDraw.Draw(img, "RGBA")
-        w, h = self.w, self.h
         for op in plan.ops:
             kind = op[0]
-            if kind == "poly":
-                _, pts, fill, outline, width = op
-                flat = (pts * self.u + (self.ox, self.oy)).ravel().tolist()
-                draw.polygon(flat, fill=fill)
-                if outline is not None and width > 0:
-                    lw = max(1, round(width * self.u))
-                    draw.line(flat + flat[:2], fill=outline, width=lw, joint="curve")
-            elif kind == "ellipse":
-                _, cx, cy, rx, ry, fill = op
-                x0 = self.ox + (cx - rx) * self.u
-                x1 = self.ox + (cx + rx) * self.u
-                y0 = self.oy + (cy - ry) * self.u
-                y1 = self.oy + (cy + ry) * self.u
-                if x1 < 0 or x0 > w or y1 < 0 or y0 > h or x1 - x0 < 0.35 or y1 - y0 < 0.35:
-                    continue
-                draw.ellipse((x0, y0, x1, y1), fill=fill)
-            elif kind == "line":
-                _, pts, width, fill = op
-                flat = (pts * self.u + (self.ox, self.oy)).ravel().tolist()
-                draw.line(
-                    flat,
-                    fill=fill,
-                    width=max(1, round(width * self.u)),
-                    joint="curve" if len(pts) > 2 else None,
-                )
-            elif kind == "points":
-                _, pts, size, fill = op
-                xy = pts * self.u + (self.ox, self.oy)
-                r = size * self.u / 2
-                if r < 0.75:
-                    draw.point(xy.ravel().tolist(), fill=fill)
-                else:
-                    for x, y in xy.tolist():
-                        if 0 <= x < w and 0 <= y < h:
-                            draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
-            elif kind == "rect":
-                _, x0, y0, x1, y1, fill = op
-                a = self.ox + x0 * self.u
-                b = self.ox + x1 * self.u
-                if b < 0 or a > w:
-                    continue
-                top = self.oy + y0 * self.u
-                draw.rectangle((a, top, max(a, b - 1), max(top, self.oy + y1 * self.u - 1)), fill=fill)
-            elif kind == "rects":
-                _, boxes, fill = op
-                px = boxes * self.u + (self.ox, self.oy, self.ox, self.oy)
-                visible = (px[:, 2] >= 0) & (px[:, 0] <= w) & (px[:, 3] >= 0) & (px[:, 1] <= h)
-                for a, top, b, bottom in px[visible].tolist():
-                    draw.rectangle((a, top, max(a, b - 1), max(top, bottom - 1)), fill=fill)
-            elif kind == "light":
+            if kind == "light":
                 if plan.lights:
                     img.paste(ImageChops.add(img, self.light_map(plan.lights)))
             elif kind == "ground":
                 # the sky's ops (sun, clouds) end at the horizon: restore the ground below it
                 hrow = self.row(plan.horizon)
-                if hrow < h:
+                if hrow < self.h:
                     img.paste(Image.fromarray(bg[hrow:]), (0, hrow))
+            elif kind in self._SHAPES:
+                self._SHAPES[kind](self, draw, *op[1:])
         return img
+
+    def _poly(self, draw: ImageDraw.ImageDraw, pts: np.ndarray, fill, outline, width: float) -> None:
+        flat = self.xy(pts)
+        draw.polygon(flat, fill=fill)
+        if outline is not None and width > 0:
+            lw = max(1, round(width * self.u))
+            draw.line(flat + flat[:2], fill=outline, width=lw, joint="curve")
+
+    def _ellipse(self, draw: ImageDraw.ImageDraw, cx: float, cy: float, rx: float, ry: float, fill) -> None:
+        x0 = self.ox + (cx - rx) * self.u
+        x1 = self.ox + (cx + rx) * self.u
+        y0 = self.oy + (cy - ry) * self.u
+        y1 = self.oy + (cy + ry) * self.u
+        if x1 < 0 or x0 > self.w or y1 < 0 or y0 > self.h or x1 - x0 < 0.35 or y1 - y0 < 0.35:
+            return  # off the frame, or too small to show
+        draw.ellipse((x0, y0, x1, y1), fill=fill)
+
+    def _line(self, draw: ImageDraw.ImageDraw, pts: np.ndarray, width: float, fill) -> None:
+        draw.line(
+            self.xy(pts),
+            fill=fill,
+            width=max(1, round(width * self.u)),
+            joint="curve" if len(pts) > 2 else None,
+        )
+
+    def _points(self, draw: ImageDraw.ImageDraw, pts: np.ndarray, size: float, fill) -> None:
+        xy = pts * self.u + (self.ox, self.oy)
+        r = size * self.u / 2
+        if r < 0.75:
+            draw.point(xy.ravel().tolist(), fill=fill)
+            return
+        for x, y in xy.tolist():
+            if 0 <= x < self.w and 0 <= y < self.h:
+                draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
+
+    def _rect(self, draw: ImageDraw.ImageDraw, x0: float, y0: float, x1: float, y1: float, fill) -> None:
+        a = self.ox + x0 * self.u
+        b = self.ox + x1 * self.u
+        if b < 0 or a > self.w:
+            return
+        top = self.oy + y0 * self.u
+        draw.rectangle((a, top, max(a, b - 1), max(top, self.oy + y1 * self.u - 1)), fill=fill)
+
+    def _rects(self, draw: ImageDraw.ImageDraw, boxes: np.ndarray, fill) -> None:
+        px = boxes * self.u + (self.ox, self.oy, self.ox, self.oy)
+        visible = (px[:, 2] >= 0) & (px[:, 0] <= self.w) & (px[:, 3] >= 0) & (px[:, 1] <= self.h)
+        for a, top, b, bottom in px[visible].tolist():
+            draw.rectangle((a, top, max(a, b - 1), max(top, bottom - 1)), fill=fill)
+
+    # how each shape op of a plan is drawn (its fields after the kind are the arguments)
+    _SHAPES: ClassVar[dict[str, Callable[..., None]]] = {
+        "poly": _poly,
+        "ellipse": _ellipse,
+        "line": _line,
+        "points": _points,
+        "rect": _rect,
+        "rects": _rects,
+    }
 
 
 def _finish(img: Image.Image, plan: _Plan) -> Image.Image:
