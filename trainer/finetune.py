@@ -673,7 +673,8 @@ def iter_general_set(
     The vectors are cached per model identity in ``cache_dir``.
     """
     from trainer.captions import caption
-    from trainer.scenes import relevance_matrix, render_scene, sample_scenes
+    from trainer.scene_render import render_scene
+    from trainer.scenes import relevance_matrix, sample_scenes
 
     if count < 2:
         return None
