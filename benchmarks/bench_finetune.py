@@ -84,7 +84,8 @@ def bench_finetune_speed(photos: int, text_model: str, epochs: int | None, years
     import torch._dynamo  # noqa: F401  (torch.optim imports it on first use)
 
     from core.embedder import Embedder
-    from trainer.finetune import FinetuneConfig, iter_anchor_texts, iter_prepare, iter_train_adapter
+    from trainer.finetune import FinetuneConfig, iter_anchor_texts, iter_train_adapter
+    from trainer.finetune_data import iter_prepare
 
     imports = time.perf_counter() - t0
     embedder = Embedder.from_spec(text_model, device="cpu")
@@ -254,15 +255,9 @@ def scene_truth(pool, data, items, scenes) -> np.ndarray:
 
 
 def cmd_quality(args: argparse.Namespace) -> None:
-    from trainer.finetune import (
-        FinetuneConfig,
-        iter_anchor_texts,
-        iter_collect,
-        iter_general_set,
-        iter_prepare,
-        iter_train_adapter,
-        pool_metrics,
-    )
+    from trainer.finetune import FinetuneConfig, iter_anchor_texts, iter_train_adapter
+    from trainer.finetune_data import iter_collect, iter_prepare
+    from trainer.finetune_eval import iter_general_set, pool_metrics
 
     OUT.mkdir(parents=True, exist_ok=True)
     model = args.model or default_model()

@@ -33,30 +33,33 @@ from torch import nn
 from core.errors import FinetuneError
 from core.tags import TagProblem
 from trainer.distributed import Distributed, join_process_group
-from trainer.finetune import (
-    GENERAL_CACHE,
-    EarlyStopping,
-    EvalPool,
-    FinetuneConfig,
-    FinetuneProgress,
-    FinetuneResult,
+from trainer.finetune_config import FinetuneConfig, FinetuneProgress, FinetuneResult
+from trainer.finetune_data import (
+    Batch,
+    LevelTables,
     PreparedData,
+    Sampler,
     TaggedCollection,
-    _Batch,
-    _batch_relevance,
-    _config_dict,
-    _general_report_vectors,
-    _heldout_report,
-    _Loss,
-    _Sampler,
-    choose_blend,
-    iter_general_set,
+    TaggedItem,
+    batch_relevance,
     iter_prepare,
+)
+from trainer.finetune_eval import (
+    GENERAL_CACHE,
+    EvalPool,
+    choose_blend,
+    general_report_vectors,
+    heldout_report,
+    iter_blend_scores,
+    iter_epochs,
+    iter_general_set,
     pool_report,
 )
+from trainer.objectives import MultiPositiveObjective
 
 if TYPE_CHECKING:
     from core.library import Library
+    from core.models import LoadedModel
 
 logger = logging.getLogger(__name__)
 
@@ -111,30 +114,31 @@ def unfreeze_last_blocks(model: nn.Module, blocks: int) -> list[str]:
     for p in model.parameters():
         p.requires_grad_(False)
     visual = getattr(model, "visual", None)
-    image_blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
     text_owner = getattr(model, "text", model)
-    text_blocks = getattr(getattr(text_owner, "transformer", None), "resblocks", None)
-    if not isinstance(image_blocks, nn.ModuleList) or not isinstance(text_blocks, nn.ModuleList):
+    image_blocks = _transformer_blocks(visual)
+    text_blocks = _transformer_blocks(text_owner)
+    if image_blocks is None or text_blocks is None:
         raise FinetuneError(
             "full fine-tuning supports transformer (ViT) image and text towers only; use --mode adapter"
         )
-    modules: list[nn.Module] = [*image_blocks[-blocks:], *text_blocks[-blocks:]]
-    for owner, names in ((visual, ("ln_post",)), (text_owner, ("ln_final",))):
-        for name in names:
-            part = getattr(owner, name, None)
-            if isinstance(part, nn.Module):
-                modules.append(part)
-    for module in modules:
-        for p in module.parameters():
-            p.requires_grad_(True)
+    trained: list[nn.Module | nn.Parameter] = [*image_blocks[-blocks:], *text_blocks[-blocks:]]
+    for owner, name in ((visual, "ln_post"), (text_owner, "ln_final")):
+        part = getattr(owner, name, None)
+        if isinstance(part, nn.Module):
+            trained.append(part)
     for owner, name in ((visual, "proj"), (text_owner, "text_projection")):
         part = getattr(owner, name, None)
-        if isinstance(part, nn.Parameter):
-            part.requires_grad_(True)
-        elif isinstance(part, nn.Module):
-            for p in part.parameters():
-                p.requires_grad_(True)
+        if isinstance(part, nn.Parameter | nn.Module):
+            trained.append(part)
+    for part in trained:
+        part.requires_grad_(True)
     return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def _transformer_blocks(tower: object) -> nn.ModuleList | None:
+    """The residual blocks of a transformer tower (open_clip's ``transformer.resblocks``)."""
+    blocks = getattr(getattr(tower, "transformer", None), "resblocks", None)
+    return blocks if isinstance(blocks, nn.ModuleList) else None
 
 
 class _Images:
@@ -209,139 +213,50 @@ def iter_finetune_full(
     library: Library, collection: TaggedCollection, config: FinetuneConfig
 ) -> Generator[FinetuneProgress, None, FinetuneResult]:
     """Fine-tune the last blocks of the library's model on the collection (see the module doc)."""
-    from core.embedder import Embedder
-    from core.models import load_model, save_checkpoint
-    from trainer.schedule import warmup_cosine
-    from trainer.train import TwinTowerForward
+    from core.models import load_model
 
     started = time.perf_counter()
     dist = _current
     device = _device(config.device, dist)
     loaded = load_model(library.model_spec, device=device)
-    model = loaded.model
-    trainable = unfreeze_last_blocks(model, config.unfreeze_blocks)
-    base_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    trainable = unfreeze_last_blocks(loaded.model, config.unfreeze_blocks)
     base_embedder = library.embedder()
-    image_size = int(base_embedder.image_size)
-
-    items = list(collection.items)
-    images = _Images([item.path for item in items], loaded.preprocess, image_size, config.decode_workers)
-    problems = yield from images.iter_load_all()
-    if problems:
-        keep = [i for i in range(len(items)) if images.readable(i)]
-        collection.problems.extend(problems)
-        items = [items[i] for i in keep]
-        images = _Images([item.path for item in items], loaded.preprocess, image_size, config.decode_workers)
-        yield from images.iter_load_all()
-    if len(items) < config.min_photos:
-        raise FinetuneError(
-            f"only {len(items)} tagged photos could be decoded; a fine-tune needs {config.min_photos}"
-        )
-
+    items, images = yield from _iter_decode(
+        collection, loaded.preprocess, int(base_embedder.image_size), config
+    )
     base_vectors = library.vectors().get([item.content_hash for item in items])
     data: PreparedData = yield from iter_prepare(
         [item.tags for item in items], base_vectors, base_embedder.encode_texts, config
     )
-    objective = _Loss(config)
-    yield from objective.iter_levels(data.table)
+    objective = MultiPositiveObjective(config.loss, config.temperature)
+    tables = LevelTables(objective.level_settings)
+    yield from tables.iter_compute(data.table)
+    trainer = _FullTrainer(loaded, images, data, config, objective, tables, dist, device)
 
-    forward = TwinTowerForward(model).to(device)
-    train_model: nn.Module = forward
-    if dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        train_model = DistributedDataParallel(
-            forward, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    lr_at = warmup_cosine(config.learning_rate, config.warmup, min_lr_ratio=0.05)
-
-    tokens = loaded.tokenizer(data.caption_texts)
-    rng = np.random.default_rng(config.seed + 1)  # the same on every rank: the same global batches
-    sampler = _Sampler(data, config.batch_size, config.partial_captions, rng)
-    steps_per_epoch = sampler.steps_per_epoch
-    total_steps = steps_per_epoch * config.epochs
-    offsets = data.caption_offsets
-    counts = offsets[1:] - offsets[:-1]
-    torch.manual_seed(config.seed)
-
-    def evaluate(pool: EvalPool, parts: bool = False) -> dict[str, Any]:
-        model.eval()
-        img = _encode_images(model, images, pool.items, device)
-        txt = _encode_texts(model, loaded.tokenizer, [data.query_texts[c] for c in pool.queries], device)
-        return pool_report(img, txt, pool, config.cs_k, parts)
-
-    def set_blend(tuned: dict[str, torch.Tensor], blend: float) -> None:
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if name in base_state:
-                    p.copy_(base_state[name] + blend * (tuned[name] - base_state[name]))
-
-    base_test = evaluate(data.pools["test"], parts=True)
-    val = evaluate(data.pools["val"])
-    stopping = EarlyStopping.start(val, config.patience, config.epochs)
-    best = {n: p.detach().clone() for n, p in model.named_parameters() if n in base_state}
-    yield FinetuneProgress("validate", 0, total_steps, 0, config.epochs, None, val)
-    step = 0
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        losses = []
-        for _ in range(steps_per_epoch):
-            whole = sampler()
-            rows = offsets[whole.captions] + rng.integers(0, counts[whole.captions])
-            mine = np.arange(dist.rank, len(whole.items), dist.world_size)  # this rank's share
-            batch = _Batch(whole.items[mine], whole.groups[mine], whole.captions[mine])
-            rows = rows[mine]
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step / max(total_steps, 1))
-            img, txt, _scale = train_model(images.get(batch.items).to(device), tokens[rows].to(device))
-            relevance = _batch_relevance(data, batch).to(device)
-            loss = objective(img.float(), txt.float(), relevance, batch, batch.positives(data))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            step += 1
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise FinetuneError("the training loss became NaN or infinite; try a smaller learning rate")
-            losses.append(value)
-            yield FinetuneProgress("train", step, total_steps, epoch, config.epochs, value)
-        val = evaluate(data.pools["val"])
-        mean_loss = float(np.mean(losses))
-        yield FinetuneProgress("validate", step, total_steps, epoch, config.epochs, mean_loss, val)
-        if stopping.update(epoch, mean_loss, val):
-            best = {n: p.detach().clone() for n, p in model.named_parameters() if n in base_state}
-        elif stopping.stop:
-            break
-
-    blend_scores: dict[float, float] = {}
-    for i, blend in enumerate(sorted(config.blends)):
-        set_blend(best, blend)
-        blend_scores[blend] = evaluate(data.pools["val"])["score"]
-        yield FinetuneProgress("blend", i + 1, len(config.blends))
+    base_test = trainer.evaluate(data.pools["test"], parts=True)
+    stopping, best = yield from iter_epochs(
+        trainer,
+        trainer.evaluate(data.pools["val"]),
+        config.epochs,
+        trainer.sampler.steps_per_epoch,
+        config.patience,
+    )
+    blend_scores = yield from iter_blend_scores(config.blends, lambda blend: trainer.blend_score(best, blend))
     chosen_blend = choose_blend(blend_scores, config.blend_tolerance)
-    set_blend(best, chosen_blend)
-    model.eval()
+    trainer.set_blend(best, chosen_blend)
+    loaded.model.eval()
 
     yield FinetuneProgress("report", 0, None, message="measuring before and after")
-    report: dict[str, Any] = _heldout_report(base_test, evaluate(data.pools["test"], parts=True))
+    report: dict[str, Any] = heldout_report(base_test, trainer.evaluate(data.pools["test"], parts=True))
     if config.general_scenes:
-        general = yield from iter_general_set(
-            base_embedder, config.general_scenes, library.profile_store.dir / GENERAL_CACHE
-        )
+        general = yield from _iter_general_report(library, base_embedder, loaded, config, device)
         if general is not None:
-            tuned = Embedder.from_model(
-                model, loaded.preprocess, loaded.tokenizer, loaded.identity, device=device
-            )
-            tuned_general = yield from iter_general_set(tuned, config.general_scenes, None)
-            report["general"] = _general_report_vectors(general, tuned_general, config.cs_k)
+            report["general"] = general
     report.update(
         {
             "mode": "full",
             "loss": config.loss,
-            "config": _config_dict(config),
+            "config": config.to_dict(),
             "blend": chosen_blend,
             "blend_scores": {str(k): v for k, v in blend_scores.items()},
             **stopping.summary(),
@@ -353,16 +268,7 @@ def iter_finetune_full(
             "train_seconds": time.perf_counter() - started,
         }
     )
-    weights_file = None
-    if dist.is_main:
-        folder = Path(tempfile.mkdtemp(prefix="ladderlens-finetune-"))
-        weights_file = folder / "model.safetensors"
-        save_checkpoint(
-            model,
-            weights_file,
-            loaded.identity.arch,
-            extra_metadata={"finetune_base": loaded.identity.to_dict(), "blend": chosen_blend},
-        )
+    weights_file = _save_weights(loaded, chosen_blend) if dist.is_main else None
     dist.barrier()
     yield FinetuneProgress("done", 1, 1)
     return FinetuneResult(
@@ -372,3 +278,171 @@ def iter_finetune_full(
         base_identity=loaded.identity,
         base_spec=library.model_spec,
     )
+
+
+def _iter_decode(
+    collection: TaggedCollection, preprocess, image_size: int, config: FinetuneConfig
+) -> Generator[FinetuneProgress, None, tuple[list[TaggedItem], _Images]]:
+    """Decode the collection's photos; the unreadable ones are dropped and become its problems.
+
+    Raises:
+        FinetuneError: fewer than ``config.min_photos`` photos could be decoded.
+    """
+    items = list(collection.items)
+    images = _Images([item.path for item in items], preprocess, image_size, config.decode_workers)
+    problems = yield from images.iter_load_all()
+    if problems:
+        keep = [i for i in range(len(items)) if images.readable(i)]
+        collection.problems.extend(problems)
+        items = [items[i] for i in keep]
+        images = _Images([item.path for item in items], preprocess, image_size, config.decode_workers)
+        yield from images.iter_load_all()
+    if len(items) < config.min_photos:
+        raise FinetuneError(
+            f"only {len(items)} tagged photos could be decoded; a fine-tune needs {config.min_photos}"
+        )
+    return items, images
+
+
+class _FullTrainer:
+    """The model's trainable blocks, their optimiser, the decoded photos and the prepared data:
+    one step (this process's share of a global batch) or one evaluation at a time (an
+    :class:`~trainer.finetune_eval.EpochTrainer`)."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        images: _Images,
+        data: PreparedData,
+        config: FinetuneConfig,
+        objective: MultiPositiveObjective,
+        tables: LevelTables,
+        dist: Distributed,
+        device: torch.device,
+    ) -> None:
+        from trainer.schedule import warmup_cosine
+
+        self.model = model = loaded.model
+        self.loaded, self.images, self.data, self.config = loaded, images, data, config
+        self.objective, self.tables, self.dist, self.device = objective, tables, dist, device
+        self.base_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        self.train_model = _training_forward(model, dist, device)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        self.lr_at = warmup_cosine(config.learning_rate, config.warmup, min_lr_ratio=0.05)
+        self.tokens = loaded.tokenizer(data.caption_texts)
+        self.rng = np.random.default_rng(config.seed + 1)  # the same on every rank: the same global batches
+        self.sampler = Sampler(data, config.batch_size, config.partial_captions, self.rng)
+        self.total_steps = self.sampler.steps_per_epoch * config.epochs
+        self.counts = data.caption_offsets[1:] - data.caption_offsets[:-1]
+        torch.manual_seed(config.seed)
+
+    def evaluate(self, pool: EvalPool, parts: bool = False) -> dict[str, Any]:
+        """:func:`~trainer.finetune_eval.pool_report` of the model as it is now on ``pool``."""
+        self.model.eval()
+        img = _encode_images(self.model, self.images, pool.items, self.device)
+        texts = [self.data.query_texts[c] for c in pool.queries]
+        txt = _encode_texts(self.model, self.loaded.tokenizer, texts, self.device)
+        return pool_report(img, txt, pool, self.config.cs_k, parts)
+
+    def set_blend(self, tuned: dict[str, torch.Tensor], blend: float) -> None:
+        """Set the trainable weights to ``base + blend * (tuned - base)``."""
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                if name in self.base_state:
+                    p.copy_(self.base_state[name] + blend * (tuned[name] - self.base_state[name]))
+
+    def blend_score(self, tuned: dict[str, torch.Tensor], blend: float) -> float:
+        """The validation score of the weights blended ``blend`` of the way toward ``tuned``."""
+        self.set_blend(tuned, blend)
+        return self.evaluate(self.data.pools["val"])["score"]
+
+    def begin_epoch(self) -> None:
+        self.model.train()
+
+    def train_step(self, step: int) -> float:
+        data, device = self.data, self.device
+        batch, rows = self._share_of_next_batch()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(step / max(self.total_steps, 1))
+        img, txt, _scale = self.train_model(
+            self.images.get(batch.items).to(device), self.tokens[rows].to(device)
+        )
+        relevance = batch_relevance(data, batch).to(device)
+        positives = batch.positives(data)
+        levels = self.tables.batch_levels(batch, positives)
+        loss = self.objective(
+            img.float(),
+            txt.float(),
+            relevance,
+            torch.from_numpy(positives).to(device),
+            levels.to(device) if levels is not None else None,
+        )["loss"]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.optimizer.step()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FinetuneError("the training loss became NaN or infinite; try a smaller learning rate")
+        return value
+
+    def _share_of_next_batch(self) -> tuple[Batch, np.ndarray]:
+        """This process's share of the next global batch, and the caption rows of its photos."""
+        whole = self.sampler()
+        rows = self.data.caption_offsets[whole.captions] + self.rng.integers(0, self.counts[whole.captions])
+        mine = np.arange(self.dist.rank, len(whole.items), self.dist.world_size)
+        return Batch(whole.items[mine], whole.groups[mine], whole.captions[mine]), rows[mine]
+
+    def validate_epoch(self) -> dict[str, Any]:
+        return self.evaluate(self.data.pools["val"])
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in self.model.named_parameters() if n in self.base_state}
+
+
+def _training_forward(model: nn.Module, dist: Distributed, device: torch.device) -> nn.Module:
+    """The model's training forward on ``device``, wrapped in DDP when there are several processes."""
+    from trainer.train import TwinTowerForward
+
+    forward = TwinTowerForward(model).to(device)
+    if not dist.enabled:
+        return forward
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _iter_general_report(
+    library: Library, base_embedder, loaded: LoadedModel, config: FinetuneConfig, device: torch.device
+) -> Generator[FinetuneProgress, None, dict[str, Any] | None]:
+    """Base and fine-tuned metrics on the general set (None when it cannot be made)."""
+    from core.embedder import Embedder
+
+    general = yield from iter_general_set(
+        base_embedder, config.general_scenes, library.profile_store.dir / GENERAL_CACHE
+    )
+    if general is None:
+        return None
+    tuned = Embedder.from_model(
+        loaded.model, loaded.preprocess, loaded.tokenizer, loaded.identity, device=device
+    )
+    tuned_general = yield from iter_general_set(tuned, config.general_scenes, None)
+    return general_report_vectors(general, tuned_general, config.cs_k)
+
+
+def _save_weights(loaded: LoadedModel, blend: float) -> Path:
+    """Write the fine-tuned weights to a new temporary folder; returns the file."""
+    from core.models import save_checkpoint
+
+    folder = Path(tempfile.mkdtemp(prefix="ladderlens-finetune-"))
+    weights_file = folder / "model.safetensors"
+    save_checkpoint(
+        loaded.model,
+        weights_file,
+        loaded.identity.arch,
+        extra_metadata={"finetune_base": loaded.identity.to_dict(), "blend": blend},
+    )
+    return weights_file

@@ -11,6 +11,8 @@ S = image @ text.T. Rows of S are image->text queries, columns are text->image q
 * :class:`AdaptiveLadderLoss`: Zhou et al., IEEE TMM 2023: the levels come from clustering each
   query's relevance degrees (:mod:`trainer.levels`) instead of fixed thresholds.
 * :class:`InfoNCELoss`: the symmetric cross-entropy of CLIP.
+* :class:`MultiPositiveInfoNCELoss`, :class:`MultiPositiveTripletLoss`: InfoNCE and the
+  triplet for batches where a query may have several positives (given as a (B, B) mask).
 
 All ladder variants share one formulation. Each query q puts every candidate j on a level:
 level 0 is the ground truth j = q alone, levels 1, 2, ... hold less and less relevant
@@ -60,11 +62,14 @@ __all__ = [
     "AdaptiveLadderLoss",
     "InfoNCELoss",
     "LadderLoss",
+    "MultiPositiveInfoNCELoss",
+    "MultiPositiveTripletLoss",
     "SoftInfoNCELoss",
     "TripletLoss",
     "boundary_stats",
     "ladder_hinges",
     "levels_given",
+    "multi_positive_nce",
 ]
 
 
@@ -547,3 +552,81 @@ class InfoNCELoss(nn.Module):
         i2t = F.cross_entropy(logits, labels)
         t2i = F.cross_entropy(logits.T, labels)
         return {"loss": (i2t + t2i) / 2, "i2t": i2t, "t2i": t2i}
+
+
+# ---------------------------------------------------------------------------------------------
+# several positives per query
+
+
+def multi_positive_nce(logits: Tensor, positives: Tensor) -> Tensor:
+    """Mean over rows of ``-log(sum_pos softmax)``: InfoNCE where a row may have several positives.
+
+    ``logits`` (Q, N); ``positives`` (Q, N) bool, at least one per row.
+    """
+    everything = torch.logsumexp(logits, dim=1)
+    wanted = torch.logsumexp(logits.masked_fill(~positives, -torch.inf), dim=1)
+    return (everything - wanted).mean()
+
+
+def _check_positives(positives: Tensor, batch: int) -> None:
+    if positives.shape != (batch, batch) or positives.dtype != torch.bool:
+        raise ValueError(
+            f"positives must be a ({batch}, {batch}) bool matrix for a batch of {batch} pairs, got "
+            f"{positives.dtype} of shape {tuple(positives.shape)}"
+        )
+
+
+class MultiPositiveInfoNCELoss(nn.Module):
+    """Symmetric InfoNCE where a query may have several positives.
+
+    ``positives[i, j]`` says that text j describes image i fully (the diagonal always does): a
+    one-tag caption ("lisbon") describes every photo carrying that tag. Each query's loss is
+    ``-log(sum_pos exp(s / T) / sum_all exp(s / T))``, both directions averaged; with the diagonal
+    as the only positives it is :class:`InfoNCELoss` at the same temperature.
+
+    Returns "loss", "i2t" and "t2i" (the two directions; loss is their mean).
+    """
+
+    def __init__(self, temperature: float = 0.07) -> None:
+        super().__init__()
+        if not math.isfinite(temperature) or temperature <= 0:
+            raise ValueError(f"temperature must be a positive number, got {temperature}")
+        self.temperature = float(temperature)
+
+    def forward(self, image_features: Tensor, text_features: Tensor, positives: Tensor) -> dict[str, Tensor]:
+        batch = _check_features(image_features, text_features)
+        _check_positives(positives, batch)
+        logits = _similarity(image_features, text_features) / self.temperature
+        i2t = multi_positive_nce(logits, positives)
+        t2i = multi_positive_nce(logits.T, positives.T)
+        return {"loss": (i2t + t2i) / 2, "i2t": i2t, "t2i": t2i}
+
+
+class MultiPositiveTripletLoss(nn.Module):
+    """The hardest-negative triplet (VSE++) where a query may have several positives.
+
+    Each query is hinged between its *worst* positive and its best negative,
+    ``[margin - min_pos S + max_neg S]_+`` (:func:`ladder_hinges` with the positives on level 0 and
+    the rest on level 1), in both directions; the sum is divided by the batch size (the "mean"
+    reduction of :class:`TripletLoss`). ``positives`` is as in :class:`MultiPositiveInfoNCELoss`.
+
+    Returns "loss", "i2t" and "t2i" (the two directions; loss is their sum).
+    """
+
+    margins: Tensor
+
+    def __init__(self, margin: float = 0.2) -> None:
+        super().__init__()
+        self.register_buffer(
+            "margins", torch.tensor(_check_non_negative("margin", (margin,))), persistent=False
+        )
+
+    def forward(self, image_features: Tensor, text_features: Tensor, positives: Tensor) -> dict[str, Tensor]:
+        batch = _check_features(image_features, text_features)
+        _check_positives(positives, batch)
+        scores = _similarity(image_features, text_features)
+        levels = torch.stack([(~positives).long(), (~positives.T).long()])
+        hinges = ladder_hinges(torch.stack([scores, scores.T]), levels, self.margins.to(scores.dtype))
+        with torch.no_grad():
+            i2t, t2i = hinges.sum(dim=(1, 2)) / batch
+        return {"loss": hinges.sum() / batch, "i2t": i2t, "t2i": t2i}

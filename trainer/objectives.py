@@ -12,6 +12,9 @@ Spec grammar: ``TERM [+ TERM ...]`` where ``TERM`` is ``[WEIGHT*]NAME``, e.g. ``
   on level 0)
 - ``adaptive-ref``: the same with the ground truth clustered with the other candidates, as the
   reference code does
+
+:class:`Objective` sums them over batches of matching pairs (one positive per query);
+:class:`MultiPositiveObjective` over batches where a query may have several positives.
 """
 
 from __future__ import annotations
@@ -19,9 +22,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from trainer.levels import LevelSettings
 
 # Ladder thresholds for the scene world. Relevance there is the weighted share of the named
 # attributes a scene gets right (kind .35, colour .25, setting .20, time .10, count .10; shares of
@@ -117,3 +124,97 @@ class Objective(nn.Module):
                 out[name if key == "loss" else f"{name}/{key}"] = value.detach() if key != "loss" else value
         out["loss"] = total
         return out
+
+
+class MultiPositiveObjective(nn.Module):
+    """The weighted sum of a spec's losses over batches where a query may have several positives.
+
+    In the style of open_clip's ``ClipLoss``: ``forward`` takes the batch's image and text features
+    with its targets and returns ``loss`` plus every named term, as :class:`Objective` does.
+    ``positives[i, j]`` says that text j describes image i fully (the diagonal always does): a
+    one-tag caption ("lisbon") describes every photo carrying that tag, so a query has a set of
+    positives (its ground truth, plus any photo or caption that matches it fully). Per term:
+
+    * ``infonce``: :class:`~trainer.losses.MultiPositiveInfoNCELoss` at ``temperature`` (the CLIP
+      loss when each query has one positive);
+    * ``triplet``: :class:`~trainer.losses.MultiPositiveTripletLoss`, the hardest-negative hinge
+      with the *worst* positive, as VSE++ with several positives;
+    * ``adaptive`` (and ``adaptive-ref``): the adaptive ladder loss on ``levels`` when they are
+      given, (2, B, B) int64 with the positives on level 0 and the other candidates on the levels
+      of their relevance (computed ahead, e.g. over every tag set at once; :attr:`level_settings`
+      says how); without them it clusters the batch itself, its ground truth the diagonal alone;
+    * any other term of :mod:`trainer.objectives` runs as it is (one positive per query), with the
+      logit scale ``1 / temperature``.
+
+    Args:
+        spec: a loss spec such as ``"infonce+adaptive"`` (see :func:`parse_objective`).
+        temperature: of the InfoNCE terms.
+    """
+
+    scale: torch.Tensor
+
+    def __init__(self, spec: str, temperature: float = 0.05) -> None:
+        from trainer import losses
+
+        super().__init__()
+        self.spec = spec
+        self.terms = parse_objective(spec)
+        self.temperature = float(temperature)
+        self.register_buffer("scale", torch.tensor(1.0 / temperature), persistent=False)
+        factories = _factories()
+        parts: dict[str, nn.Module] = {}
+        for _, name in self.terms:
+            part = factories[name]()
+            if isinstance(part, losses.InfoNCELoss):
+                part = losses.MultiPositiveInfoNCELoss(temperature)
+            elif isinstance(part, losses.TripletLoss) and part.max_violation:
+                part = losses.MultiPositiveTripletLoss(float(part.margins[0]))
+            parts[name] = part
+        self.parts = nn.ModuleDict(parts)
+
+    @property
+    def level_settings(self) -> LevelSettings | None:
+        """How the first adaptive ladder term computes levels (None without one): levels given to
+        :meth:`forward` are computed this way."""
+        from trainer.losses import AdaptiveLadderLoss
+
+        for part in self.parts.values():
+            if isinstance(part, AdaptiveLadderLoss):
+                return part.level_settings
+        return None
+
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        relevance: torch.Tensor,
+        positives: torch.Tensor,
+        levels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """``relevance[i, j]`` and ``positives[i, j]``: image i against text j, (B, B) float and bool."""
+        out: dict[str, torch.Tensor] = {}
+        total = image_features.new_zeros(())
+        for weight, name in self.terms:
+            terms = self._term(self.parts[name], image_features, text_features, relevance, positives, levels)
+            total = total + weight * terms["loss"]
+            for key, value in terms.items():
+                out[name if key == "loss" else f"{name}/{key}"] = value.detach() if key != "loss" else value
+        out["loss"] = total
+        return out
+
+    def _term(
+        self,
+        part: nn.Module,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        relevance: torch.Tensor,
+        positives: torch.Tensor,
+        levels: torch.Tensor | None,
+    ) -> dict[str, torch.Tensor]:
+        from trainer import losses
+
+        if isinstance(part, losses.MultiPositiveInfoNCELoss | losses.MultiPositiveTripletLoss):
+            return part(image_features, text_features, positives)
+        if isinstance(part, losses.AdaptiveLadderLoss) and levels is not None:
+            return part(image_features, text_features, relevance, levels=levels)
+        return part(image_features, text_features, relevance, logit_scale=self.scale)

@@ -15,11 +15,10 @@ from trainer.finetune import (
     finetune,
     format_report,
     iter_finetune,
-    iter_prepare,
     iter_train_adapter,
     save_profile,
-    split_by_group,
 )
+from trainer.finetune_data import iter_prepare, split_by_group
 from trainer.tagged_world import write_tagged_tree
 
 DIM = 32
@@ -92,7 +91,7 @@ def test_adapter_learns_the_vocabulary_and_reports_before_and_after():
     test = data.pools["test"]
     img = adapter.apply_image(data.image[test.items])
     txt = adapter.apply_text(data.query_vecs[test.queries])
-    from trainer.finetune import pool_metrics
+    from trainer.finetune_eval import pool_metrics
 
     again = pool_metrics(img, txt, test.relevance, test.gt, config.cs_k)
     assert again["R@1"] == pytest.approx(after["R@1"])
@@ -283,7 +282,7 @@ def test_root_that_does_not_exist(lib, tmp_path):
 
 
 def test_general_set_needs_no_photos_on_disk(tiny_embedder, tmp_path):
-    from trainer.finetune import iter_general_set
+    from trainer.finetune_eval import iter_general_set
 
     general, records = drive(iter_general_set(tiny_embedder, 10, tmp_path))
     assert general.image.shape == (10, tiny_embedder.dim) and general.text.shape == (10, tiny_embedder.dim)
@@ -297,24 +296,23 @@ def test_general_set_needs_no_photos_on_disk(tiny_embedder, tmp_path):
 def test_multi_positive_infonce_is_clip_loss_with_one_positive_and_rewards_all_positives():
     import torch
 
-    from trainer.finetune import _multi_positive_nce
-    from trainer.losses import InfoNCELoss
+    from trainer.losses import InfoNCELoss, multi_positive_nce
 
     torch.manual_seed(0)
     img = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
     txt = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
     eye = torch.eye(6, dtype=torch.bool)
     logits = img @ txt.T / 0.05
-    ours = (_multi_positive_nce(logits, eye) + _multi_positive_nce(logits.T, eye)) / 2
+    ours = (multi_positive_nce(logits, eye) + multi_positive_nce(logits.T, eye)) / 2
     clip = InfoNCELoss(temperature=0.05)(img, txt)["loss"]
     torch.testing.assert_close(ours, clip)
     both = eye.clone()
     both[0, 1] = True
-    assert _multi_positive_nce(logits, both) < _multi_positive_nce(logits, eye)
+    assert multi_positive_nce(logits, both) < multi_positive_nce(logits, eye)
 
 
 def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience():
-    from trainer.finetune import EarlyStopping
+    from trainer.finetune_eval import EarlyStopping
 
     stopping = EarlyStopping.start({"score": 0.5, "R@1": 0.1}, patience=2, epochs=10)
     assert stopping.history == [{"epoch": 0, "loss": None, "val_score": 0.5, "val_R@1": 0.1}]
@@ -331,7 +329,7 @@ def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience():
 
 
 def test_early_stopping_at_the_last_epoch_is_not_early():
-    from trainer.finetune import EarlyStopping
+    from trainer.finetune_eval import EarlyStopping
 
     stopping = EarlyStopping.start({"score": 0.5}, patience=1, epochs=2)
     stopping.update(1, 1.0, {"score": 0.7})
@@ -340,7 +338,7 @@ def test_early_stopping_at_the_last_epoch_is_not_early():
 
 
 def test_choose_blend_takes_the_least_change_within_tolerance():
-    from trainer.finetune import choose_blend
+    from trainer.finetune_eval import choose_blend
 
     scores = {0.25: 0.40, 0.5: 0.495, 0.75: 0.50, 1.0: 0.49}
     assert choose_blend(scores, tolerance=0.01) == 0.5
