@@ -46,7 +46,7 @@ from trainer.distributed import Distributed, join_process_group
 from trainer.levels import LevelSettings
 from trainer.losses import AdaptiveLadderLoss, levels_given
 from trainer.objectives import Objective, parse_objective
-from trainer.schedule import parse_phases, phase_at, warmup_cosine
+from trainer.schedule import Phase, parse_phases, phase_at, warmup_cosine
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,13 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError with a clear message for any setting that cannot work."""
+        self._validate_length()
+        self._validate_optimisation()
+        self._validate_data_and_run()
+        for phase in parse_phases(self.loss):
+            parse_objective(phase.loss)
+
+    def _validate_length(self) -> None:
         if self.steps is None and self.epochs is None and self.time_budget_s is None:
             raise ValueError("say how long to train: give steps, epochs or a time budget")
         if self.steps is not None and self.steps < 1:
@@ -112,6 +119,8 @@ class TrainConfig:
             raise ValueError(f"epochs must be a positive number, got {self.epochs}")
         if self.time_budget_s is not None and not self.time_budget_s > 0:
             raise ValueError(f"time budget must be a positive number of seconds, got {self.time_budget_s}")
+
+    def _validate_optimisation(self) -> None:
         if self.batch_size < 2:
             raise ValueError(f"batch size must be at least 2, got {self.batch_size}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -126,14 +135,14 @@ class TrainConfig:
             raise ValueError(f"gradient clipping norm must be >= 0 (0 turns it off), got {self.grad_clip}")
         if self.init_logit_scale is not None and not 1 <= self.init_logit_scale <= 100:
             raise ValueError(f"initial logit scale must be in [1, 100], got {self.init_logit_scale}")
+
+    def _validate_data_and_run(self) -> None:
         if min(self.train_scenes, self.val_scenes, self.heldout_scenes) < 1:
             raise ValueError("scene counts must be at least 1")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
         if self.eval_every is not None and self.eval_every < 1:
             raise ValueError(f"eval_every must be at least 1 step, got {self.eval_every}")
-        for phase in parse_phases(self.loss):
-            parse_objective(phase.loss)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -488,22 +497,94 @@ def train(
 
 
 def _train(config, resume, on_progress, objective_factory, dist_info: Distributed) -> TrainResult:
+    run = _prepare_run(config, resume, on_progress, objective_factory, dist_info)
+    run.train()
+    return run.finish()
+
+
+# ------------------------------------------------------------------------------------------ setup of a run
+
+
+def _prepare_run(config, resume, on_progress, objective_factory, dist_info: Distributed) -> _Run:
+    """Everything a run needs, in order: the checkpoint to resume, the model, the scenes, the
+    objectives and data stream, the optimiser, the resumed state and the training window."""
     run_start = time.monotonic()
     out_dir = Path(config.out_dir)
+    resume_path, saved_state = _resume_source(config, resume, out_dir)
+    model, device, image_size, tokenizer, normalizer = _build_model(config, dist_info, saved_state is None)
+    emit = _emitter(on_progress, dist_info)
+    sets = _load_scene_sets(config, dist_info, image_size, emit)
+    phases = parse_phases(config.loss)
+    objectives = [objective_factory(p.loss).to(device) for p in phases]
+    stream = _train_stream(config, sets["train"], tokenizer, normalizer, dist_info, objectives)
+    eval_sets = _eval_sets(config, sets, tokenizer) if dist_info.is_main else []
+    model.to(device)
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, config.weight_decay),
+        lr=config.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+        fused=device.type in ("cpu", "cuda"),
+    )
+    # float16 autocast (CUDA without bfloat16) needs loss scaling; bfloat16 and float32 do not.
+    scaler = None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        scaler = torch.amp.GradScaler("cuda")
+    state = _RunState()
+    if saved_state is not None:
+        _restore(saved_state, resume_path, state, model, optimizer, scaler)
+    train_model = _training_forward(model, dist_info, device)
+    timer_start = time.monotonic() - state.elapsed_s
+    return _Run(
+        config=config,
+        dist_info=dist_info,
+        device=device,
+        model=model,
+        train_model=train_model,
+        optimizer=optimizer,
+        scaler=scaler,
+        stream=stream,
+        phases=phases,
+        objectives=objectives,
+        eval_sets=eval_sets,
+        normalizer=normalizer,
+        emit=emit,
+        state=state,
+        out_dir=out_dir,
+        export_path=Path(config.export) if config.export else out_dir / EXPORT_NAME,
+        timer_start=timer_start,
+        train_budget=_training_window(config, saved_state, run_start),
+    )
+
+
+def _resume_source(
+    config: TrainConfig, resume: bool | str | Path, out_dir: Path
+) -> tuple[Path | None, dict[str, Any] | None]:
+    """The checkpoint to resume (None to start anew) and its contents, checked against ``config``.
+
+    Raises:
+        TrainingError: the output folder holds a run and neither resume nor overwrite was asked.
+        CheckpointError: the checkpoint is unreadable or was written with other settings.
+    """
     last_path = out_dir / checkpointing.LAST_NAME
     resume_path = None
     if resume:
         resume_path = Path(resume) if isinstance(resume, str | Path) else last_path
-    saved_state = None
     if resume_path is None and last_path.exists() and not config.overwrite:
         raise TrainingError(
             f"{out_dir} already holds a training run ({last_path.name}); resume it with --resume, "
             "start again with --overwrite, or choose another output folder"
         )
-    if resume_path is not None:
-        saved_state = checkpointing.load_training_state(resume_path)
-        _check_resume_config(saved_state["config"], config, resume_path)
+    if resume_path is None:
+        return None, None
+    saved_state = checkpointing.load_training_state(resume_path)
+    _check_resume_config(saved_state["config"], config, resume_path)
+    return resume_path, saved_state
 
+
+def _build_model(config: TrainConfig, dist_info: Distributed, fresh: bool):
+    """The model (seeded; its initial weights and logit scale when ``fresh``), the device it is
+    to train on, its input size, tokenizer and image normaliser."""
     register_arch(config)
     device = _select_device(config.device, dist_info)
     if config.threads:
@@ -513,9 +594,9 @@ def _train(config, resume, on_progress, objective_factory, dist_info: Distribute
     np.random.seed(config.seed % 2**32)
     model = create_model(config.arch)
     image_size = _image_size(model)
-    if config.init and saved_state is None:
+    if config.init and fresh:
         _load_init_weights(model, config.init)
-    if config.init_logit_scale is not None and saved_state is None:
+    if config.init_logit_scale is not None and fresh:
         with torch.no_grad():
             model.logit_scale.fill_(math.log(config.init_logit_scale))
     import open_clip
@@ -525,8 +606,11 @@ def _train(config, resume, on_progress, objective_factory, dist_info: Distribute
     normalizer = ImageNormalizer(
         pre_cfg.get("mean", None) or (0.5,) * 3, pre_cfg.get("std", None) or (0.5,) * 3
     )
+    return model, device, image_size, tokenizer, normalizer
 
-    emit = _emitter(on_progress, dist_info)
+
+def _load_scene_sets(config: TrainConfig, dist_info: Distributed, image_size: int, emit: ProgressCallback):
+    """The rendered scene sets by name: train, test and heldout on rank 0, train on the others."""
     t_prepare = time.monotonic()
     emit(TrainProgress("prepare", 0, None, 0, 0.0, 0.0, message="loading scenes"))
     cache_root = Path(config.cache_dir) if config.cache_dir else None
@@ -543,11 +627,15 @@ def _train(config, resume, on_progress, objective_factory, dist_info: Distribute
     if not dist_info.is_main:
         sets = {"train": load_scene_set(specs["train"], cache_root)}
     logger.info("scenes ready in %.1f s", time.monotonic() - t_prepare)
+    return sets
 
-    phases = parse_phases(config.loss)
-    objectives = [objective_factory(p.loss).to(device) for p in phases]
-    stream = TrainStream(
-        sets["train"],
+
+def _train_stream(
+    config: TrainConfig, train_set, tokenizer, normalizer: ImageNormalizer, dist_info: Distributed, objectives
+) -> TrainStream:
+    """This process's batches of the training scenes, with the levels the objectives need."""
+    return TrainStream(
+        train_set,
         tokenizer,
         config.batch_size,
         config.seed,
@@ -558,47 +646,39 @@ def _train(config, resume, on_progress, objective_factory, dist_info: Distribute
         unambiguous=config.unambiguous,
         levels=pipeline_levels(objectives),
     )
-    eval_sets = []
-    if dist_info.is_main:
-        eval_sets = [
-            build_eval_set("test", sets["test"], tokenizer, config.scene_seed),
-            build_eval_set("heldout", sets["heldout"], tokenizer, config.scene_seed),
-            build_eval_set("test-partial", sets["test"], tokenizer, config.scene_seed, full=False),
-        ]
 
-    steps_per_epoch = stream.batches_per_epoch
-    total_steps = _total_steps(config, steps_per_epoch)
-    eval_every = config.eval_every or steps_per_epoch
-    lr_at = warmup_cosine(config.lr, config.warmup, config.min_lr_ratio)
 
-    model.to(device)
-    optimizer = torch.optim.AdamW(
-        _param_groups(model, config.weight_decay),
-        lr=config.lr,
-        betas=(0.9, 0.98),
-        eps=1e-6,
-        fused=device.type in ("cpu", "cuda"),
-    )
-    # float16 autocast (CUDA without bfloat16) needs loss scaling; bfloat16 and float32 do not.
-    scaler = None
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        scaler = torch.amp.GradScaler("cuda")
-    state = _RunState()
-    if saved_state is not None:
-        _load_model_state(model, saved_state["model"], resume_path)
-        optimizer.load_state_dict(saved_state["optimizer"])
-        for key in ("step", "epoch", "batch_in_epoch", "elapsed_s", "best_score"):
-            setattr(state, key, type(getattr(state, key))(saved_state[key]))
-        state.best_metrics = dict(saved_state.get("best_metrics", {}))
-        state.losses = [tuple(x) for x in saved_state.get("losses", [])]
-        state.evaluations = [dict(x) for x in saved_state.get("evaluations", [])]
-        state.phase_starts = [int(x) for x in saved_state.get("phase_starts", [])]
-        if "rng" in saved_state:
-            checkpointing.set_rng_state(saved_state["rng"])
-        if scaler is not None and saved_state.get("scaler"):
-            scaler.load_state_dict(saved_state["scaler"])
-        logger.info("resumed %s at step %d (epoch %d)", resume_path, state.step, state.epoch)
+def _eval_sets(config: TrainConfig, sets, tokenizer) -> list[EvalSet]:
+    """The validation pools: full captions of the test and held-out scenes, partial ones of the test."""
+    return [
+        build_eval_set("test", sets["test"], tokenizer, config.scene_seed),
+        build_eval_set("heldout", sets["heldout"], tokenizer, config.scene_seed),
+        build_eval_set("test-partial", sets["test"], tokenizer, config.scene_seed, full=False),
+    ]
 
+
+def _restore(
+    saved_state: Mapping[str, Any], resume_path: Path, state: _RunState, model, optimizer, scaler
+) -> None:
+    """Put the model, optimiser, loss scaler, run state and random generators back as the
+    checkpoint left them."""
+    _load_model_state(model, saved_state["model"], resume_path)
+    optimizer.load_state_dict(saved_state["optimizer"])
+    for key in ("step", "epoch", "batch_in_epoch", "elapsed_s", "best_score"):
+        setattr(state, key, type(getattr(state, key))(saved_state[key]))
+    state.best_metrics = dict(saved_state.get("best_metrics", {}))
+    state.losses = [tuple(x) for x in saved_state.get("losses", [])]
+    state.evaluations = [dict(x) for x in saved_state.get("evaluations", [])]
+    state.phase_starts = [int(x) for x in saved_state.get("phase_starts", [])]
+    if "rng" in saved_state:
+        checkpointing.set_rng_state(saved_state["rng"])
+    if scaler is not None and saved_state.get("scaler"):
+        scaler.load_state_dict(saved_state["scaler"])
+    logger.info("resumed %s at step %d (epoch %d)", resume_path, state.step, state.epoch)
+
+
+def _training_forward(model: nn.Module, dist_info: Distributed, device: torch.device) -> nn.Module:
+    """The training forward of ``model``, wrapped in DDP when there are several processes."""
     train_model: nn.Module = TwinTowerForward(model)
     if dist_info.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -606,213 +686,284 @@ def _train(config, resume, on_progress, objective_factory, dist_info: Distribute
         train_model = DistributedDataParallel(
             train_model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    return train_model
 
-    export_path = Path(config.export) if config.export else out_dir / EXPORT_NAME
-    best_export = out_dir / "best.safetensors"
-    timer_start = time.monotonic() - state.elapsed_s
-    # A time budget covers the whole command, data preparation included; what is left after it
-    # (less a reserve for the final validation and export) is the training window the schedule
-    # follows. A resumed run keeps the window it started with.
-    train_budget = None
-    if config.time_budget_s is not None:
-        if saved_state is not None and saved_state.get("train_budget_s"):
-            train_budget = float(saved_state["train_budget_s"])
-        else:
-            spent = time.monotonic() - run_start
-            train_budget = config.time_budget_s - spent - min(60.0, 0.04 * config.time_budget_s)
-            if train_budget <= 0:
-                raise TrainingError(
-                    f"the time budget ({config.time_budget_s:.0f} s) was spent preparing the data "
-                    f"({spent:.0f} s); give a larger budget (the rendered scenes are cached now)"
-                )
-            logger.info("training window %.0f s of the %.0f s budget", train_budget, config.time_budget_s)
 
-    def progress_now() -> float:
+def _training_window(
+    config: TrainConfig, saved_state: Mapping[str, Any] | None, run_start: float
+) -> float | None:
+    """Seconds the schedule spreads over when training against a time budget (None otherwise).
+
+    A time budget covers the whole command, data preparation included; what is left after it
+    (less a reserve for the final validation and export) is the training window the schedule
+    follows. A resumed run keeps the window it started with.
+    """
+    if config.time_budget_s is None:
+        return None
+    if saved_state is not None and saved_state.get("train_budget_s"):
+        return float(saved_state["train_budget_s"])
+    spent = time.monotonic() - run_start
+    train_budget = config.time_budget_s - spent - min(60.0, 0.04 * config.time_budget_s)
+    if train_budget <= 0:
+        raise TrainingError(
+            f"the time budget ({config.time_budget_s:.0f} s) was spent preparing the data "
+            f"({spent:.0f} s); give a larger budget (the rendered scenes are cached now)"
+        )
+    logger.info("training window %.0f s of the %.0f s budget", train_budget, config.time_budget_s)
+    return train_budget
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+
+@dataclass
+class _Run:
+    """A prepared run: the training loop, validation with checkpoints, and the end-of-run export."""
+
+    config: TrainConfig
+    dist_info: Distributed
+    device: torch.device
+    model: nn.Module
+    train_model: nn.Module  # the model's training forward (DDP-wrapped with several processes)
+    optimizer: torch.optim.Optimizer
+    scaler: Any  # torch.amp.GradScaler for float16 autocast, else None
+    stream: TrainStream
+    phases: tuple[Phase, ...]
+    objectives: list[nn.Module]  # one per phase
+    eval_sets: list[EvalSet]  # rank 0 only
+    normalizer: ImageNormalizer
+    emit: ProgressCallback
+    state: _RunState
+    out_dir: Path
+    export_path: Path
+    timer_start: float  # the monotonic time the run would have started at without interruptions
+    train_budget: float | None  # the training window of a time budget, in seconds
+    phase: int = 0  # the loss phase being trained
+    last_eval_step: float = -1
+
+    def __post_init__(self) -> None:
+        self.steps_per_epoch = self.stream.batches_per_epoch
+        self.total_steps = _total_steps(self.config, self.steps_per_epoch)
+        self.eval_every = self.config.eval_every or self.steps_per_epoch
+        self.lr_at = warmup_cosine(self.config.lr, self.config.warmup, self.config.min_lr_ratio)
+        self.last_path = self.out_dir / checkpointing.LAST_NAME
+        self.best_export = self.out_dir / "best.safetensors"
+
+    def progress_now(self) -> float:
+        """The fraction of the run done: of its steps, or of its time budget, whichever is further."""
         fractions = []
-        if total_steps is not None:
-            fractions.append(state.step / total_steps)
-        if config.time_budget_s is not None:
-            fractions.append((time.monotonic() - timer_start) / train_budget)
+        if self.total_steps is not None:
+            fractions.append(self.state.step / self.total_steps)
+        if self.config.time_budget_s is not None:
+            fractions.append((time.monotonic() - self.timer_start) / self.train_budget)
         return min(max(fractions), 1.0)
 
-    def save_last() -> None:
-        if not dist_info.is_main:
+    def _record(self, kind: str, **fields: Any) -> TrainProgress:
+        state = self.state
+        return TrainProgress(
+            kind,
+            state.step,
+            self.total_steps,
+            state.epoch,
+            self.progress_now(),
+            time.monotonic() - self.timer_start,
+            **fields,
+        )
+
+    # ---------------------------------------------------------------------------------- the loop
+
+    def train(self) -> None:
+        """Train until the run's progress reaches 1: epoch after epoch, from where it stands."""
+        state = self.state
+        bar = _progress_bar(self.config, self.dist_info, self.total_steps, state.step)
+        self.last_eval_step = state.evaluations[-1]["step"] if state.evaluations else -1
+        self.phase = phase_at(self.phases, self.progress_now())
+        self.model.train()
+        batches = None
+        try:
+            while _agreed_progress(self.dist_info, self.device, self.progress_now()) < 1.0:
+                batches = prefetched(
+                    self.stream.epoch(state.epoch, start_batch=state.batch_in_epoch), PREFETCH
+                )
+                if not self._train_epoch(batches, bar):
+                    break
+        finally:
+            if batches is not None:
+                batches.close()  # stops the producer of an epoch left midway
+            if bar is not None:
+                bar.close()
+
+    def _train_epoch(self, batches, bar) -> bool:
+        """Train on the batches of one epoch; False when the run's progress reached 1 first."""
+        for batch in batches:
+            progress = _agreed_progress(self.dist_info, self.device, self.progress_now())
+            if progress >= 1.0:
+                return False
+            self._step(batch, progress, bar)
+        return True
+
+    def _step(self, batch, progress: float, bar) -> None:
+        """One optimisation step at ``progress``, then the validation when one is due.
+
+        Raises:
+            TrainingDivergedError: the loss or the gradient of any process became NaN or infinite.
+        """
+        lr = self.lr_at(progress)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        phase = phase_at(self.phases, progress)
+        if phase > self.phase:
+            self._begin_phase(phase)
+        loss_value, terms, problem = _train_step(
+            self.train_model,
+            self.model,
+            self.objectives[phase],
+            self.optimizer,
+            batch,
+            self.config,
+            self.device,
+            self.scaler,
+            self.stream.levels,
+        )
+        if _any_problem(self.dist_info, self.device, problem is not None):
+            raise self._diverged(problem)
+        state = self.state
+        state.step += 1
+        state.batch_in_epoch += 1
+        if self.dist_info.is_main:
+            state.losses.append((state.step, loss_value))
+        self.emit(self._record("step", loss=loss_value, lr=lr, terms=terms))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", refresh=False)
+        if state.batch_in_epoch >= self.steps_per_epoch:
+            state.epoch += 1
+            state.batch_in_epoch = 0
+        if state.step % self.eval_every == 0:
+            self.validate_and_save()
+            self.last_eval_step = state.step
+
+    def _begin_phase(self, phase: int) -> None:
+        """Go on to a later loss phase, keeping the weights the last one ended with (e.g. the
+        contrastive warm start)."""
+        if self.dist_info.is_main:
+            path = self.out_dir / f"phase-{self.phase + 1}.safetensors"
+            _export(self.model, self.config, path, {"step": float(self.state.step)})
+            logger.info("phase %d ended at step %d: %s", self.phase + 1, self.state.step, path)
+        self.phase = phase
+        self.state.phase_starts.append(self.state.step)
+
+    def _diverged(self, problem: str | None) -> TrainingDivergedError:
+        where = f"step {self.state.step + 1} (epoch {self.state.epoch + 1})"
+        keep = (
+            f"the last good checkpoint is {self.last_path}"
+            if self.last_path.exists()
+            else "no checkpoint was written"
+        )
+        return TrainingDivergedError(
+            f"training stopped: {problem or 'another process diverged'} at {where}; {keep}. "
+            f"Lower the learning rate (now {self.config.lr:g}) or the clipping norm and try again"
+        )
+
+    # ---------------------------------------------------------------------------------- validation
+
+    def validate_and_save(self) -> None:
+        """Validate (rank 0), export the weights when they are the best so far, and write the
+        checkpoint; every process waits for it."""
+        if self.dist_info.is_main:
+            state = self.state
+            metrics = evaluate(self.model, self.eval_sets, self.normalizer, self.device)
+            metrics["step"] = float(state.step)
+            metrics["epoch"] = state.step / self.steps_per_epoch
+            state.evaluations.append(metrics)
+            score = metrics.get(self.config.select_metric, float("nan"))
+            improved = math.isfinite(score) and score > state.best_score
+            if improved:
+                state.best_score = score
+                state.best_metrics = dict(metrics)
+                _export(self.model, self.config, self.best_export, metrics)
+            _log_metrics(metrics, improved)
+            self.emit(self._record("eval", metrics=metrics, message="new best" if improved else ""))
+            self.save_last()
+        self.dist_info.barrier()
+
+    def save_last(self) -> None:
+        """Write the checkpoint to resume from (rank 0)."""
+        if not self.dist_info.is_main:
             return
+        state = self.state
         checkpointing.save_training_state(
-            last_path,
+            self.last_path,
             {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
                 "step": state.step,
                 "epoch": state.epoch,
                 "batch_in_epoch": state.batch_in_epoch,
-                "elapsed_s": time.monotonic() - timer_start,
-                "train_budget_s": train_budget,
+                "elapsed_s": time.monotonic() - self.timer_start,
+                "train_budget_s": self.train_budget,
                 "best_score": state.best_score,
                 "best_metrics": state.best_metrics,
                 "losses": state.losses,
                 "evaluations": state.evaluations,
                 "phase_starts": state.phase_starts,
                 "rng": checkpointing.rng_state(),
-                "scaler": scaler.state_dict() if scaler is not None else {},
-                "config": config.to_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+                "config": self.config.to_dict(),
             },
         )
-        emit(
-            TrainProgress(
-                "checkpoint",
-                state.step,
-                total_steps,
-                state.epoch,
-                progress_now(),
-                time.monotonic() - timer_start,
-                message=str(last_path),
-            )
-        )
+        self.emit(self._record("checkpoint", message=str(self.last_path)))
 
-    def validate_and_save() -> None:
-        if dist_info.is_main:
-            metrics = evaluate(model, eval_sets, normalizer, device)
-            metrics["step"] = float(state.step)
-            metrics["epoch"] = state.step / steps_per_epoch
-            state.evaluations.append(metrics)
-            score = metrics.get(config.select_metric, float("nan"))
-            improved = math.isfinite(score) and score > state.best_score
-            if improved:
-                state.best_score = score
-                state.best_metrics = dict(metrics)
-                _export(model, config, best_export, metrics)
-            _log_metrics(metrics, improved)
-            emit(
+    # ---------------------------------------------------------------------------------- the end
+
+    def stopped(self) -> str:
+        """Why the run ended: "completed", or its time budget was spent."""
+        if self.total_steps is None:
+            return "time budget spent"
+        if self.state.step < self.total_steps:
+            return f"time budget spent after {self.state.step} of {self.total_steps} steps"
+        return "completed"
+
+    def finish(self) -> TrainResult:
+        """Validate the last step (when not done yet), then on rank 0 export the best weights,
+        draw the plot and write the history."""
+        state, is_main = self.state, self.dist_info.is_main
+        stopped = self.stopped()
+        if self.last_eval_step != state.step:
+            self.validate_and_save()
+        final_metrics = state.evaluations[-1] if is_main else {}
+        elapsed = time.monotonic() - self.timer_start
+        plot_path = None
+        exported = None
+        if is_main:
+            exported = _finish_export(self.model, self.config, self.best_export, self.export_path, state)
+            plot_path = _plot(state, self.out_dir, self.config)
+            _write_history(self.out_dir, self.config, state, stopped, elapsed)
+            self.emit(
                 TrainProgress(
-                    "eval",
+                    "done",
                     state.step,
-                    total_steps,
+                    self.total_steps,
                     state.epoch,
-                    progress_now(),
-                    time.monotonic() - timer_start,
-                    metrics=metrics,
-                    message="new best" if improved else "",
+                    1.0,
+                    elapsed,
+                    metrics=state.best_metrics,
+                    message=stopped,
                 )
             )
-            save_last()
-        dist_info.barrier()
-
-    bar = _progress_bar(config, dist_info, total_steps, state.step)
-    stopped = "completed"
-    last_eval_step = state.evaluations[-1]["step"] if state.evaluations else -1
-    current_phase = [phase_at(phases, progress_now())]
-    model.train()
-    batches = None
-    try:
-        while True:
-            if _agreed_progress(dist_info, device, progress_now()) >= 1.0:
-                break
-            batches = prefetched(stream.epoch(state.epoch, start_batch=state.batch_in_epoch), PREFETCH)
-            for batch in batches:
-                progress = _agreed_progress(dist_info, device, progress_now())
-                if progress >= 1.0:
-                    break
-                lr = lr_at(progress)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                phase = phase_at(phases, progress)
-                if phase > current_phase[0]:
-                    # Keep the weights each phase ended with (e.g. the contrastive warm start).
-                    if dist_info.is_main:
-                        path = out_dir / f"phase-{current_phase[0] + 1}.safetensors"
-                        _export(model, config, path, {"step": float(state.step)})
-                        logger.info("phase %d ended at step %d: %s", current_phase[0] + 1, state.step, path)
-                    current_phase[0] = phase
-                    state.phase_starts.append(state.step)
-                objective = objectives[phase]
-                loss_value, terms, problem = _train_step(
-                    train_model, model, objective, optimizer, batch, config, device, scaler, stream.levels
-                )
-                if _any_problem(dist_info, device, problem is not None):
-                    where = f"step {state.step + 1} (epoch {state.epoch + 1})"
-                    keep = (
-                        f"the last good checkpoint is {last_path}"
-                        if last_path.exists()
-                        else "no checkpoint was written"
-                    )
-                    raise TrainingDivergedError(
-                        f"training stopped: {problem or 'another process diverged'} at {where}; {keep}. "
-                        f"Lower the learning rate (now {config.lr:g}) or the clipping norm and try again"
-                    )
-                state.step += 1
-                state.batch_in_epoch += 1
-                if dist_info.is_main:
-                    state.losses.append((state.step, loss_value))
-                emit(
-                    TrainProgress(
-                        "step",
-                        state.step,
-                        total_steps,
-                        state.epoch,
-                        progress_now(),
-                        time.monotonic() - timer_start,
-                        loss=loss_value,
-                        lr=lr,
-                        terms=terms,
-                    )
-                )
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", refresh=False)
-                if state.batch_in_epoch >= steps_per_epoch:
-                    state.epoch += 1
-                    state.batch_in_epoch = 0
-                if state.step % eval_every == 0:
-                    validate_and_save()
-                    last_eval_step = state.step
-            else:
-                continue  # the epoch ran out: start the next one
-            break  # progress reached 1 inside the epoch
-    finally:
-        if batches is not None:
-            batches.close()  # stops the producer of an epoch left midway
-        if bar is not None:
-            bar.close()
-    if total_steps is None:
-        stopped = "time budget spent"
-    elif state.step < total_steps:
-        stopped = f"time budget spent after {state.step} of {total_steps} steps"
-    if last_eval_step != state.step:
-        validate_and_save()
-    final_metrics = state.evaluations[-1] if dist_info.is_main else {}
-    elapsed = time.monotonic() - timer_start
-    plot_path = None
-    exported = None
-    if dist_info.is_main:
-        exported = _finish_export(model, config, best_export, export_path, state)
-        plot_path = _plot(state, out_dir, config)
-        _write_history(out_dir, config, state, stopped, elapsed)
-        emit(
-            TrainProgress(
-                "done",
-                state.step,
-                total_steps,
-                state.epoch,
-                1.0,
-                elapsed,
-                metrics=state.best_metrics,
-                message=stopped,
-            )
+        self.dist_info.barrier()
+        return TrainResult(
+            out_dir=self.out_dir,
+            steps=state.step,
+            epochs_done=state.step / self.steps_per_epoch,
+            elapsed_s=elapsed,
+            stopped=stopped,
+            best_metrics=state.best_metrics,
+            final_metrics=final_metrics,
+            export_path=exported,
+            plot_path=plot_path,
+            history={"losses": state.losses, "evaluations": state.evaluations},
         )
-    dist_info.barrier()
-    return TrainResult(
-        out_dir=out_dir,
-        steps=state.step,
-        epochs_done=state.step / steps_per_epoch,
-        elapsed_s=elapsed,
-        stopped=stopped,
-        best_metrics=state.best_metrics,
-        final_metrics=final_metrics,
-        export_path=exported,
-        plot_path=plot_path,
-        history={"losses": state.losses, "evaluations": state.evaluations},
-    )
 
 
 def _train_step(
