@@ -202,21 +202,56 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     """Run the ``train`` command for parsed ``args``; returns the exit status."""
     from core.errors import LadderLensError
-    from trainer.train import TrainProgress, command_line, train
+    from trainer.train import train
 
     _configure_logging(getattr(args, "verbose", 0) or 0, getattr(args, "quiet", False))
     try:
-        config = config_from_args(args)
-        config.command = "python -m trainer train " + command_line(list(argv or []))
-        config.validate()
+        config = _checked_config(args, argv)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _error(exc, EXIT_USAGE)
     except LadderLensError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return _error(exc, EXIT_ERROR)
 
     started = time.monotonic()
+    try:
+        result = train(config, resume=getattr(args, "resume", False), on_progress=_progress_logger(config))
+    except ValueError as exc:
+        return _error(exc, EXIT_USAGE)
+    except LadderLensError as exc:
+        return _error(exc, EXIT_ERROR)
+    except KeyboardInterrupt:
+        print(
+            f"interrupted; the last checkpoint in {config.out_dir} is kept: add --resume to go on",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    if _is_main_process():
+        if result.export_path:
+            write_vocabulary(Path(result.export_path))  # the words the model knows, for search
+        _report(result, getattr(args, "json", False), time.monotonic() - started)
+    return EXIT_OK
+
+
+def _checked_config(args: argparse.Namespace, argv: Sequence[str] | None):
+    """The run's validated TrainConfig, with the command line that started it."""
+    from trainer.train import command_line
+
+    config = config_from_args(args)
+    config.command = "python -m trainer train " + command_line(list(argv or []))
+    config.validate()
+    return config
+
+
+def _error(exc: Exception, status: int) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    return status
+
+
+def _progress_logger(config):
+    """A progress callback that logs a step every 30 s when no progress bar shows, and the
+    preparation's messages."""
+    from trainer.train import TrainProgress
+
     last_log = [0.0]
 
     def on_progress(record: TrainProgress) -> None:
@@ -238,25 +273,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
         elif record.kind == "prepare":
             logger.info("%s", record.message)
 
-    try:
-        result = train(config, resume=getattr(args, "resume", False), on_progress=on_progress)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except LadderLensError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print(
-            f"interrupted; the last checkpoint in {config.out_dir} is kept: add --resume to go on",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
-    if _is_main_process():
-        if result.export_path:
-            write_vocabulary(Path(result.export_path))  # the words the model knows, for search
-        _report(result, getattr(args, "json", False), time.monotonic() - started)
-    return EXIT_OK
+    return on_progress
 
 
 def _report(result, as_json: bool, wall_s: float) -> None:
