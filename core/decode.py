@@ -340,3 +340,16 @@ def _outcome(future: Future[R]) -> R | Exception:
         return future.result()
     except Exception as e:
         return e
+
+
+def failure_reason(error: Exception) -> str:
+    """The short, user-readable reason a file could not be indexed, as the catalog records it."""
+    if isinstance(error, DecodeError):
+        return error.reason
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    if isinstance(error, FileNotFoundError):
+        return "file vanished during indexing"
+    if isinstance(error, OSError):
+        return (error.strerror or str(error) or type(error).__name__).lower()
+    return f"unexpected error: {type(error).__name__}: {error}"

@@ -277,7 +277,7 @@ def _register_architecture(arch: str, config: dict | None) -> None:
 
 
 def _failure_reason(path: str, error: Exception) -> str:
-    from .indexer import failure_reason
+    from .decode import failure_reason
 
     if not isinstance(error, DecodeError | OSError):
         logger.error("unexpected error on %s", path, exc_info=error)

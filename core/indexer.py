@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from .catalog import Catalog, FileState, Folder, PhotoEntry
-from .decode import DecodedImage, decode_parallel, default_workers, open_image
+from .decode import DecodedImage, decode_parallel, default_workers, failure_reason, open_image
 from .errors import DecodeError, FolderError, ModelError
 from .hashing import content_hash
 from .scanner import DEFAULT_EXCLUDES, ScannedFile, ScanProblem, root_is_online, scan_folder
@@ -432,16 +432,3 @@ class Indexer:
             reused=report.reused,
             failed=report.failed,
         )
-
-
-def failure_reason(error: Exception) -> str:
-    """The short, user-readable reason a file could not be indexed, as the catalog records it."""
-    if isinstance(error, DecodeError):
-        return error.reason
-    if isinstance(error, PermissionError):
-        return "permission denied"
-    if isinstance(error, FileNotFoundError):
-        return "file vanished during indexing"
-    if isinstance(error, OSError):
-        return (error.strerror or str(error) or type(error).__name__).lower()
-    return f"unexpected error: {type(error).__name__}: {error}"
