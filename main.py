@@ -284,7 +284,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             print(json_text(result.to_dict()))
         else:
             print(format_result(result))
-        if not result.results:
+        if not result.hits:
             photos = lib.status().photos
             if photos:
                 print(
@@ -304,13 +304,13 @@ def format_result(result) -> str:
         lines.append(f"This model does not know {_quoted(result.unknown_words)}.")
     if result.long_tail:
         lines.append("No exact match; here are the nearest alternatives.")
-    for rank, tier in enumerate(result.tiers):
+    for tier in result.tiers:
         lines.append(
             f"\n{tier.label}: {tier.count} photo{'s' if tier.count != 1 else ''} "
             f"(scores {tier.min_score:.3f} to {tier.max_score:.3f})"
         )
-        for hit in result.results:
-            if hit.tier == rank:
+        for hit in result.hits:
+            if hit.tier == tier.rank:
                 verb = "differs" if len(hit.differs) == 1 else "differ"
                 differs = f"  ({', '.join(hit.differs)} {verb})" if hit.differs else ""
                 offline = "  [offline: its folder is not reachable now]" if hit.offline else ""

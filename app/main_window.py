@@ -71,7 +71,7 @@ STATUS_REFRESH_MS = 2000
 class MainWindow(QMainWindow):
     """LadderLens's window over one library session."""
 
-    results_shown = Signal(object)  # the LibrarySearchResult now on screen
+    results_shown = Signal(object)  # the SearchResult now on screen
 
     def __init__(
         self,
@@ -544,14 +544,14 @@ class MainWindow(QMainWindow):
         self.last_request = request
         self.thumbnails.forget_pending()
         tiers = list(result.tiers)
-        rows = rows_from_hits(tiers, result.results)
-        more = len(result.results) >= request.k  # as many as asked for: there may be more
+        rows = rows_from_hits(result.hits)
+        more = len(result.hits) >= request.k  # as many as asked for: there may be more
         self.results_model.set_results(tiers, rows, bool(result.long_tail), more_available=more)
         self.tier_plot.set_data(
             tiers,
             [r.score for r in rows],
             [r.tier for r in rows],
-            _background_of(result),
+            (),  # the grading's histogram stands for the library
             bool(result.long_tail),
             histogram=_histogram_of(result),
         )
@@ -576,8 +576,8 @@ class MainWindow(QMainWindow):
     def _show_more(self, request: SearchRequest, result: Any) -> None:
         """Add the results of a larger search below the graded tiers (which stay as they are)."""
         self.last_request = request
-        more = len(result.results) >= request.k
-        added = self.results_model.append_more(result.results, more_available=more)
+        more = len(result.hits) >= request.k
+        added = self.results_model.append_more(result.hits, more_available=more)
         if added:
             self.tier_plot.add_results([r.score for r in self.results_model.more_rows()[-added:]])
         self._update_summary()
@@ -605,7 +605,7 @@ class MainWindow(QMainWindow):
             self.results_summary.clear()
             return
         query = self._describe_query()
-        n = len(result.results)
+        n = len(result.hits)
         tiers = len(result.tiers)
         text = f"{n} result{'s' if n != 1 else ''} in {tiers} tier{'s' if tiers != 1 else ''} for {query}"
         more = self.results_model.more_count
@@ -825,14 +825,9 @@ class MainWindow(QMainWindow):
         self.message_banner.show_message(message, BannerKind.ERROR)
 
 
-def _background_of(result: Any) -> Any:
-    background = getattr(result, "background", None)
-    return [] if background is None else background
-
-
 def _histogram_of(result: Any) -> tuple[Any, Any] | None:
-    """The grading's background histogram, for results that carry no background sample."""
-    grading = getattr(getattr(result, "raw", None), "grading", None)
+    """The grading's histogram of the query's scores over a sample of the library."""
+    grading = getattr(result, "grading", None)
     if grading is None:
         return None
     return grading.histogram_counts, grading.histogram_edges

@@ -96,19 +96,9 @@ class PhotoRow:
 Row = HeaderRow | PhotoRow
 
 
-def rows_from_hits(tiers: Sequence[TierLike], hits: Sequence[HitLike]) -> list[PhotoRow]:
-    """Photo rows for a library search result, whose ``hit.tier`` is an index into ``tiers`` (0 = best)."""
-    ranks = [t.rank for t in tiers]
-    return [
-        PhotoRow(
-            int(h.photo_id),
-            str(h.path),
-            float(h.score),
-            float(h.z),
-            ranks[h.tier] if 0 <= h.tier < len(ranks) else 0,
-        )
-        for h in hits
-    ]
+def rows_from_hits(hits: Sequence[HitLike]) -> list[PhotoRow]:
+    """Photo rows for a search result's hits (``hit.tier`` is its tier's rank, 1 = best)."""
+    return [PhotoRow(int(h.photo_id), str(h.path), float(h.score), float(h.z), int(h.tier)) for h in hits]
 
 
 def format_score(score: float) -> str:

@@ -101,7 +101,7 @@ class LibrarySession(QObject):
     """Runs the library's operations for the GUI; signals carry plain records."""
 
     search_started = Signal(object)  # SearchRequest
-    search_finished = Signal(object, object)  # SearchRequest, LibrarySearchResult
+    search_finished = Signal(object, object)  # SearchRequest, SearchResult
     search_failed = Signal(object, str)  # SearchRequest, message
     index_started = Signal()
     index_progress = Signal(object)  # IndexProgress or StepProgress

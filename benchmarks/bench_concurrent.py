@@ -102,7 +102,7 @@ def main() -> None:
 
         with Library.open(library, model=args.model) as lib:
             status = lib.status()
-            found = len(lib.search("a photo", k=args.photos + 10).results)
+            found = len(lib.search("a photo", k=args.photos + 10).hits)
     times = sorted(read["times"])
     print(f"{args.photos} photos, {args.writers} index commands at once, one reader searching in a loop")
     for i, (code, seconds, tail) in enumerate(results, 1):

@@ -64,7 +64,7 @@ def _measure(spec: str, photos: int, queries: int, seed: int) -> list[dict]:
         lib.add_folder(folder)
         lib.index()
         for (text, _), top_rel in zip(qs, best, strict=True):
-            g = lib.search(text, k=60).raw.grading
+            g = lib.search(text, k=60).grading
             rows.append(
                 {
                     "text": text,

@@ -886,6 +886,25 @@ class Catalog:
 
     # -- failures
 
+    def content_hashes(self, photo_ids: Iterable[int]) -> dict[int, str]:
+        """The content hash of each photo id (ids not in the catalog are absent)."""
+        wanted = {int(i) for i in photo_ids}
+        rows = self.connection().execute("SELECT id, content_hash FROM photos")
+        return {pid: h for pid, h in rows if pid in wanted}
+
+    def photos_without_vectors(self, model_id: int) -> int:
+        """How many photos have no vector of the model ``model_id`` (by content)."""
+        row = (
+            self.connection()
+            .execute(
+                """SELECT count(*) FROM photos p WHERE NOT EXISTS
+                   (SELECT 1 FROM embeddings e WHERE e.model_id = ? AND e.content_hash = p.content_hash)""",
+                (model_id,),
+            )
+            .fetchone()
+        )
+        return int(row[0])
+
     def record_failure(
         self,
         path: str,

@@ -115,13 +115,14 @@ class Tier:
     level: int = 0  # the relevance it stands for: 0 match, 1 close, 2 partly, 3 loosely related
 
     def to_dict(self) -> dict:
-        """The JSON shape: rank, label, count, min_score, max_score."""
+        """The JSON shape: rank (0 = best, a position in the result's tier list), label, count,
+        min_score, max_score."""
         return {
-            "rank": self.rank,
+            "rank": self.rank - 1,
             "label": self.label,
-            "count": self.count,
-            "min_score": self.min_score,
-            "max_score": self.max_score,
+            "count": int(self.count),
+            "min_score": float(self.min_score),
+            "max_score": float(self.max_score),
         }
 
 

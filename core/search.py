@@ -50,14 +50,20 @@ ImageEncoder = Callable[[Path], np.ndarray]
 
 @dataclass(frozen=True)
 class Hit:
-    """One result: the photo, its raw score, its calibrated score, its tier's rank, and which
-    attributes of the query it appears to get wrong (when the query names checkable ones)."""
+    """One result: the photo, its raw and calibrated scores, its tier, and which attributes of the
+    query it appears to get wrong (when the query names checkable ones).
+
+    ``tier`` is the ``rank`` of the photo's :class:`~core.grading.Tier` (1 = best). ``path`` and
+    ``offline`` are filled in by the library (the searcher knows only photo ids).
+    """
 
     photo_id: int
     score: float
     z: float
     tier: int
     differs: tuple[str, ...] = ()
+    path: str = ""
+    offline: bool = False  # its folder is offline (an unplugged drive, a moved folder): not openable now
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class SearchResult:
         grading: The full grading (background statistics, histogram, gate values) for drawing.
         unknown_words: Words of the query the model does not know (a closed-vocabulary model);
             a query with any cannot match exactly.
+        model: The display name of the model that answered (set by the library).
     """
 
     query: str
@@ -80,31 +87,35 @@ class SearchResult:
     hits: list[Hit]
     grading: Grading | None = field(default=None, repr=False, compare=False)
     unknown_words: tuple[str, ...] = ()
+    model: str = ""
 
-    def to_dict(self, path_of: Callable[[int], str | os.PathLike[str]], model: str = "") -> dict:
-        """The result as plain JSON-ready data::
+    def to_dict(self, path_of: Callable[[int], str | os.PathLike[str]] | None = None) -> dict:
+        """The JSON contract of ``search --json``::
 
             {"query", "model", "long_tail", "unknown_words",
              "tiers": [{"rank", "label", "count", "min_score", "max_score"}],
-             "results": [{"path", "score", "z", "tier", "differs"}]}
+             "results": [{"path", "score", "z", "tier", "differs", "offline"}]}
+
+        In JSON a tier's ``rank`` and a result's ``tier`` are positions in the ``tiers`` list
+        (0 = best), which is ``Tier.rank - 1``.
 
         Args:
-            path_of: Maps a photo id to its file path.
-            model: The model's display name.
+            path_of: Maps a photo id to its file path, for hits the library has not given paths.
         """
         return {
             "query": self.query,
-            "model": model,
+            "model": self.model,
             "long_tail": bool(self.long_tail),
             "unknown_words": list(self.unknown_words),
             "tiers": [t.to_dict() for t in self.tiers],
             "results": [
                 {
-                    "path": os.fspath(path_of(h.photo_id)),
-                    "score": h.score,
-                    "z": h.z,
-                    "tier": h.tier,
+                    "path": os.fspath(path_of(h.photo_id)) if path_of is not None and not h.path else h.path,
+                    "score": float(h.score),
+                    "z": float(h.z),
+                    "tier": int(h.tier) - 1,
                     "differs": list(h.differs),
+                    "offline": bool(h.offline),
                 }
                 for h in self.hits
             ],
@@ -251,16 +262,6 @@ class Searcher:
             probe_text=q.terms[0].text if plain else None,
             unknown_words=unknown,
         )
-
-    def more_like_photo(self, photo_id: int, k: int = DEFAULT_K) -> SearchResult:
-        """Photos like a photo of the library (the photo itself is left out)."""
-        return self.search(Query(photo_id=int(photo_id)), k)
-
-    def more_like_image(self, image: str | os.PathLike[str] | np.ndarray, k: int = DEFAULT_K) -> SearchResult:
-        """Photos like an image file, or like an image vector."""
-        if isinstance(image, np.ndarray):
-            return self.search_vector(combine([], np.empty((0, self.index.dim)), image), k, label="image")
-        return self.search(Query(image_path=os.fspath(image)), k)
 
     def query_vector(self, query: Query) -> np.ndarray:
         """The unit ``(D,)`` vector of a query (phrase and image vectors come from the cache)."""

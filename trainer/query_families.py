@@ -126,10 +126,10 @@ def evaluate(lib: Any, scenes: list[Scene], where: dict[str, int], queries: list
         started = time.perf_counter()
         result = lib.search(q.text, k=K)
         elapsed = time.perf_counter() - started
-        idx = np.array([where[str(Path(h.path).resolve())] for h in result.results], np.int64)
+        idx = np.array([where[str(Path(h.path).resolve())] for h in result.hits], np.int64)
         got = r[idx] if idx.size else np.zeros(0)
-        tiers = np.array([h.tier for h in result.results], np.int64)
-        scores = np.array([h.score for h in result.results], np.float64)
+        tiers = np.array([h.tier - 1 for h in result.hits], np.int64)  # 0 = best
+        scores = np.array([h.score for h in result.hits], np.float64)
         exact = got >= 1 - 1e-6
         n_matches = int(np.count_nonzero(r >= 1 - 1e-6)) if has_match else 0
         tier0 = (tiers == 0) & (not result.long_tail)

@@ -56,18 +56,18 @@ def _search_typed(qtbot, window, text: str):
 def _clear_match_result(like: Any) -> Any:
     """``like``'s photos re-scored so that three of them stand far above the rest."""
     from core.grading import grade
-    from core.library import LibrarySearchResult, PhotoHit
+    from core.search import Hit, SearchResult
 
     rng = np.random.default_rng(0)
-    n = len(like.results)
+    n = len(like.hits)
     scores = np.sort(np.concatenate([[0.31, 0.305, 0.30], rng.normal(0.12, 0.02, n - 3)]))[::-1]
     background = rng.normal(0.10, 0.02, 500)
     g = grade(scores, background)
     hits = [
-        PhotoHit(h.photo_id, h.path, float(s), float(z), int(t) - 1)
-        for h, s, z, t in zip(like.results, scores, g.z, g.tier_of, strict=True)
+        Hit(h.photo_id, float(s), float(z), int(t), path=h.path)
+        for h, s, z, t in zip(like.hits, scores, g.z, g.tier_of, strict=True)
     ]
-    return LibrarySearchResult("clear", like.model, g.long_tail, g.tiers, hits, background.astype(np.float32))
+    return SearchResult("clear", g.long_tail, g.tiers, hits, grading=g, model=like.model)
 
 
 def _index_folder(qtbot, window, photos: Path) -> None:
@@ -90,7 +90,7 @@ def test_add_folder_search_tiers_filter_details_and_more_like_this(
     wait_indexed(qtbot, window)
     assert window.pages.currentWidget() is window.main_splitter and window.search_bar.isEnabled()
     library = window.session.library
-    assert library._state(library.model_spec).encoder.alive  # decoded and embedded in a child process
+    assert library.states.get(library.model_spec).encoder.alive  # decoded and embedded in a child process
 
     # Library panel: the folder with its counts, the files that failed and why.
     folders = window.library_panel.folders_model
@@ -108,7 +108,7 @@ def test_add_folder_search_tiers_filter_details_and_more_like_this(
     model = window.results_model
     assert len(result.tiers) >= 2
     assert [model.row(r).rank for r in model.header_rows()] == [t.rank for t in result.tiers]
-    assert len(model.photo_rows()) == len(result.results)
+    assert len(model.photo_rows()) == len(result.hits)
     assert [t.rank for t in window.tier_plot.tiers] == [t.rank for t in result.tiers]
     assert "red car" in window.results_summary.text()
     assert window.grid_stack.currentWidget() is window.results_view
@@ -125,7 +125,7 @@ def test_add_folder_search_tiers_filter_details_and_more_like_this(
     qtbot.mouseClick(
         window.tier_plot, Qt.MouseButton.LeftButton, pos=window.tier_plot.chip_rect(None).center()
     )
-    assert model.tier_filter is None and len(model.photo_rows()) == len(result.results)
+    assert model.tier_filter is None and len(model.photo_rows()) == len(result.hits)
     # ... and Esc clears a filter before it clears the search.
     band = window.tier_plot.band_rect(result.tiers[0].rank)
     qtbot.mouseClick(window.tier_plot, Qt.MouseButton.LeftButton, pos=band.center().toPoint())
@@ -140,7 +140,7 @@ def test_add_folder_search_tiers_filter_details_and_more_like_this(
     qtbot.keyClick(window.results_view, Qt.Key.Key_Right)
     current = model.row(window.results_view.currentIndex())
     assert isinstance(current, PhotoRow)
-    assert current.photo_id == result.results[1].photo_id
+    assert current.photo_id == result.hits[1].photo_id
     qtbot.keyClick(window.results_view, Qt.Key.Key_Return)
     details = window.details
     assert details.isVisible() and details.details.photo_id == current.photo_id
@@ -262,7 +262,7 @@ def test_closing_during_indexing_leaves_a_consistent_library(
     with Library.open(tmp_path / "library", model=model_spec) as reopened:
         partial = reopened.status()
         assert 0 < partial.indexed < _readable(photos)
-        assert reopened.search("a red car", k=10).results  # what was indexed is searchable
+        assert reopened.search("a red car", k=10).hits  # what was indexed is searchable
         report = reopened.index()
         assert report.unchanged == partial.indexed and report.failed == 2
         assert reopened.status().indexed == _readable(photos)
@@ -297,7 +297,7 @@ def test_model_switch_and_unavailable_model(window, library, photos, qtbot, tmp_
     assert library.model_spec == f"file:{checkpoint}"
     assert str(checkpoint) in window.model_box.title.text() and window.model_box.pending.isHidden()
     result = _search_typed(qtbot, window, "two kites")
-    assert result.results
+    assert result.hits
 
     # An open_clip model that is not cached cannot be had offline: a clear message, no traceback,
     # and the current model stays.
@@ -392,7 +392,7 @@ def test_scrolling_to_the_end_shows_more_results_below_the_tiers(window, library
     model, view = window.results_model, window.results_view
     bar = view.verticalScrollBar()
     qtbot.waitUntil(lambda: bar.maximum() > 0, timeout=10_000)  # the page is taller than the grid
-    assert len(result.results) == 8 and model.more_count == 0 and model.more_available
+    assert len(result.hits) == 8 and model.more_count == 0 and model.more_available
     banner_hidden = window.long_tail_banner.isHidden()
     plot_tiers = window.tier_plot.tiers
 
@@ -410,8 +410,8 @@ def test_scrolling_to_the_end_shows_more_results_below_the_tiers(window, library
     assert rows[: len(graded_rows)] == graded_rows  # the graded tiers did not change
     assert rows[len(graded_rows)].label == "More results"
     extra = rows[len(graded_rows) + 1 :]
-    larger = library.search("a red car", k=16).results
-    shown = {h.photo_id for h in result.results}
+    larger = library.search("a red car", k=16).hits
+    shown = {h.photo_id for h in result.hits}
     assert {r.photo_id for r in extra} == {h.photo_id for h in larger} - shown
     scores = [r.score for r in rows if isinstance(r, PhotoRow)]
     assert scores == sorted(scores, reverse=True)
@@ -457,7 +457,7 @@ def test_profile_switcher_and_fine_tune_dialog_in_the_window(window, library, ph
     switcher = window.profile_switcher
     assert switcher.combo.currentText() == BASE_LABEL and switcher.combo.count() == 1
     base_result = _search_typed(qtbot, window, "a red car")
-    base_scores = [hit.score for hit in base_result.results]
+    base_scores = [hit.score for hit in base_result.hits]
 
     # A profile saved by a fine-tune appears once the dialog reports it applied.
     identity = library.embedder().identity
@@ -469,7 +469,7 @@ def test_profile_switcher_and_fine_tune_dialog_in_the_window(window, library, ph
     with qtbot.waitSignal(window.session.search_finished, timeout=30_000) as searched:
         dialog.profile_applied.emit(library.active_profile)  # as Apply does once the profile serves
     assert switcher.combo.currentText().startswith("garden v1")
-    tuned_scores = [hit.score for hit in searched.args[1].results]
+    tuned_scores = [hit.score for hit in searched.args[1].hits]
     assert tuned_scores != base_scores  # the same query, answered through the adapter
     qtbot.waitUntil(lambda: "fine-tuned: <b>garden v1</b>" in window.model_box.title.text(), timeout=10_000)
     dialog.reject()
@@ -478,7 +478,7 @@ def test_profile_switcher_and_fine_tune_dialog_in_the_window(window, library, ph
     with qtbot.waitSignal(window.session.search_finished, timeout=30_000) as searched:
         switcher.choose(None)
     assert library.active_profile is None
-    assert [hit.score for hit in searched.args[1].results] == pytest.approx(base_scores)
+    assert [hit.score for hit in searched.args[1].hits] == pytest.approx(base_scores)
     qtbot.waitUntil(lambda: "fine-tuned" not in window.model_box.title.text(), timeout=10_000)
 
     # And forth again, from the switcher.
@@ -491,7 +491,7 @@ def test_profile_switcher_and_fine_tune_dialog_in_the_window(window, library, ph
 def test_details_pane_shows_and_edits_tags(window, library, photos, qtbot):
     _index_folder(qtbot, window, photos)
     result = _search_typed(qtbot, window, "a red car")
-    photo_id = result.results[0].photo_id
+    photo_id = result.hits[0].photo_id
     with qtbot.waitSignal(window.session.tags_read, timeout=30_000):
         window.show_details(photo_id)
     details = window.details
@@ -520,7 +520,7 @@ def test_details_pane_shows_and_edits_tags(window, library, photos, qtbot):
     assert [details.given_tags.item(i).text() for i in range(details.given_tags.count())] == ["lisbon 2019"]
 
     # Another photo: its own tags, none given.
-    other = result.results[1].photo_id
+    other = result.hits[1].photo_id
     with qtbot.waitSignal(window.session.tags_read, timeout=30_000):
         window.show_details(other)
     assert details.tags.photo_id == other and details.given_tags.count() == 0

@@ -59,7 +59,7 @@ def test_a_separate_process_indexes_exactly_as_threads_do(tmp_path, photos, mode
             report = library.index(separate_process=separate, batch_size=8)
             assert (report.embedded, report.failed) == (42, 3)
             results[separate] = (_indexed(library), _failures(library))
-            encoders.append(library._state(model).encoder)
+            encoders.append(library.states.get(model).encoder)
     assert encoders[0] is None and encoders[1] is not None  # the second run really ran apart
     assert encoders[1]._proc.poll() is not None  # closing the library ended (and reaped) it
     (threads, threads_failed), (process, process_failed) = results[False], results[True]
@@ -81,13 +81,13 @@ def test_the_process_is_kept_between_runs_and_skips_a_cancelled_runs_answers(tmp
             if progress.phase == "embed" and progress.new >= 8:
                 break  # cancelled with batches still in the child's hands
         run.close()
-        encoder = library._state(model).encoder
+        encoder = library.states.get(model).encoder
         assert encoder is not None and encoder.alive
         first_pid = encoder.pid
         assert 8 <= library.status().indexed < 42
 
         report = library.index(separate_process=True, batch_size=4)
-        assert library._state(model).encoder.pid == first_pid  # the same process, warm
+        assert library.states.get(model).encoder.pid == first_pid  # the same process, warm
         assert library.status().indexed == 42 and report.embedded == 42 - report.unchanged
         assert len(library.failures()) == 3
         indexed = _indexed(library)
@@ -106,7 +106,7 @@ def test_a_process_that_dies_mid_run_is_a_clear_error_and_loses_nothing(tmp_path
         with pytest.raises(ModelError, match="stopped unexpectedly") as caught:
             for progress in run:
                 if progress.phase == "embed" and progress.new >= 8:
-                    os.kill(library._state(model).encoder.pid, signal.SIGKILL)
+                    os.kill(library.states.get(model).encoder.pid, signal.SIGKILL)
         assert "signal 9" in str(caught.value)
         kept = library.status().indexed
         assert kept >= 8
@@ -130,7 +130,7 @@ def test_a_process_that_stops_answering_ends_the_run_instead_of_hanging_it(
         with pytest.raises(ModelError, match="did not answer in 3 s"):
             for progress in run:
                 if progress.phase == "embed" and progress.new >= 8 and stopped is None:
-                    stopped = library._state(model).encoder.pid
+                    stopped = library.states.get(model).encoder.pid
                     os.kill(stopped, signal.SIGSTOP)  # hung: alive, but never answers
         assert not _running(stopped)  # it was killed, not left stopped
         kept = library.status().indexed
@@ -203,5 +203,5 @@ def test_a_process_that_cannot_be_started_leaves_the_work_to_this_one(
         with caplog.at_level("WARNING", logger="core.indexer"):
             report = library.index(separate_process=True)
         assert (report.embedded, report.failed) == (42, 3)
-        assert library._state(model).encoder is None
+        assert library.states.get(model).encoder is None
     assert "Could not start the indexing process" in caplog.text and "in this process instead" in caplog.text

@@ -79,7 +79,7 @@ def test_renamed_moved_and_duplicate_files_reuse_vectors(lib, photos, monkeypatc
     lib.add_folder(photos)
     lib.index()
     before = lib.search("kite", k=50)
-    vec_of = {Path(h.path).name: h.score for h in before.results}
+    vec_of = {Path(h.path).name: h.score for h in before.hits}
     (photos / "img_00.jpg").rename(photos / "renamed.jpg")
     (photos / "moved").mkdir()
     (photos / "img_01.jpg").rename(photos / "moved" / "img_01.jpg")
@@ -90,7 +90,7 @@ def test_renamed_moved_and_duplicate_files_reuse_vectors(lib, photos, monkeypatc
     report = lib.index()
     assert report.reused == 3 and report.embedded == 0
     assert report.removed == 2  # the old paths of the renamed and moved files
-    after = {Path(h.path).name: h.score for h in lib.search("kite", k=50).results}
+    after = {Path(h.path).name: h.score for h in lib.search("kite", k=50).hits}
     assert after["renamed.jpg"] == pytest.approx(vec_of["img_00.jpg"])
     assert after["copy of img_02.jpg"] == pytest.approx(after["img_02.jpg"])
     assert lib.status().photos == 15
@@ -104,7 +104,7 @@ def test_changed_file_is_re_embedded_and_vanished_file_swept(lib, photos):
     (photos / "img_04.jpg").unlink()
     report = lib.index()
     assert report.embedded == 1 and report.removed == 1
-    paths = {Path(h.path).name for h in lib.search("anything", k=100).results}
+    paths = {Path(h.path).name for h in lib.search("anything", k=100).hits}
     assert "img_04.jpg" not in paths and "img_03.jpg" in paths
 
 
@@ -159,7 +159,7 @@ def test_folder_vanishing_during_scan_keeps_its_photos(lib, photos, monkeypatch)
     assert report.failed == 0
     # The two photos of the vanished sub-folder were swept only if the walk saw the folder gone
     # (then they are gone from disk too): the library never lists a photo that is not on disk.
-    listed = {h.path for h in lib.search("x", k=100).results}
+    listed = {h.path for h in lib.search("x", k=100).hits}
     assert all(Path(p).exists() for p in listed)
 
 
@@ -183,24 +183,24 @@ def test_empty_query_is_refused(lib, photos):
 def test_more_like_this_excludes_the_photo_and_image_query_works(lib, photos):
     lib.add_folder(photos)
     lib.index()
-    hits = lib.search("boat", k=20).results
+    hits = lib.search("boat", k=20).hits
     target = hits[3]
     similar = lib.search(like_photo_id=target.photo_id, k=5)
-    assert target.photo_id not in {h.photo_id for h in similar.results}
+    assert target.photo_id not in {h.photo_id for h in similar.hits}
     by_image = lib.search(image=target.path, k=1)
-    assert by_image.results[0].photo_id == target.photo_id
-    assert by_image.results[0].score == pytest.approx(1.0, abs=1e-4)
+    assert by_image.hits[0].photo_id == target.photo_id
+    assert by_image.hits[0].score == pytest.approx(1.0, abs=1e-4)
 
 
 def test_corrupt_index_file_is_rebuilt(tmp_path, photos, model):
     with Library.open(tmp_path / "lib", model=model) as lib:
         lib.add_folder(photos)
         lib.index()
-        expected = [h.photo_id for h in lib.search("tree", k=5).results]
+        expected = [h.photo_id for h in lib.search("tree", k=5).hits]
     for f in (tmp_path / "lib" / "index").iterdir():
         f.write_bytes(b"garbage" * 10)
     with Library.open(tmp_path / "lib", model=model) as lib:
-        assert [h.photo_id for h in lib.search("tree", k=5).results] == expected
+        assert [h.photo_id for h in lib.search("tree", k=5).hits] == expected
 
 
 def test_another_model_re_embeds_and_never_mixes(tmp_path, photos, model, tiny_arch):
@@ -214,18 +214,18 @@ def test_another_model_re_embeds_and_never_mixes(tmp_path, photos, model, tiny_a
     with Library.open(tmp_path / "lib", model=model) as lib:
         lib.add_folder(photos)
         lib.index()
-        first = {h.path: h.score for h in lib.search("house", k=100).results}
+        first = {h.path: h.score for h in lib.search("house", k=100).hits}
     with Library.open(tmp_path / "lib", model=f"file:{other}") as lib:
         report = lib.index()
         assert report.embedded == 14 and report.unchanged == 0  # nothing reused across models
-        second = {h.path: h.score for h in lib.search("house", k=100).results}
+        second = {h.path: h.score for h in lib.search("house", k=100).hits}
         assert lib.model_spec == f"file:{other}"
     assert set(first) == set(second)
     assert not np.allclose([first[p] for p in first], [second[p] for p in first])
     # The first model's vectors are still there: switching back costs no inference.
     with Library.open(tmp_path / "lib", model=model) as lib:
         assert lib.index().unchanged == 14
-        again = {h.path: h.score for h in lib.search("house", k=100).results}
+        again = {h.path: h.score for h in lib.search("house", k=100).hits}
     assert again == pytest.approx(first)
 
 
@@ -246,7 +246,7 @@ def test_set_model_keeps_serving_old_model_until_complete(tmp_path, photos, mode
         next(p for p in run if p.phase == "embed")
         run.close()  # cancelled half-way
         assert lib.model_spec == model  # still the complete one
-        assert lib.search("car", k=3).results
+        assert lib.search("car", k=3).hits
     with Library.open(tmp_path / "lib") as lib:
         assert lib.target_model_spec == f"file:{other}"
         lib.index()
@@ -287,11 +287,11 @@ def test_concurrent_search_while_indexing(lib, photos, tmp_path):
             result = lib.search("sunset", k=10)
         except QueryError:
             continue
-        seen = len(result.results)
-        assert all(Path(h.path).exists() for h in result.results)
+        seen = len(result.hits)
+        assert all(Path(h.path).exists() for h in result.hits)
     worker.join()
     assert not errors
-    assert len(lib.search("sunset", k=100).results) == 54
+    assert len(lib.search("sunset", k=100).hits) == 54
 
 
 KILLER = textwrap.dedent(
@@ -325,7 +325,7 @@ def test_kill_9_mid_indexing_then_resume(tmp_path, photos, model, tiny_checkpoin
         report = lib.index()
         assert report.embedded == 14 - done  # finished work is not redone
         assert report.unchanged == done
-        assert len(lib.search("car", k=100).results) == 14
+        assert len(lib.search("car", k=100).hits) == 14
 
 
 def test_weight_downloads_are_reported_to_on_download(tmp_path, tiny_checkpoint, monkeypatch):
@@ -370,12 +370,12 @@ def test_a_second_writer_waits_for_the_first_and_nothing_is_lost(tmp_path, photo
         assert report_first.embedded == 14 and report_second.unchanged == 14 and report_second.removed == 0
         for lib in (first, second):
             assert lib.status().photos == 14 and lib.status().indexed == 14
-            assert len(lib.search("car", k=100).results) == 14
+            assert len(lib.search("car", k=100).hits) == 14
     finally:
         first.close()
         second.close()
     with Library.open(tmp_path / "lib", model=model) as lib:
-        assert len(lib.search("car", k=100).results) == 14
+        assert len(lib.search("car", k=100).hits) == 14
 
 
 def drive_to_end(generator):
@@ -420,7 +420,7 @@ def test_two_index_processes_at_once_keep_every_photo(tmp_path, model, tiny_chec
     assert [p.returncode for p in procs] == [0, 0], results
     with Library.open(tmp_path / "lib", model=model) as lib:
         assert lib.status().photos == 150 and lib.status().indexed == 150
-        assert len(lib.search("car", k=200).results) == 150
+        assert len(lib.search("car", k=200).hits) == 150
 
 
 @pytest.mark.parametrize("damage", ["deleted", "emptied"])
@@ -474,11 +474,11 @@ def test_non_finite_vectors_in_a_damaged_file_are_dropped_and_embedded_again(tmp
             fh.seek(32 + row * dim * 4)
             fh.write(np.full(dim, value, np.float32).tobytes())
     with Library.open(tmp_path / "lib", model=model) as lib:
-        results = lib.search("a red car", k=100).results
+        results = lib.search("a red car", k=100).hits
         assert len(results) == 12 and all(np.isfinite(h.score) for h in results)
         report = lib.index()
         assert report.embedded == 2
-        assert len(lib.search("a red car", k=100).results) == 14
+        assert len(lib.search("a red car", k=100).hits) == 14
 
 
 def test_vector_files_shrink_after_large_removals(tmp_path, photos, model):
@@ -493,10 +493,10 @@ def test_vector_files_shrink_after_large_removals(tmp_path, photos, model):
         assert report.removed == 8
         (compacted,) = (tmp_path / "lib" / "vectors").glob("*.f32")
         assert compacted.stat().st_size < full * 0.6
-        assert len(lib.search("a red car", k=100).results) == 6
+        assert len(lib.search("a red car", k=100).hits) == 6
         lib.remove_folder(photos)
         (empty,) = (tmp_path / "lib" / "vectors").glob("*.f32")
-        assert empty.stat().st_size <= 32 and lib.search("a red car", k=10).results == []
+        assert empty.stat().st_size <= 32 and lib.search("a red car", k=10).hits == []
 
 
 def test_a_stale_index_file_catches_up_instead_of_being_rebuilt(tmp_path, photos, model, monkeypatch, caplog):
@@ -522,7 +522,7 @@ def test_a_stale_index_file_catches_up_instead_of_being_rebuilt(tmp_path, photos
         lambda self, ids, *a, **k: (calls.append(len(ids)), real_add(self, ids, *a, **k))[1],
     )
     with caplog.at_level("INFO"), Library.open(tmp_path / "lib", model=model) as lib:
-        assert len(lib.search("a red car", k=100).results) == 16
+        assert len(lib.search("a red car", k=100).hits) == 16
     assert calls == [3]  # only the three new photos were added
     assert "caught up with the catalog: 3 added, 1 removed" in caplog.text
     assert "Rebuilding" not in caplog.text

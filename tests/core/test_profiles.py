@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-import core.library as library_module
+import core.profile_serving as profile_serving_module
 from core.adapters import Adapter
 from core.errors import ProfileError
 from core.library import Library
@@ -150,14 +150,14 @@ def test_searches_go_through_the_active_profile_and_back(lib):
     expected_query = adapter().apply_text(lib.embedder().encode_texts(["a red boat"]))[0]
     expected = adapter().apply_image(base_vecs) @ expected_query
     best = base_ids[np.argsort(-expected)[:5]]
-    assert [h.photo_id for h in tuned.results] == best.tolist()
-    np.testing.assert_allclose([h.score for h in tuned.results], np.sort(expected)[::-1][:5], atol=1e-5)
+    assert [h.photo_id for h in tuned.hits] == best.tolist()
+    np.testing.assert_allclose([h.score for h in tuned.hits], np.sort(expected)[::-1][:5], atol=1e-5)
     # the base vectors are untouched, and switching back is instant
     np.testing.assert_array_equal(lib.vectors().photo_matrix()[1], base_vecs)
     lib.use_profile(None)
     assert lib.active_profile is None and lib.status().profile is None
     back = lib.search("a red boat", k=5)
-    assert [h.photo_id for h in back.results] == [h.photo_id for h in plain.results]
+    assert [h.photo_id for h in back.hits] == [h.photo_id for h in plain.hits]
 
 
 def test_profile_survives_reopening_and_follows_indexing(tmp_path, tiny_checkpoint):
@@ -166,11 +166,11 @@ def test_profile_survives_reopening_and_follows_indexing(tmp_path, tiny_checkpoi
     with Library.open(tmp_path / "lib", model=f"file:{tiny_checkpoint}") as again:
         assert again.active_profile is not None
         first = again.search("a tree", k=20)
-        assert len(first.results) == 10
+        assert len(first.hits) == 10
         write_jpeg(photos / "new.jpg", (48, 40), seed=77)
         (photos / "img_00.jpg").unlink()
         again.index()
-        ids = {h.photo_id for h in again.search("a tree", k=50).results}
+        ids = {h.photo_id for h in again.search("a tree", k=50).hits}
         paths = {again.photo(i).path for i in ids}
         assert str(photos / "new.jpg") in paths
         assert str(photos / "img_00.jpg") not in paths
@@ -178,7 +178,7 @@ def test_profile_survives_reopening_and_follows_indexing(tmp_path, tiny_checkpoi
 
 
 def test_a_cancelled_switch_leaves_nothing_half_applied(lib, monkeypatch):
-    monkeypatch.setattr(library_module, "PROFILE_APPLY_CHUNK", 3)
+    monkeypatch.setattr(profile_serving_module, "PROFILE_APPLY_CHUNK", 3)
     save(lib)
     gen = lib.iter_use_profile("boats")
     phases = [next(gen).phase for _ in range(3)]  # load, apply 0/10, apply 3/10
@@ -187,13 +187,13 @@ def test_a_cancelled_switch_leaves_nothing_half_applied(lib, monkeypatch):
     assert lib.active_profile is None
     assert lib.status().profile is None
     assert not list((lib.root / "index").glob("*boats*"))  # nothing of it was saved
-    plain = lib.search("a kite", k=10).results
+    plain = lib.search("a kite", k=10).hits
     progress = []
     lib.use_profile("boats", on_progress=progress.append)
     applied = [p for p in progress if p.phase == "apply"]
     assert applied[-1].done == applied[-1].total == 10
     assert lib.active_profile is not None
-    tuned = lib.search("a kite", k=10).results
+    tuned = lib.search("a kite", k=10).hits
     assert len(tuned) == 10
     assert not np.allclose(sorted(h.score for h in tuned), sorted(h.score for h in plain), atol=1e-3)
 
@@ -226,7 +226,7 @@ def test_deleting_the_active_profile_switches_back_and_drops_its_vectors(lib, ti
         assert again.active_profile is None
         assert again.profiles() == []
         assert not list((again.root / "index").glob(f"{key}.idx*"))
-        assert len(again.search("a car", k=50).results) == 10
+        assert len(again.search("a car", k=50).hits) == 10
 
 
 def test_a_lost_profile_falls_back_to_the_model(lib):
@@ -235,7 +235,7 @@ def test_a_lost_profile_falls_back_to_the_model(lib):
     lib.close()
     info.weights.unlink()
     with Library.open(lib.root, model=lib.model_spec) as again:
-        assert len(again.search("a car", k=50).results) == 10  # served by the model, with a warning
+        assert len(again.search("a car", k=50).hits) == 10  # served by the model, with a warning
         assert again.active_profile is None
         assert json.loads(again.catalog.get_meta("profile") or "null") is None
 
@@ -247,10 +247,10 @@ def test_a_changed_photo_is_transformed_again(tmp_path, tiny_checkpoint):
         lib.index()
         photo_id = lib.catalog.photo_by_path(photos / "img_03.jpg").id
         base_vec = lib.vectors().get([lib.catalog.photo_by_path(photos / "img_03.jpg").content_hash])[0]
-        served = lib._serving().index.get_vectors([photo_id])[0]
+        served = lib.serving.serving(lib.model_spec).index.get_vectors([photo_id])[0]
         np.testing.assert_allclose(served, adapter().apply_image(base_vec), atol=1e-5)
     with Library.open(tmp_path / "lib", model=f"file:{tiny_checkpoint}") as again:
-        served = again._serving().index.get_vectors([photo_id])[0]
+        served = again.serving.serving(again.model_spec).index.get_vectors([photo_id])[0]
         np.testing.assert_allclose(served, adapter().apply_image(base_vec), atol=1e-5)
 
 
@@ -260,7 +260,7 @@ def test_adapted_vectors_are_unit_length():
 
 
 def test_tags_given_in_the_app(lib):
-    ids = [h.photo_id for h in lib.search("a boat", k=3).results]
+    ids = [h.photo_id for h in lib.search("a boat", k=3).hits]
     assert lib.tags.add(ids[:2], ["Red Kayak"]) == ["red kayak"]
     assert lib.tags.of(ids) == {ids[0]: ("red kayak",), ids[1]: ("red kayak",)}
     assert lib.tags.counts() == {"red kayak": 2}

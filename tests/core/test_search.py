@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -133,18 +134,18 @@ def test_cache_evicts_the_least_recently_used(world):
 def test_more_like_a_photo_leaves_the_photo_out(world):
     searcher = world.searcher()
     pid = int(world.ids[0])  # a beach photo
-    result = searcher.more_like_photo(pid, k=10)
+    result = searcher.search(Query(photo_id=pid), k=10)
     assert pid not in [h.photo_id for h in result.hits]
     assert len(result.hits) == 10
     assert world.groups(result)[:7] == ["beach"] * 7
     with pytest.raises(QueryError, match="not indexed"):
-        searcher.more_like_photo(99999)
+        searcher.search(Query(photo_id=99999))
     # A photo combined with text.
     combined = searcher.search(Query(terms=Query.parse("people").terms, photo_id=pid), k=8)
     assert "beach+people" in world.groups(combined)[:3]
 
 
-def test_more_like_an_image_file_or_vector(world, tmp_path):
+def test_like_an_image_file_or_vector(world, tmp_path):
     encoded: list[str] = []
 
     def encode_image(path):
@@ -154,34 +155,36 @@ def test_more_like_an_image_file_or_vector(world, tmp_path):
     searcher = world.searcher(encode_image=encode_image)
     probe = tmp_path / "probe.npy"
     np.save(probe, world.concepts["people"])
-    first = searcher.more_like_image(probe, k=8)
+    first = searcher.search(Query(image_path=str(probe)), k=8)
     assert world.groups(first)[:7] == ["people"] * 7
-    searcher.more_like_image(str(probe), k=8)
+    searcher.search(Query(image_path=str(probe)), k=8)
     assert encoded == ["probe.npy"], "the second query came from the cache"
     np.save(probe, world.concepts["beach"] * 1.0001)  # the file changed: encoded again
-    assert world.groups(searcher.more_like_image(probe, k=4))[0] == "beach"
+    assert world.groups(searcher.search(Query(image_path=str(probe)), k=4))[0] == "beach"
     assert len(encoded) == 2
-    by_vector = searcher.more_like_image(world.concepts["people"], k=8)
+    by_vector = searcher.search_vector(world.concepts["people"], k=8)
     assert [h.photo_id for h in by_vector.hits] == [h.photo_id for h in first.hits]
     with pytest.raises(QueryError):
-        world.searcher().more_like_image(probe)  # no image encoder
+        world.searcher().search(Query(image_path=str(probe)))  # no image encoder
     with pytest.raises(QueryError):
-        searcher.more_like_image(tmp_path / "missing.npy")
+        searcher.search(Query(image_path=str(tmp_path / "missing.npy")))
 
 
 def test_to_dict_has_exactly_the_result_shape(world):
     result = world.searcher().search("beach -people", k=5)
-    out = result.to_dict(lambda pid: f"/photos/{pid}.jpg", model="starter")
+    out = replace(result, model="starter").to_dict(lambda pid: f"/photos/{pid}.jpg")
     json.dumps(out)  # plain data all the way down
     assert set(out) == {"query", "model", "long_tail", "unknown_words", "tiers", "results"}
     assert out["query"] == "beach -people" and out["model"] == "starter"
     assert isinstance(out["long_tail"], bool)
-    for tier in out["tiers"]:
+    for i, tier in enumerate(out["tiers"]):
         assert set(tier) == {"rank", "label", "count", "min_score", "max_score"}
+        assert tier["rank"] == i  # in JSON a position in the list, 0 = best
     assert [r["path"] for r in out["results"]] == [f"/photos/{h.photo_id}.jpg" for h in result.hits]
-    for r in out["results"]:
-        assert set(r) == {"path", "score", "z", "tier", "differs"}
+    for r, h in zip(out["results"], result.hits, strict=True):
+        assert set(r) == {"path", "score", "z", "tier", "differs", "offline"}
         assert isinstance(r["score"], float) and isinstance(r["tier"], int) and r["differs"] == []
+        assert out["tiers"][r["tier"]]["label"] == next(t.label for t in result.tiers if t.rank == h.tier)
 
 
 def test_background_is_a_sample_of_the_library(world):
@@ -236,7 +239,7 @@ def test_end_to_end_with_a_real_tiny_model(tiny_embedder, tmp_path):
     text_vec = tiny_embedder.encode_texts(["a red square"])[0]
     want = np.sort(vecs @ text_vec)[::-1][:5]
     np.testing.assert_allclose([h.score for h in result.hits], want, atol=1e-4)
-    similar = searcher.more_like_image(paths[0], k=3)
+    similar = searcher.search(Query(image_path=str(paths[0])), k=3)
     assert similar.hits[0].photo_id == 0 and similar.hits[0].score == pytest.approx(1.0, abs=1e-4)
-    out = result.to_dict(lambda pid: paths[pid], model=str(tiny_embedder.identity))
+    out = result.to_dict(lambda pid: paths[pid])
     assert json.loads(json.dumps(out))["results"][0]["path"] == str(paths[result.hits[0].photo_id])

@@ -189,7 +189,7 @@ def test_fine_tune_a_library_save_and_use_the_profile(lib, tagged_library):
     assert info.report["heldout"]["base"]["photos"] == result.report["split"]["test"]
     lib.use_profile("tagged")
     assert lib.status().profile == "tagged v1"
-    assert len(lib.search("a photo of Lisbon", k=10).results) == 10
+    assert len(lib.search("a photo of Lisbon", k=10).hits) == 10
 
 
 def test_cancelling_a_fine_tune_leaves_nothing(lib, tagged_library):

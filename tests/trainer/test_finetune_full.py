@@ -78,7 +78,7 @@ def test_two_cpu_processes_under_torchrun(tmp_path, tiny_checkpoint, tiny_config
         info = lib.active_profile
         assert info is not None and info.mode == "full" and lib.model_spec == info.model_spec
         assert lib.status().indexed == 36  # re-embedded with the fine-tuned weights
-        assert len(lib.search("a photo of Lisbon", k=5).results) == 5
+        assert len(lib.search("a photo of Lisbon", k=5).hits) == 5
         tuned = load_file(str(info.weights))
     base = load_file(str(tiny_checkpoint))
     trainable = set(report["trainable"])
