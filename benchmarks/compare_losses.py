@@ -3,6 +3,8 @@
     python benchmarks/compare_losses.py                       # warm start + 5 losses x 3 seeds
     python benchmarks/compare_losses.py --warm-start runs/starter/phase-1.safetensors --steps 120 \
         --losses triplet,infonce,ladder2,ladder3,adaptive,infonce+adaptive --threads 1
+    python benchmarks/compare_losses.py --protocol whole --steps 1000 --eval-every 100 --jobs 2 \
+        --losses "infonce,softnce,infonce+ladder3,infonce+adaptive,infonce+adaptive-ref"
 
 ``--losses`` takes any objective spec of ``trainer.objectives`` (sums such as
 ``infonce+adaptive`` too). Finished runs in ``--out`` are reused (``--fresh`` redoes them).
@@ -21,12 +23,21 @@ hardest-negative triplet loss collapses when trained from random weights):
    CS@N over the whole pool (N = pool size), nDCG@20 and mean rank, plus CS@100 on held-out
    compositions. The table shows mean +- std over seeds; the warm start alone is the first row.
 
-Results go to ``benchmarks/out/compare_losses.{json,md}`` (and the console).
+Whole runs (``--protocol whole``): every loss trains the model from random weights with the
+starter's recipe (peak lr 2e-3, 3% warm-up then cosine, counterfactual twins in every batch) for
+the same number of steps, once per seed (the seed changes the initial weights too), validating
+every ``--eval-every`` steps. Since a loss can trade recall for coherence, the runs are compared
+twice: at their end, and at matched R@1, where each run's CS@100 and CS@N are read off its own
+validation curve (linear interpolation) at the first point its t2i R@1 reaches the target. The
+target is the highest R@1 that every run reaches (or ``--match-r1``).
+
+Results go to ``benchmarks/out/compare_losses[-whole].{json,md}`` (and the console).
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import logging
 import math
@@ -116,6 +127,127 @@ def fine_tune(args, out: Path, warm: Path, loss: str, seed: int) -> dict[str, fl
     return metrics
 
 
+def train_whole(args, out: Path, loss: str, seed: int) -> dict:
+    """One whole run from random weights; its summary holds the final metrics and the curve."""
+    from trainer.train import train
+
+    run_dir = out / f"{_slug(loss)}-seed{seed}"
+    summary = run_dir / "summary.json"
+    if summary.is_file() and not args.fresh:
+        return json.loads(summary.read_text())
+    config = _config(
+        args, loss=loss, steps=args.steps, lr=args.lr, warmup=0.03, seed=seed, twins=True,
+        out_dir=str(run_dir), eval_every=args.eval_every, select_metric="step", overwrite=True,
+    )  # fmt: skip
+    started = time.monotonic()
+    result = train(config)
+    keys = ("step", "test/t2i_R@1", "test/t2i_CS@100", f"test/t2i_CS@{args.val_scenes}", "heldout/t2i_CS@100")
+    record = {
+        "loss": loss,
+        "seed": seed,
+        "final": dict(result.final_metrics),
+        "curve": [{k: e[k] for k in keys if k in e} for e in result.history["evaluations"]],
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    summary.write_text(json.dumps(record, indent=1))
+    if not args.keep_weights:
+        for name in ("checkpoint-last.pt", "best.safetensors", "model.safetensors"):
+            (run_dir / name).unlink(missing_ok=True)
+    return record
+
+
+def _slug(loss: str) -> str:
+    return "".join(c if c.isalnum() or c in "+-." else "_" for c in loss.replace(" ", ""))
+
+
+def at_matched_recall(curve: list[dict[str, float]], target: float, key: str) -> float | None:
+    """``key`` where the curve's t2i R@1 first reaches ``target`` (linear between validations)."""
+    previous = None
+    for point in curve:
+        recall = point["test/t2i_R@1"]
+        if recall >= target:
+            if previous is None or recall == previous["test/t2i_R@1"]:
+                return point[key]
+            t = (target - previous["test/t2i_R@1"]) / (recall - previous["test/t2i_R@1"])
+            return previous[key] + t * (point[key] - previous[key])
+        previous = point
+    return None
+
+
+def whole_table(records: dict[str, list[dict]], target: float, pool_size: int) -> str:
+    columns = (
+        ("final t2i R@1", "final", "test/t2i_R@1"),
+        ("final CS@100", "final", "test/t2i_CS@100"),
+        ("final CS@N", "final", f"test/t2i_CS@{pool_size}"),
+        ("final held-out CS@100", "final", "heldout/t2i_CS@100"),
+        (f"CS@100 at R@1 {target:.3f}", "matched", "test/t2i_CS@100"),
+        (f"CS@N at R@1 {target:.3f}", "matched", f"test/t2i_CS@{pool_size}"),
+        ("step at match", "matched", "step"),
+    )
+    lines = [
+        "| loss | runs | " + " | ".join(name for name, _, _ in columns) + " |",
+        "|" + "---|" * (len(columns) + 2),
+    ]
+    for loss, runs in records.items():
+        cells = []
+        for _, where, key in columns:
+            if where == "final":
+                values = [r["final"].get(key) for r in runs]
+            else:
+                values = [at_matched_recall(r["curve"], target, key) for r in runs]
+            values = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+            digits = 0 if key == "step" else 3
+            if values.size == 0:
+                cells.append("-")
+            elif values.size == 1:
+                cells.append(f"{values[0]:.{digits}f}")
+            else:
+                cells.append(f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}")
+            if where == "matched" and values.size < len(runs):
+                cells[-1] += f" ({len(runs) - values.size} never reached)"
+        lines.append(f"| {loss} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_whole(args, losses: list[str], out: Path) -> int:
+    started = time.monotonic()
+    jobs = [(loss, seed) for seed in range(args.seeds) for loss in losses]
+    records: dict[str, list[dict]] = {loss: [] for loss in losses}
+    if args.jobs > 1:
+        # One process per run: each trains on its own thread(s), so two cores hold two runs.
+        context = __import__("multiprocessing").get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+            futures = {pool.submit(train_whole, args, out, loss, seed): loss for loss, seed in jobs}
+            for future in concurrent.futures.as_completed(futures):
+                record = future.result()
+                records[futures[future]].append(record)
+                logger.warning("%s seed %d: %.0f s", record["loss"], record["seed"], record["seconds"])
+    else:
+        for loss, seed in jobs:
+            record = train_whole(args, out, loss, seed)
+            records[loss].append(record)
+            logger.warning("%s seed %d: %.0f s", loss, seed, record["seconds"])
+    for runs in records.values():
+        runs.sort(key=lambda r: r["seed"])
+    reached = [max(p["test/t2i_R@1"] for p in r["curve"]) for runs in records.values() for r in runs]
+    target = args.match_r1 if args.match_r1 is not None else min(reached)
+    md = whole_table(records, target, args.val_scenes)
+    protocol = (
+        f"Whole runs from random weights: {args.steps} steps each (batch {args.batch_size}, peak lr "
+        f"{args.lr:g}, 3% warm-up then cosine, counterfactual twins), validated every {args.eval_every} "
+        f"steps, {args.seeds} seeds; test pool of {args.val_scenes} held-out-seed scenes with full "
+        f"captions, held-out pool of {args.heldout_scenes} scenes. Matched R@1 = {target:.3f}. "
+        f"Total {time.monotonic() - started:.0f} s with {args.jobs} job(s)."
+    )
+    (out.parent / f"{out.name}.md").write_text(f"{protocol}\n\n{md}\n")
+    (out.parent / f"{out.name}.json").write_text(
+        json.dumps({"protocol": protocol, "matched_r1": target, "runs": records}, indent=1)
+    )
+    print(protocol)
+    print(md)
+    return 0
+
+
 def evaluate_warm(args, out: Path, warm: Path) -> dict[str, float]:
     """Metrics of the warm start itself (a zero-step fine-tune would cost a training setup)."""
     import open_clip
@@ -175,8 +307,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--losses", default=",".join(LOSSES), help="comma-separated (default: all five)")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=150, help="fine-tuning steps per run")
-    parser.add_argument("--lr", type=float, default=2e-4, help="fine-tuning peak learning rate")
+    parser.add_argument(
+        "--protocol", choices=("warm", "whole"), default="warm",
+        help="fine-tune one warm start (default) or train every run from random weights",
+    )  # fmt: skip
+    parser.add_argument("--steps", type=int, default=None, help="steps per run (150 warm, 1000 whole)")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (2e-4 warm, 2e-3 whole)")
+    parser.add_argument("--eval-every", type=int, default=100, help="whole runs: steps between validations")
+    parser.add_argument("--match-r1", type=float, default=None, help="whole runs: R@1 to compare CS at")
+    parser.add_argument("--jobs", type=int, default=1, help="whole runs: runs trained at once (processes)")
     parser.add_argument("--warm-start", metavar="SAFETENSORS", help="start every run from these weights")
     parser.add_argument("--warm-steps", type=int, default=1500, help="InfoNCE steps of a fresh warm start")
     parser.add_argument("--warm-lr", type=float, default=2e-3)
@@ -186,19 +325,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-scenes", type=int, default=1000)
     parser.add_argument("--heldout-scenes", type=int, default=500)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "compare_losses"))
+    parser.add_argument("--out", default=None, help="run folder (default: benchmarks/out/compare_losses...)")
     parser.add_argument("--fresh", action="store_true", help="ignore finished runs in --out")
     parser.add_argument("--keep-weights", action="store_true", help="keep each run's checkpoints")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
     from trainer.objectives import parse_objective
+    from trainer.schedule import parse_phases
 
     losses = [name.strip() for name in args.losses.split(",") if name.strip()]
     for name in losses:
-        parse_objective(name)
-    out = Path(args.out)
+        for phase in parse_phases(name):
+            parse_objective(phase.loss)
+    whole = args.protocol == "whole"
+    if args.steps is None:
+        args.steps = 1000 if whole else 150
+    if args.lr is None:
+        args.lr = 2e-3 if whole else 2e-4
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    default_out = "compare_losses-whole" if whole else "compare_losses"
+    out = Path(args.out or ROOT / "benchmarks" / "out" / default_out)
     out.mkdir(parents=True, exist_ok=True)
+    if whole:
+        return run_whole(args, losses, out)
     started = time.monotonic()
     warm = warm_start(args, out)
     rows: dict[str, list[dict[str, float]]] = {"warm start (InfoNCE)": [evaluate_warm(args, out, warm)]}
