@@ -202,10 +202,6 @@ class _LadderBase(nn.Module):
     def _term_names(self) -> list[str]:
         return ["triplet"] + [f"ladder_{level}" for level in range(1, self.margins.shape[0])]
 
-    def _levels(self, relevance: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """(2, B, B) levels: [0] for the rows of S, [1] for the rows of S.T; plus diagnostics."""
-        raise NotImplementedError
-
     def _ladder(self, scores: Tensor, levels: Tensor) -> dict[str, Tensor]:
         both = torch.stack([scores, scores.T])
         margins = self.margins.to(scores.dtype)
