@@ -1,10 +1,11 @@
 """The fine-tune dialog: choose a tagged folder, preview its tags, train, watch, then apply or discard.
 
 :class:`FinetuneJobs` runs each step of a fine-tune in a :class:`~app.workers.Worker` (previewing
-the tags, training, saving and switching to the profile) and reports plain records through its
-signals; :class:`FinetuneDialog` only shows them. Cancelling closes the training generator at its
-next step: nothing is saved, the library is untouched. A finished fine-tune is kept in memory
-until the user applies it (saved as a new profile version and switched to) or discards it.
+the tags, training, saving and switching to the profile: the session's profile jobs) and reports
+plain records through its signals; :class:`FinetuneDialog` only shows them. Cancelling closes the
+training generator at its next step: nothing is saved, the library is untouched. A finished
+fine-tune is kept in memory until the user applies it (saved as a new profile version and switched
+to) or discards it.
 
 :class:`LossPlot` draws the training loss per step and the validation score per epoch.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 import logging
 import math
 import weakref
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.errors_text import user_message
+from app.session import LibrarySession, TagPreview
 from app.workers import Worker, WorkerPool
 
 logger = logging.getLogger(__name__)
@@ -70,46 +71,8 @@ MODES = (
 # ---------------------------------------------------------------------------------------- the work
 
 
-@dataclass(frozen=True)
-class TagPreview:
-    """What a tagged folder holds, for the dialog to show before training."""
-
-    root: str
-    photos: int
-    not_indexed: int
-    untagged: int
-    counts: list[tuple[str, int]]
-    problems: list[tuple[str, str]]
-    empty_folders: list[str] = field(default_factory=list)
-
-
-def preview_job(library: Any, root: str):
-    """Generator: read the tags under ``root`` and match the photos to the library."""
-    from trainer.finetune import iter_collect
-
-    collection = yield from iter_collect(library, root)
-    return TagPreview(
-        root=root,
-        photos=len(collection.items),
-        not_indexed=len(collection.not_indexed),
-        untagged=collection.untagged,
-        counts=collection.counts().most_common(),
-        problems=[(p.path, p.reason) for p in collection.problems],
-        empty_folders=list(collection.empty_folders),
-    )
-
-
-def apply_job(library: Any, result: Any, name: str):
-    """Generator: save ``result`` as the next version of profile ``name`` and switch to it."""
-    from trainer.finetune import save_profile
-
-    info = save_profile(library, result, name)
-    yield from library.iter_use_profile(info.name, info.version)
-    return info
-
-
 class FinetuneJobs(QObject):
-    """The fine-tune steps of one library, run in workers; at most one step at a time."""
+    """The fine-tune steps of one session's library, run in workers; at most one step at a time."""
 
     preview_ready = Signal(object)  # TagPreview
     progress = Signal(object)  # trainer.finetune.FinetuneProgress, or core.profiles.ProfileProgress
@@ -119,9 +82,11 @@ class FinetuneJobs(QObject):
     cancelled = Signal()
     busy_changed = Signal(bool)
 
-    def __init__(self, library: Any, pool: WorkerPool | None = None, parent: QObject | None = None) -> None:
+    def __init__(
+        self, session: LibrarySession, pool: WorkerPool | None = None, parent: QObject | None = None
+    ) -> None:
         super().__init__(parent)
-        self.library = library
+        self.session = session
         self.pool = pool or WorkerPool(max_threads=1, parent=self, name="fine-tune")
         self._worker: Worker | None = None
 
@@ -130,15 +95,14 @@ class FinetuneJobs(QObject):
         return self._worker is not None
 
     def preview(self, root: str) -> Worker | None:
-        return self._run(preview_job, (self.library, root), self.preview_ready, "reading the tags")
+        return self._run(self.session.iter_preview_tags, (root,), self.preview_ready, "reading the tags")
 
     def start(self, root: str, config: Any) -> Worker | None:
-        from trainer.finetune import iter_finetune
-
-        return self._run(iter_finetune, (self.library, root, config), self.trained, "fine-tuning")
+        return self._run(self.session.iter_finetune, (root, config), self.trained, "fine-tuning")
 
     def apply(self, result: Any, name: str) -> Worker | None:
-        return self._run(apply_job, (self.library, result, name), self.applied, "applying the fine-tune")
+        args = (result, name)
+        return self._run(self.session.iter_apply_finetune, args, self.applied, "applying the fine-tune")
 
     def cancel(self) -> None:
         """Stop the running step at its next cancellation point (nothing is kept)."""
@@ -275,10 +239,10 @@ class FinetuneDialog(QDialog):
 
     profile_applied = Signal(object)
 
-    def __init__(self, library: Any, parent: QWidget | None = None, *, root: str = "") -> None:
+    def __init__(self, session: LibrarySession, parent: QWidget | None = None, *, root: str = "") -> None:
         super().__init__(parent)
         self.setWindowTitle("Fine-tune on your tagged folders")
-        self.jobs = FinetuneJobs(library, parent=self)
+        self.jobs = FinetuneJobs(session, parent=self)
         self.result: Any = None
         self.preview: TagPreview | None = None
 

@@ -183,7 +183,7 @@ class MainWindow(QMainWindow):
         model_layout = QVBoxLayout(model_group)
         model_layout.setContentsMargins(0, 0, 0, 0)
         model_layout.addWidget(self.model_box)
-        self.profile_switcher = ProfileSwitcher(self.session.library, parent=self)
+        self.profile_switcher = ProfileSwitcher(self.session, parent=self)
         self.profile_switcher.setToolTip(
             "Fine-tune profiles made from your tagged folders (Library ▸ Fine-tune…); "
             "the model alone is always one click away"
@@ -799,7 +799,7 @@ class MainWindow(QMainWindow):
         from app.finetune_dialog import FinetuneDialog
 
         if self.finetune_dialog is None:
-            self.finetune_dialog = FinetuneDialog(self.session.library, self)
+            self.finetune_dialog = FinetuneDialog(self.session, self)
             self.finetune_dialog.profile_applied.connect(self._on_profile_applied)
         self.finetune_dialog.show()
         self.finetune_dialog.raise_()

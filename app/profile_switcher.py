@@ -16,6 +16,7 @@ from PySide6.QtGui import QStandardItemModel
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QProgressBar, QWidget
 
 from app.errors_text import user_message
+from app.session import LibrarySession
 from app.workers import Worker, WorkerPool
 
 logger = logging.getLogger(__name__)
@@ -36,14 +37,16 @@ def profile_label(info: Any) -> str:
 
 
 class ProfileSwitcher(QWidget):
-    """Lists the profiles of a library and switches between them in the background."""
+    """Lists the profiles of a session's library and switches between them in the background."""
 
     switched = Signal(object)  # the ProfileInfo now answering searches, or None
     failed = Signal(str)
 
-    def __init__(self, library: Any, pool: WorkerPool | None = None, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, session: LibrarySession, pool: WorkerPool | None = None, parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
-        self.library = library
+        self.session = session
         self.pool = pool or WorkerPool(max_threads=1, parent=self, name="profiles")
         self.combo = QComboBox()
         self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
@@ -71,21 +74,16 @@ class ProfileSwitcher(QWidget):
         try:
             self.combo.clear()
             self.combo.addItem(BASE_LABEL, None)
-            active = self.library.active_profile
-            # The base spec the profiles must sit on (read without loading the model: the
-            # switch itself checks the exact weights and says so if they differ).
-            base_spec = active.base_spec if active is not None and active.mode == "full" else None
-            base_spec = base_spec or self.library.model_spec
+            choices = self.session.profile_choices()
             model = self.combo.model()
-            for info in self.library.profiles():
+            for info in choices.profiles:
                 self.combo.addItem(profile_label(info), (info.name, info.version))
                 row = self.combo.count() - 1
-                usable = info.base_spec == base_spec
-                if not usable and isinstance(model, QStandardItemModel):
+                if not choices.usable(info) and isinstance(model, QStandardItemModel):
                     item = model.item(row)
                     item.setEnabled(False)
                     item.setToolTip(f"made on another model: {info.base_spec}")
-                if active is not None and active.label == info.label:
+                if choices.is_active(info):
                     self.combo.setCurrentIndex(row)
         finally:
             self._updating = False
@@ -119,7 +117,7 @@ class ProfileSwitcher(QWidget):
             return
         data = self.combo.itemData(row)
         name, version = data if data is not None else (None, None)
-        worker = Worker(self.library.use_profile, name, version)
+        worker = Worker(self.session.use_profile, name, version)
         worker.returned.connect(self._on_switched)
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)

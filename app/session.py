@@ -12,6 +12,10 @@ ids so a late answer to an old query is dropped instead of shown.
   time limit for everything, until every worker has returned: closing the window mid-indexing
   leaves a consistent library, and no thread of the session is left running over a library
   that its owner closes next.
+* Fine-tune profiles: the profile switcher and the fine-tune dialog run the session's profile jobs
+  (:meth:`LibrarySession.use_profile`, :meth:`~LibrarySession.iter_preview_tags`,
+  :meth:`~LibrarySession.iter_finetune`, :meth:`~LibrarySession.iter_apply_finetune`) in workers
+  of their own; the jobs take plain values, so no widget holds the library.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import os
 import sys
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +99,36 @@ class StepProgress:
     eta_s: float | None = None
     path: str | None = None
     failed: int = 0
+
+
+@dataclass(frozen=True)
+class TagPreview:
+    """What a tagged folder holds, for the fine-tune dialog to show before training."""
+
+    root: str
+    photos: int
+    not_indexed: int
+    untagged: int
+    counts: list[tuple[str, int]]
+    problems: list[tuple[str, str]]
+    empty_folders: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ProfileChoices:
+    """The library's saved profiles, the one answering searches (None: the model alone), and the
+    base model a profile must have been made on to be chosen now."""
+
+    profiles: list[Any]
+    active: Any
+    base_spec: str
+
+    def usable(self, info: Any) -> bool:
+        """Whether profile ``info`` was made on the base model searches run on now."""
+        return bool(info.base_spec == self.base_spec)
+
+    def is_active(self, info: Any) -> bool:
+        return self.active is not None and self.active.label == info.label
 
 
 class LibrarySession(QObject):
@@ -264,6 +298,67 @@ class LibrarySession(QObject):
     @property
     def is_searching(self) -> bool:
         return self._search_worker is not None
+
+    # ------------------------------------------------------------------ fine-tune profiles
+
+    def profiles(self) -> list[Any]:
+        """Every saved profile version of the library (``core.profiles.ProfileInfo``)."""
+        return list(self.library.profiles())
+
+    @property
+    def active_profile(self) -> Any:
+        """The profile answering searches, or None (the model alone answers)."""
+        return self.library.active_profile
+
+    def profile_choices(self) -> ProfileChoices:
+        """The profiles to choose from, the active one, and the base model they must sit on.
+
+        While a full profile answers, its own weights are the library's model: the profiles usable
+        then are those made on the base model it was trained from. The spec is read without loading
+        the model; a switch checks the exact weights itself and says so when they differ.
+        """
+        active = self.library.active_profile
+        base_spec = active.base_spec if active is not None and active.mode == "full" else None
+        return ProfileChoices(self.profiles(), active, str(base_spec or self.library.model_spec))
+
+    # Jobs for a widget's worker: they take plain values, never a library, and the generators
+    # yield progress records (each yield is a cancellation point that leaves the library as it was).
+
+    def use_profile(self, name: str | None, version: int | None = None) -> Any:
+        """Make profile ``name`` (its latest version without ``version``; None: the model alone)
+        answer searches, and return its ``ProfileInfo`` (or None). Blocks: run it in a worker."""
+        return self.library.use_profile(name, version)
+
+    def iter_preview_tags(self, root: str) -> Generator[Any, None, TagPreview]:
+        """Read the tags under ``root`` and match their photos to the library's."""
+        from trainer.finetune import iter_collect
+
+        collection = yield from iter_collect(self.library, root)
+        return TagPreview(
+            root=root,
+            photos=len(collection.items),
+            not_indexed=len(collection.not_indexed),
+            untagged=collection.untagged,
+            counts=collection.counts().most_common(),
+            problems=[(p.path, p.reason) for p in collection.problems],
+            empty_folders=list(collection.empty_folders),
+        )
+
+    def iter_finetune(self, root: str, config: Any) -> Generator[Any, None, Any]:
+        """Fine-tune on the tagged photos under ``root`` with ``config`` (a ``FinetuneConfig``);
+        returns the ``FinetuneResult``. Nothing is saved."""
+        from trainer.finetune import iter_finetune
+
+        return (yield from iter_finetune(self.library, root, config))
+
+    def iter_apply_finetune(self, result: Any, name: str) -> Generator[Any, None, Any]:
+        """Save a fine-tune ``result`` as the next version of profile ``name`` and make it answer
+        searches; returns its ``ProfileInfo``."""
+        from trainer.finetune import save_profile
+
+        info = save_profile(self.library, result, name)
+        yield from self.library.iter_use_profile(info.name, info.version)
+        return info
 
     # ------------------------------------------------------------------ search
 

@@ -1,4 +1,5 @@
-"""The fine-tune dialog and the profile switcher over a real library (tiny model, tagged scene photos)."""
+"""The fine-tune dialog and the profile switcher over a session on a real library (tiny model, tagged
+scene photos)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from app.finetune_dialog import FinetuneDialog, LossPlot
 from app.profile_switcher import BASE_LABEL, ProfileSwitcher
+from app.session import LibrarySession
 from core.library import Library
 from core.models import ModelIdentity
 from trainer.tagged_world import write_tagged_tree
@@ -32,8 +34,15 @@ def tuned_library(tagged_library, tmp_path, tiny_checkpoint):
 
 
 @pytest.fixture
-def dialog(qtbot, tuned_library, tagged_library):
-    made = FinetuneDialog(tuned_library, root=str(tagged_library / "Tagged"))
+def session(tuned_library):
+    made = LibrarySession(tuned_library)
+    yield made
+    assert made.shutdown(60_000)
+
+
+@pytest.fixture
+def dialog(qtbot, session, tagged_library):
+    made = FinetuneDialog(session, root=str(tagged_library / "Tagged"))
     made.epochs_spin.setValue(2)
     qtbot.addWidget(made)
     made.show()
@@ -104,9 +113,9 @@ def test_discard_forgets_the_result(qtbot, dialog, tuned_library):
     assert tuned_library.profiles() == []
 
 
-def test_a_folder_without_photos_says_so(qtbot, tuned_library, tmp_path):
+def test_a_folder_without_photos_says_so(qtbot, session, tmp_path):
     (tmp_path / "empty" / "boats").mkdir(parents=True)
-    made = FinetuneDialog(tuned_library)
+    made = FinetuneDialog(session)
     qtbot.addWidget(made)
     made.root_edit.setText(str(tmp_path / "empty"))
     with qtbot.waitSignal(made.jobs.preview_ready, timeout=30_000):
@@ -119,6 +128,23 @@ def test_a_folder_without_photos_says_so(qtbot, tuned_library, tmp_path):
         made.scan_button.click()
     assert "missing" in made.summary.text()
     made.jobs.shutdown()
+
+
+def test_the_session_previews_tags_for_any_caller(session, tagged_library, tmp_path):
+    from PIL import Image
+
+    from core.progress import drive
+
+    preview = drive(session.iter_preview_tags(str(tagged_library / "Tagged")))
+    assert preview.root == str(tagged_library / "Tagged")
+    assert preview.photos == 40 and preview.not_indexed == 0 and preview.problems == []
+    counts = [count for _tag, count in preview.counts]
+    assert counts == sorted(counts, reverse=True)  # most common tags first
+
+    (tmp_path / "new" / "boats").mkdir(parents=True)
+    Image.new("RGB", (24, 24), (10, 200, 30)).save(tmp_path / "new" / "boats" / "fresh.jpg")
+    preview = drive(session.iter_preview_tags(str(tmp_path / "new")))
+    assert preview.photos == 0 and preview.not_indexed == 1  # tagged, but not in the library
 
 
 def test_loss_plot_paints_without_data_and_with(qtbot):
@@ -138,7 +164,7 @@ def test_loss_plot_paints_without_data_and_with(qtbot):
 # ---------------------------------------------------------------------------------------- switcher
 
 
-def test_switcher_lists_switches_and_refuses_other_bases(qtbot, tuned_library):
+def test_switcher_lists_switches_and_refuses_other_bases(qtbot, session, tuned_library):
     from tests.core.test_profiles import adapter
 
     lib = tuned_library
@@ -148,7 +174,7 @@ def test_switcher_lists_switches_and_refuses_other_bases(qtbot, tuned_library):
     lib.profile_store.save_adapter(
         "elsewhere", adapter(3), ModelIdentity("x", "sha256:00"), "file:/x.safetensors"
     )
-    switcher = ProfileSwitcher(lib)
+    switcher = ProfileSwitcher(session)
     qtbot.addWidget(switcher)
     labels = [switcher.combo.itemText(i) for i in range(switcher.combo.count())]
     assert labels == [BASE_LABEL, "elsewhere v1", "garden v1", "garden v2"]
