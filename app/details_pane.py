@@ -124,6 +124,27 @@ class DetailsPane(QWidget):
         self.setMinimumWidth(260)
 
         self.preview = _Preview()
+        self._build_name_label()
+        form = self._build_facts_form()
+        self._add_tag_rows(form)
+        open_row, search_row = self._build_buttons()
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 8, 8, 8)
+        layout.addWidget(self.preview)
+        layout.addWidget(self.name_label)
+        layout.addLayout(form)
+        layout.addLayout(open_row)
+        layout.addLayout(search_row)
+        layout.addStretch(1)
+        thumbnails.ready.connect(self._on_thumbnail)
+        thumbnails.failed.connect(self._on_thumbnail)
+        self.show_details(None)
+
+    # ------------------------------------------------------------------ construction
+
+    def _build_name_label(self) -> None:
+        """The file name, bold and a little larger, selectable."""
         self.name_label = QLabel()
         self.name_label.setTextFormat(Qt.TextFormat.PlainText)  # file names are not markup
         self.name_label.setWordWrap(True)
@@ -133,6 +154,8 @@ class DetailsPane(QWidget):
         self.name_label.setFont(font)
         self.name_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
+    def _build_facts_form(self) -> QFormLayout:
+        """The photo's folder, date and size, and its score, z and tier for the current query."""
         self.path_value = QLabel()
         self.path_value.setTextFormat(Qt.TextFormat.PlainText)
         self.path_value.setWordWrap(True)
@@ -153,8 +176,10 @@ class DetailsPane(QWidget):
         form.addRow("z", self.z_value)
         form.addRow("Tier", self.tier_value)
         self.z_value.setToolTip("How far above this query's typical score, in standard deviations")
+        return form
 
-        # Tags: those on disk (folders, tags.txt, XMP) are shown; those given here can be edited.
+    def _add_tag_rows(self, form: QFormLayout) -> None:
+        """Tags: those on disk (folders, tags.txt, XMP) are shown; those given here can be edited."""
         self.disk_tags_value = QLabel()
         self.disk_tags_value.setTextFormat(Qt.TextFormat.PlainText)
         self.disk_tags_value.setWordWrap(True)
@@ -182,6 +207,8 @@ class DetailsPane(QWidget):
         form.addRow("Your tags", given_row)
         form.addRow("", self.tag_edit)
 
+    def _build_buttons(self) -> tuple[QHBoxLayout, QHBoxLayout]:
+        """Open and Show in folder; Copy path and More like this (two rows)."""
         self.open_button = QPushButton("Open")
         self.open_button.setToolTip("Open the photo in the default viewer")
         self.folder_button = QPushButton("Show in folder")
@@ -192,24 +219,15 @@ class DetailsPane(QWidget):
         self.folder_button.clicked.connect(self.show_in_folder)
         self.copy_button.clicked.connect(self.copy_path)
         self.like_button.clicked.connect(self._on_more_like_this)
-        row1 = QHBoxLayout()
-        row1.addWidget(self.open_button)
-        row1.addWidget(self.folder_button)
-        row2 = QHBoxLayout()
-        row2.addWidget(self.copy_button)
-        row2.addWidget(self.like_button)
+        open_row = QHBoxLayout()
+        open_row.addWidget(self.open_button)
+        open_row.addWidget(self.folder_button)
+        search_row = QHBoxLayout()
+        search_row.addWidget(self.copy_button)
+        search_row.addWidget(self.like_button)
+        return open_row, search_row
 
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(8, 8, 8, 8)
-        layout.addWidget(self.preview)
-        layout.addWidget(self.name_label)
-        layout.addLayout(form)
-        layout.addLayout(row1)
-        layout.addLayout(row2)
-        layout.addStretch(1)
-        thumbnails.ready.connect(self._on_thumbnail)
-        thumbnails.failed.connect(self._on_thumbnail)
-        self.show_details(None)
+    # ------------------------------------------------------------------ the photo shown
 
     @property
     def details(self) -> PhotoDetails | None:

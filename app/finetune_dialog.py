@@ -246,22 +246,42 @@ class FinetuneDialog(QDialog):
         self.result: Any = None
         self.preview: TagPreview | None = None
 
-        intro = QLabel(
-            "Sub-folder names are tags (nested folders add their parents' tags); XMP keywords and "
-            "tags.txt files add more. The fine-tune learns your words and how related your photos are, "
-            "and keeps part of them aside to measure the gain. The model itself is never changed: the "
-            "result is a profile you can switch off at any time."
-        )
-        intro.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addWidget(_intro_label())
+        layout.addLayout(self._build_root_row(root))
+        self._build_tag_table()
+        layout.addWidget(self.summary)
+        layout.addWidget(self.tag_table, 1)
+        layout.addLayout(self._build_settings_form())
+        self._build_progress_views()
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.plot, 1)
+        layout.addWidget(self.report_view)
+        layout.addLayout(self._build_buttons())
+        self.resize(640, 720)
+
+        self._connect_signals()
+        self._update_buttons()
+        if root:
+            self.read_tags()
+
+    # -- construction
+
+    def _build_root_row(self, root: str) -> QHBoxLayout:
+        """The tagged folder's path, with buttons to choose it and to read its tags."""
         self.root_edit = QLineEdit(root)
         self.root_edit.setPlaceholderText("a folder of tagged sub-folders")
         self.browse_button = QPushButton("Choose…")
         self.scan_button = QPushButton("Read tags")
-        root_row = QHBoxLayout()
-        root_row.addWidget(self.root_edit, 1)
-        root_row.addWidget(self.browse_button)
-        root_row.addWidget(self.scan_button)
+        row = QHBoxLayout()
+        row.addWidget(self.root_edit, 1)
+        row.addWidget(self.browse_button)
+        row.addWidget(self.scan_button)
+        return row
 
+    def _build_tag_table(self) -> None:
+        """The preview's summary line and its table of tags with their photo counts."""
         self.summary = QLabel("Choose a folder to see its tags.")
         self.summary.setWordWrap(True)
         self.summary.setTextFormat(Qt.TextFormat.PlainText)
@@ -275,6 +295,8 @@ class FinetuneDialog(QDialog):
         self.tag_table.setEditTriggers(QTableView.EditTrigger.NoEditTriggers)
         self.tag_table.setMinimumHeight(120)
 
+    def _build_settings_form(self) -> QFormLayout:
+        """The profile's name and the training settings: mode, loss, epochs."""
         self.name_edit = QLineEdit()
         self.name_edit.setPlaceholderText("profile name")
         self.mode_combo = QComboBox()
@@ -294,7 +316,10 @@ class FinetuneDialog(QDialog):
         form.addRow("Mode:", self.mode_combo)
         form.addRow("Loss:", self.loss_combo)
         form.addRow("Epochs (at most):", self.epochs_spin)
+        return form
 
+    def _build_progress_views(self) -> None:
+        """The progress bar, the status line, the loss plot and the final report."""
         self.progress_bar = QProgressBar()
         self.progress_bar.setTextVisible(True)
         self.status_label = QLabel()
@@ -307,6 +332,8 @@ class FinetuneDialog(QDialog):
         self.report_view.setMinimumHeight(130)
         self.report_view.hide()
 
+    def _build_buttons(self) -> QHBoxLayout:
+        """Start and Cancel on the left; Apply, Discard and Close on the right."""
         self.start_button = QPushButton("Start")
         self.cancel_button = QPushButton("Cancel")
         self.apply_button = QPushButton("Apply")
@@ -319,20 +346,9 @@ class FinetuneDialog(QDialog):
         buttons.addWidget(self.apply_button)
         buttons.addWidget(self.discard_button)
         buttons.addWidget(self.close_button)
+        return buttons
 
-        layout = QVBoxLayout(self)
-        layout.addWidget(intro)
-        layout.addLayout(root_row)
-        layout.addWidget(self.summary)
-        layout.addWidget(self.tag_table, 1)
-        layout.addLayout(form)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status_label)
-        layout.addWidget(self.plot, 1)
-        layout.addWidget(self.report_view)
-        layout.addLayout(buttons)
-        self.resize(640, 720)
-
+    def _connect_signals(self) -> None:
         self.browse_button.clicked.connect(self._browse)
         self.scan_button.clicked.connect(self.read_tags)
         self.root_edit.returnPressed.connect(self.read_tags)
@@ -348,9 +364,6 @@ class FinetuneDialog(QDialog):
         self.jobs.failed.connect(self._on_failed)
         self.jobs.cancelled.connect(self._on_cancelled)
         self.jobs.busy_changed.connect(lambda _busy: self._update_buttons())
-        self._update_buttons()
-        if root:
-            self.read_tags()
 
     # -- actions
 
@@ -506,3 +519,14 @@ class FinetuneDialog(QDialog):
         self.discard_button.setEnabled(not busy and self.result is not None)
         self.scan_button.setEnabled(not busy)
         self.browse_button.setEnabled(not busy)
+
+
+def _intro_label() -> QLabel:
+    intro = QLabel(
+        "Sub-folder names are tags (nested folders add their parents' tags); XMP keywords and "
+        "tags.txt files add more. The fine-tune learns your words and how related your photos are, "
+        "and keeps part of them aside to measure the gain. The model itself is never changed: the "
+        "result is a profile you can switch off at any time."
+    )
+    intro.setWordWrap(True)
+    return intro

@@ -281,6 +281,29 @@ class LibraryPanel(QWidget):
         self.summary = QLabel()
         self.summary.setTextFormat(Qt.TextFormat.PlainText)
         self.summary.setWordWrap(True)
+        self._build_folders_view()
+        buttons = self._build_folder_buttons()
+        self.progress = IndexProgressBox()
+        self.progress.cancel_requested.connect(self.cancel_requested)
+        self._build_failures_box()
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 8, 0, 8)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.folders_view)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.failures_box, 1)
+        layout.addStretch(0)
+        self.folders_view.selectionModel().selectionChanged.connect(self._update_buttons)
+        self._fit_folders_height()
+        self._indexing = False
+        self._update_buttons()
+
+    # ------------------------------------------------------------------ construction
+
+    def _build_folders_view(self) -> None:
+        """The table of folders: one row each, the path stretched, the counts as wide as they need."""
         self.folders_view = QTableView()
         self.folders_view.setModel(self.folders_model)
         self.folders_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -295,6 +318,8 @@ class LibraryPanel(QWidget):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
         self.folders_view.setAccessibleName("Library folders")
 
+    def _build_folder_buttons(self) -> QHBoxLayout:
+        """Add folder, Remove and Re-scan, in a row under the folders."""
         self.add_button = QPushButton("Add folder…")
         self.remove_button = QPushButton("Remove")
         self.remove_button.setToolTip("Remove the folder from the library (the photos stay on disk)")
@@ -308,10 +333,10 @@ class LibraryPanel(QWidget):
         buttons.addWidget(self.remove_button)
         buttons.addWidget(self.rescan_button)
         buttons.addStretch(1)
+        return buttons
 
-        self.progress = IndexProgressBox()
-        self.progress.cancel_requested.connect(self.cancel_requested)
-
+    def _build_failures_box(self) -> None:
+        """The files that could not be read, in a box hidden while there are none."""
         self.failures_box = QGroupBox("Files that could not be read")
         self.failures_view = QTableView()
         self.failures_view.setModel(self.failures_model)
@@ -326,19 +351,6 @@ class LibraryPanel(QWidget):
         fl = QVBoxLayout(self.failures_box)
         fl.addWidget(self.failures_view)
         self.failures_box.hide()
-
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 8, 0, 8)
-        layout.addWidget(self.summary)
-        layout.addWidget(self.folders_view)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.failures_box, 1)
-        layout.addStretch(0)
-        self.folders_view.selectionModel().selectionChanged.connect(self._update_buttons)
-        self._fit_folders_height()
-        self._indexing = False
-        self._update_buttons()
 
     # ------------------------------------------------------------------ state in
 

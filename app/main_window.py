@@ -111,11 +111,17 @@ class MainWindow(QMainWindow):
         self.search_bar = SearchBar()
         self.search_bar.set_history(self.history.items)
         self.throttle = Throttle(self._search_typed_text, SEARCH_DELAY_MS, self)
-
         self.long_tail_banner = Banner(closable=False)
         self.long_tail_banner.setAccessibleName("No exact match")
         self.message_banner = Banner(closable=True)
+        self._build_results_grid()
+        self._build_splitters()
+        self._build_central()
+        self._build_library_dock()
+        self._build_status_bar()
 
+    def _build_results_grid(self) -> None:
+        """The results grid with its summary line, and the label shown instead when it is empty."""
         self.results_model = ResultsModel(self.thumbnails, self)
         self.results_view = ResultsView()
         self.results_view.setModel(self.results_model)
@@ -131,6 +137,8 @@ class MainWindow(QMainWindow):
         self.grid_stack.addWidget(self.empty_label)
         self.grid_stack.addWidget(self.results_view)
 
+    def _build_splitters(self) -> None:
+        """The tier inspector above the grid (left), the details pane beside them (right)."""
         grid_box = QWidget()
         grid_layout = QVBoxLayout(grid_box)
         grid_layout.setContentsMargins(0, 0, 0, 0)
@@ -157,6 +165,8 @@ class MainWindow(QMainWindow):
         self.main_splitter.setCollapsible(0, False)
         self.main_splitter.setSizes([900, 320])
 
+    def _build_central(self) -> None:
+        """The search bar and the banners over the pages: the welcome page, or the results."""
         self.welcome = WelcomePage()
         self.pages = QStackedWidget()
         self.pages.addWidget(self.welcome)
@@ -173,6 +183,8 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.pages, 1)
         self.setCentralWidget(central)
 
+    def _build_library_dock(self) -> None:
+        """The library panel, and under it the model with the profile switcher, in a dock."""
         self.library_panel = LibraryPanel()
         self.model_box = ModelBox()
         dock_body = QWidget()
@@ -199,9 +211,10 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.library_dock)
         self.resizeDocks([self.library_dock], [330], Qt.Orientation.Horizontal)
 
+    def _build_status_bar(self) -> None:
+        """The library's count and model in the status bar, re-read every few seconds while indexing."""
         self.status_label = QLabel()
         self.statusBar().addPermanentWidget(self.status_label)
-
         self._status_timer = QTimer(self)
         self._status_timer.setInterval(STATUS_REFRESH_MS)
         self._status_timer.timeout.connect(self.refresh_library)

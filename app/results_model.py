@@ -24,7 +24,7 @@ import html
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Protocol
@@ -393,37 +393,25 @@ class ResultsModel(QAbstractListModel):
         return None
 
     def _photo_data(self, row: PhotoRow, role: int) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole:
-            return os.path.basename(row.path)
-        if role == Role.PHOTO_ID:
-            return row.photo_id
-        if role == Role.PATH:
-            return row.path
-        if role == Role.SCORE:
-            return row.score
-        if role == Role.Z:
-            return row.z
-        if role == Role.TIER:
-            return row.tier
-        if role == Role.TIER_LABEL:
-            return self.tier_label(row.tier)
-        if role == Qt.ItemDataRole.ToolTipRole:
-            tier = (
-                "below the graded tiers"
-                if row.tier == MORE_RANK
-                else f"tier {row.tier}: {html.escape(self._tier_labels.get(row.tier, ''))}"
-            )
-            return (
-                f"<b>{html.escape(os.path.basename(row.path))}</b><br>"
-                f"score {format_score(row.score)} &nbsp; z {format_z(row.z)}<br>{tier}"
-            )
-        if role == Qt.ItemDataRole.AccessibleTextRole:
-            return f"{os.path.basename(row.path)}, score {format_score(row.score)}"
-        if role == Role.THUMBNAIL:
-            return self._thumbnails.pixmap(row.path, self.thumb_pixels) if self._thumbnails else None
-        if role == Role.THUMBNAIL_ERROR:
-            return self._thumbnails.error(row.path, self.thumb_pixels) if self._thumbnails else None
-        return None
+        read = _PHOTO_DATA.get(role)
+        return read(self, row) if read is not None else None
+
+    def _photo_tooltip(self, row: PhotoRow) -> str:
+        tier = (
+            "below the graded tiers"
+            if row.tier == MORE_RANK
+            else f"tier {row.tier}: {html.escape(self._tier_labels.get(row.tier, ''))}"
+        )
+        return (
+            f"<b>{html.escape(os.path.basename(row.path))}</b><br>"
+            f"score {format_score(row.score)} &nbsp; z {format_z(row.z)}<br>{tier}"
+        )
+
+    def _photo_thumbnail(self, row: PhotoRow) -> Any:
+        return self._thumbnails.pixmap(row.path, self.thumb_pixels) if self._thumbnails else None
+
+    def _photo_thumbnail_error(self, row: PhotoRow) -> str | None:
+        return self._thumbnails.error(row.path, self.thumb_pixels) if self._thumbnails else None
 
     def _on_thumbnail(self, path: str, side: int, *_: object) -> None:
         if side != self.thumb_pixels:
@@ -431,3 +419,21 @@ class ResultsModel(QAbstractListModel):
         for r in self._row_of_path.get(path, ()):
             idx = self.index(r)
             self.dataChanged.emit(idx, idx, [Role.THUMBNAIL, Role.THUMBNAIL_ERROR])
+
+
+# What a photo row answers for each role it knows (any other role: None).
+_PHOTO_DATA: dict[int, Callable[[ResultsModel, PhotoRow], Any]] = {
+    Qt.ItemDataRole.DisplayRole: lambda _model, row: os.path.basename(row.path),
+    Role.PHOTO_ID: lambda _model, row: row.photo_id,
+    Role.PATH: lambda _model, row: row.path,
+    Role.SCORE: lambda _model, row: row.score,
+    Role.Z: lambda _model, row: row.z,
+    Role.TIER: lambda _model, row: row.tier,
+    Role.TIER_LABEL: lambda model, row: model.tier_label(row.tier),
+    Qt.ItemDataRole.ToolTipRole: ResultsModel._photo_tooltip,
+    Qt.ItemDataRole.AccessibleTextRole: lambda _model, row: (
+        f"{os.path.basename(row.path)}, score {format_score(row.score)}"
+    ),
+    Role.THUMBNAIL: ResultsModel._photo_thumbnail,
+    Role.THUMBNAIL_ERROR: ResultsModel._photo_thumbnail_error,
+}
