@@ -297,6 +297,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def match_count_text(count: int, capped: bool, shown: int) -> str:
+    """How many photos match, e.g. "83 photos match; the best 50 are shown (-k for more)."."""
+    verb = "matches" if count == 1 else "match"
+    text = f"{'At least ' if capped else ''}{count:,} photo{'' if count == 1 else 's'} {verb}"
+    if count > shown:
+        text += f"; the best {shown:,} are shown (-k for more)"
+    return text + "."
+
+
 def format_result(result) -> str:
     """Human-readable graded results."""
     lines = [f"{result.query!r} ({result.model})"]
@@ -304,6 +313,8 @@ def format_result(result) -> str:
         lines.append(f"This model does not know {_quoted(result.unknown_words)}.")
     if result.long_tail:
         lines.append("No exact match; here are the nearest alternatives.")
+    elif result.hits:
+        lines.append(match_count_text(result.match_count, result.match_count_capped, len(result.hits)))
     for tier in result.tiers:
         lines.append(
             f"\n{tier.label}: {tier.count} photo{'s' if tier.count != 1 else ''} "

@@ -43,6 +43,9 @@ DEFAULT_PROBE_MARGIN = 0.15
 # lexicon has up to 44 for a five-attribute query, about 2 s of a ViT-B-32 text tower on one CPU
 # core, so they are shared out among the attributes named).
 MAX_VARIANTS = 24
+# When the best matches fill the page asked for, they are counted among up to this many nearest
+# photos (graded the same way): "83 photos match", not the page size.
+COUNT_LIMIT = 1000
 
 TextEncoder = Callable[[list[str]], np.ndarray]
 ImageEncoder = Callable[[Path], np.ndarray]
@@ -79,6 +82,9 @@ class SearchResult:
         unknown_words: Words of the query the model does not know (a closed-vocabulary model);
             a query with any cannot match exactly.
         model: The display name of the model that answered (set by the library).
+        match_count: How many photos of the library are best matches (a match tier), counted
+            beyond the hits returned when those fill the page; 0 for a long-tail result.
+        match_count_capped: The count stopped at :data:`COUNT_LIMIT` candidates: at least that many.
     """
 
     query: str
@@ -88,11 +94,13 @@ class SearchResult:
     grading: Grading | None = field(default=None, repr=False, compare=False)
     unknown_words: tuple[str, ...] = ()
     model: str = ""
+    match_count: int = 0
+    match_count_capped: bool = False
 
     def to_dict(self, path_of: Callable[[int], str | os.PathLike[str]] | None = None) -> dict:
         """The JSON contract of ``search --json``::
 
-            {"query", "model", "long_tail", "unknown_words",
+            {"query", "model", "long_tail", "unknown_words", "match_count", "match_count_capped",
              "tiers": [{"rank", "label", "count", "min_score", "max_score"}],
              "results": [{"path", "score", "z", "tier", "differs", "offline"}]}
 
@@ -107,6 +115,8 @@ class SearchResult:
             "model": self.model,
             "long_tail": bool(self.long_tail),
             "unknown_words": list(self.unknown_words),
+            "match_count": int(self.match_count),
+            "match_count_capped": bool(self.match_count_capped),
             "tiers": [t.to_dict() for t in self.tiers],
             "results": [
                 {
@@ -326,6 +336,7 @@ class Searcher:
             )
             if t > 0
         ]
+        count, capped = self._count_matches(q, g, skip, probe_text if probes else None, probes)
         return SearchResult(
             query=label,
             long_tail=g.long_tail,
@@ -333,7 +344,59 @@ class Searcher:
             hits=hits,
             grading=g,
             unknown_words=tuple(unknown_words),
+            match_count=count,
+            match_count_capped=capped,
         )
+
+    def _count_matches(
+        self,
+        q: np.ndarray,
+        g: Grading,
+        skip: set[int],
+        probe_text: str | None,
+        probes: Sequence[Variant],
+    ) -> tuple[int, bool]:
+        """(how many photos are best matches, whether the count stopped at COUNT_LIMIT).
+
+        Within the page the match tiers are counted. When they run to its last tenth, more may
+        follow: up to COUNT_LIMIT nearest photos are graded the same way (the variants' evidence,
+        or the z of the page's weakest match) and their best matches counted.
+        """
+        if g.long_tail:
+            return 0, False
+        matched = [t.rank for t in g.tiers if t.level == 0]
+        is_match = np.isin(g.tier_of, matched)
+        on_page = int(is_match.sum())
+        finite = int((g.tier_of > 0).sum())
+        available = len(self.index) - len(skip)
+        last = int(np.flatnonzero(is_match)[-1]) if on_page else -1
+        # The matches end on this page unless they reach its last tenth (the photo at the page's
+        # edge may be a match that a page one longer would have graded so).
+        if last < finite - max(3, finite // 10) or finite >= available:
+            return on_page, False
+        limit = min(COUNT_LIMIT, available)
+        ids, scores = self.index.search(q, limit + len(skip))
+        ids, scores = ids[0], scores[0]
+        if skip:
+            keep = np.fromiter((i not in skip for i in ids.tolist()), dtype=bool, count=ids.size)
+            ids, scores = ids[keep], scores[keep]
+        ids, scores = ids[:limit], scores[:limit]
+        if probe_text is not None:
+            counts = np.array([len(d) for d in self.mismatches(probe_text, probes, ids)], np.int64)
+            with single_threaded():
+                bg_scores = self._background @ q
+            base = grade(
+                scores, bg_scores, gate=self.gate, library_size=len(self.index), **self.grading_options
+            )
+            wider = grade_by_mismatches(base, scores, counts, known=True)
+            wide_matched = [t.rank for t in wider.tiers if t.level == 0]
+            count = 0 if wider.long_tail else int(np.isin(wider.tier_of, wide_matched).sum())
+        else:
+            weakest = float(np.nanmin(g.z[np.isin(g.tier_of, matched)]))
+            z = (scores - g.background_mean) / g.background_std
+            count = int((z >= weakest - 1e-9).sum())
+        count = max(count, on_page)
+        return count, count >= ids.size and ids.size < available
 
     def mismatches(self, text: str, probes: Sequence[Variant], ids: np.ndarray) -> list[tuple[str, ...]]:
         """Per candidate photo, the attribute classes in which a variant of ``text`` describes it

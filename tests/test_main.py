@@ -39,7 +39,16 @@ def test_index_search_json_status(cli, photos):
     code, out, _ = cli("search", "red car at night", "--json", "-k", "5")
     assert code == 0
     data = json.loads(out)  # exactly one JSON object
-    assert set(data) == {"query", "model", "long_tail", "unknown_words", "tiers", "results"}
+    assert set(data) == {
+        "query",
+        "model",
+        "long_tail",
+        "unknown_words",
+        "match_count",
+        "match_count_capped",
+        "tiers",
+        "results",
+    }
     assert isinstance(data["long_tail"], bool)
     assert len(data["results"]) == 5
     assert all(set(r) == {"path", "score", "z", "tier", "differs", "offline"} for r in data["results"])
@@ -49,8 +58,13 @@ def test_index_search_json_status(cli, photos):
         (r["score"] for r in data["results"]), reverse=True
     )
 
+    assert isinstance(data["match_count"], int) and isinstance(data["match_count_capped"], bool)
+    matched = sum(t["count"] for t in data["tiers"] if t["label"] == "Best matches")
+    assert data["match_count"] >= matched and (data["match_count"] == 0) == data["long_tail"]
+
     code, out, _ = cli("search", "red car")
     assert code == 0 and "scores" in out
+    assert "No exact match" in out or " match" in out.splitlines()[1]
 
     code, out, _ = cli("status", "--json", "--failures")
     status = json.loads(out)
@@ -58,6 +72,13 @@ def test_index_search_json_status(cli, photos):
     assert status["failure_list"][0]["reason"] == "not an image"
     code, out, _ = cli("status")
     assert code == 0 and str(photos) in out
+
+
+def test_the_match_count_in_words():
+    assert main.match_count_text(1, False, 50) == "1 photo matches."
+    assert main.match_count_text(83, False, 50) == "83 photos match; the best 50 are shown (-k for more)."
+    assert main.match_count_text(12, False, 50) == "12 photos match."
+    assert main.match_count_text(1000, True, 60).startswith("At least 1,000 photos match; the best 60")
 
 
 def test_options_before_or_after_the_command(tmp_path, tiny_checkpoint, photos, capsys):

@@ -46,7 +46,16 @@ def test_index_then_search_returns_graded_json(lib, photos):
 
     result = lib.search("a red car at night", k=10)
     data = result.to_dict()
-    assert set(data) == {"query", "model", "long_tail", "unknown_words", "tiers", "results"}
+    assert set(data) == {
+        "query",
+        "model",
+        "long_tail",
+        "unknown_words",
+        "match_count",
+        "match_count_capped",
+        "tiers",
+        "results",
+    }
     assert data["query"] == "a red car at night"
     assert len(data["results"]) == 10
     scores = [r["score"] for r in data["results"]]

@@ -174,7 +174,16 @@ def test_to_dict_has_exactly_the_result_shape(world):
     result = world.searcher().search("beach -people", k=5)
     out = replace(result, model="starter").to_dict(lambda pid: f"/photos/{pid}.jpg")
     json.dumps(out)  # plain data all the way down
-    assert set(out) == {"query", "model", "long_tail", "unknown_words", "tiers", "results"}
+    assert set(out) == {
+        "query",
+        "model",
+        "long_tail",
+        "unknown_words",
+        "match_count",
+        "match_count_capped",
+        "tiers",
+        "results",
+    }
     assert out["query"] == "beach -people" and out["model"] == "starter"
     assert isinstance(out["long_tail"], bool)
     for i, tier in enumerate(out["tiers"]):
@@ -243,3 +252,13 @@ def test_end_to_end_with_a_real_tiny_model(tiny_embedder, tmp_path):
     assert similar.hits[0].photo_id == 0 and similar.hits[0].score == pytest.approx(1.0, abs=1e-4)
     out = result.to_dict(lambda pid: paths[pid])
     assert json.loads(json.dumps(out))["results"][0]["path"] == str(paths[result.hits[0].photo_id])
+
+
+def test_the_match_count_does_not_depend_on_the_page_size(world):
+    searcher = world.searcher()
+    whole = searcher.search("beach", k=100)
+    best = [h for h in whole.hits if h.tier == 1]
+    assert not whole.long_tail and 4 < len(best) < 100
+    assert whole.match_count == len(best) and not whole.match_count_capped
+    for k in (10, 12, 30):
+        assert searcher.search("beach", k=k).match_count == len(best)

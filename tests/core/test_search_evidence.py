@@ -211,3 +211,33 @@ def test_variants_are_capped_fairly_across_the_classes_named():
         "three red cars at night on the beach",
     ]
     assert all(v in every for v in capped)
+
+
+@pytest.mark.parametrize("k", [10, 40, 200])
+def test_the_match_count_counts_every_match_not_the_page(k):
+    model = Model()
+    index, attrs_of = library(model, 3000)
+    truth = sum(not differences(a, {"object": "boat"}) for a in attrs_of.values())  # about 1,000
+    red_boats = sum(not differences(a, {"colour": "red", "object": "boat"}) for a in attrs_of.values())
+    s = searcher(model, index)
+    boats = s.search("a boat", k=k)
+    assert boats.match_count == 1000 and boats.match_count_capped  # more than the count looks at
+    assert truth > 1000
+    result = s.search("a red boat", k=k)
+    assert not result.match_count_capped
+    assert result.match_count == red_boats  # about 250: every one counted, whatever the page
+    on_page = sum(h.tier == 1 for h in result.hits)
+    assert on_page == min(k, red_boats)
+    assert result.to_dict()["match_count"] == red_boats
+
+
+def test_no_match_counts_zero_and_a_short_list_is_counted_on_the_page():
+    model = Model()
+    index, attrs_of = library(model, 3000, exclude=("red", "car", "two", "night"))
+    s = searcher(model, index)
+    missing = s.search(QUERY, k=50)
+    assert missing.long_tail and missing.match_count == 0 and not missing.match_count_capped
+    want = {"colour": "blue", "object": "car", "count": "two", "time": "night"}
+    truth = sum(not differences(a, want) for a in attrs_of.values())
+    found = s.search("two blue cars at night", k=100)
+    assert 0 < truth < 100 and found.match_count == truth
