@@ -9,10 +9,11 @@ adaptive, like the adaptive ladder loss:
 2. **Cluster.** The top candidates (those with ``z >= z_floor``, at least ``min_tiered`` and at
    most ``max_tiered`` of them) are clustered in 1-D for k = 2..4 and the k with the best
    silhouette is kept. The clustering is *exact* (globally optimal sum of squares) by dynamic
-   programming over the sorted scores, as in Ckmeans.1d.dp (Wang & Song, R Journal 2011): for
-   at most a few hundred values this costs well under a millisecond and, unlike Lloyd's
-   algorithm, it is deterministic and never stuck in a poor local optimum. Candidates below
-   the top-N join the last tier, so every candidate has a tier and tiers stay contiguous.
+   programming over the sorted scores, as in Ckmeans.1d.dp (Wang & Song, R Journal 2011; see
+   :mod:`core.kmeans1d`): for at most a few hundred values this costs well under a millisecond
+   and, unlike Lloyd's algorithm, it is deterministic and never stuck in a poor local optimum.
+   Candidates below the top-N join the last tier, so every candidate has a tier and tiers stay
+   contiguous.
 3. **Gate.** An absolute test (:class:`MatchGate`) decides whether the top tier is a *match* at
    all: its median z must clear ``min_top_z``, and it must stand out, either from the next
    tier (the difference of their median z, ``min_separation_z``) or from chance: in a library
@@ -44,6 +45,8 @@ from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 
 import numpy as np
+
+from .kmeans1d import segment_labels, silhouette_1d, sorted_segment_starts
 
 logger = logging.getLogger(__name__)
 
@@ -167,120 +170,6 @@ class Grading:
     graded_on: str = "scores"  # "scores" (statistical) or "evidence" (counterfactual variants)
 
 
-# ---------------------------------------------------------------------- 1-D k-means
-
-
-def kmeans_1d(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Optimal 1-D k-means (minimum within-cluster sum of squares) by dynamic programming.
-
-    Args:
-        values: 1-D finite values, any order.
-        k: Number of clusters, ``1 <= k``; more clusters than distinct values leaves some empty
-            in effect, so ``k`` is reduced to the number of distinct values.
-
-    Returns:
-        ``(labels, centres)``: per value (input order) its cluster, numbered by ascending centre,
-        and the cluster means. Clusters are contiguous ranges of the sorted values.
-    """
-    x = np.asarray(values, dtype=np.float64).ravel()
-    if x.size == 0:
-        return np.zeros(0, np.int64), np.zeros(0)
-    if not np.isfinite(x).all():
-        raise ValueError("kmeans_1d needs finite values")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    order = np.argsort(x, kind="stable")
-    xs = x[order]
-    k = min(k, int(np.unique(xs).size))
-    starts = _optimal_partitions(xs, k)[k]
-    sorted_labels = np.zeros(xs.size, np.int64)
-    for c, s in enumerate(starts):
-        sorted_labels[s:] = c
-    labels = np.empty_like(sorted_labels)
-    labels[order] = sorted_labels
-    centres = np.array([xs[sorted_labels == c].mean() for c in range(k)])
-    return labels, centres
-
-
-def _optimal_partitions(xs: np.ndarray, kmax: int) -> dict[int, list[int]]:
-    """For each k in 1..kmax, the start index of each cluster in the optimal partition of sorted ``xs``."""
-    n = xs.size
-    # Centre the data: the sum-of-squares formula below loses precision on large offsets.
-    c = xs - xs.mean()
-    s1 = np.concatenate([[0.0], np.cumsum(c)])
-    s2 = np.concatenate([[0.0], np.cumsum(c * c)])
-
-    idx = np.arange(n + 1)
-    cost = np.full((kmax + 1, n + 1), np.inf)
-    arg = np.zeros((kmax + 1, n + 1), np.int64)
-    cost[1, 1:] = np.maximum(s2[1:] - s1[1:] ** 2 / idx[1:], 0.0)
-    # cost[m, j]: best sum of squares of xs[:j] in m clusters; the last cluster is [i, j).
-    # The (starts x ends) table of cluster costs is built once, in column blocks for large n.
-    block = max(1, (1 << 22) // (n + 1))
-    i = idx[:, None]
-
-    def cluster_cost(j: np.ndarray) -> np.ndarray:
-        width = np.where(i < j, j - i, 1)
-        sse = (s2[j] - s2[i]) - (s1[j] - s1[i]) ** 2 / width
-        return np.where(i < j, sse, np.inf)
-
-    whole = cluster_cost(idx) if block > n else None
-    for m in range(2, kmax + 1):
-        prev = cost[m - 1][:, None]
-        for j0 in range(0, n + 1, block):
-            j = idx[j0 : j0 + block]
-            total = prev + (whole[:, j] if whole is not None else cluster_cost(j))
-            best = np.argmin(total, axis=0)
-            cost[m, j] = total[best, np.arange(j.size)]
-            arg[m, j] = best
-    out: dict[int, list[int]] = {}
-    for k in range(1, kmax + 1):
-        bounds, j = [], n
-        for m in range(k, 1, -1):
-            j = int(arg[m, j])
-            bounds.append(j)
-        out[k] = [0, *reversed(bounds)]
-    return out
-
-
-def silhouette_1d(values: np.ndarray, labels: np.ndarray) -> float:
-    """Mean silhouette of a 1-D clustering (absolute distance), in O(n log n).
-
-    Same definition as scikit-learn's ``silhouette_score``: a point alone in its cluster scores 0.
-
-    Raises:
-        ValueError: fewer than 2 or more than ``n - 1`` clusters.
-    """
-    x = np.asarray(values, dtype=np.float64).ravel()
-    lab = np.asarray(labels).ravel()
-    if x.size != lab.size:
-        raise ValueError("values and labels differ in length")
-    names, lab = np.unique(lab, return_inverse=True)
-    if not 2 <= names.size <= x.size - 1:
-        raise ValueError(f"silhouette needs 2..n-1 clusters, got {names.size} for {x.size} values")
-    # mean |x_i - y| over a cluster's sorted members y via prefix sums: O(log n) per point.
-    dist_sum = np.empty((names.size, x.size))
-    sizes = np.empty(names.size, np.int64)
-    for c in range(names.size):
-        ys = np.sort(x[lab == c])
-        sizes[c] = ys.size
-        pre = np.concatenate([[0.0], np.cumsum(ys)])
-        below = np.searchsorted(ys, x, side="right")
-        dist_sum[c] = (below * x - pre[below]) + ((pre[-1] - pre[below]) - (ys.size - below) * x)
-    own = dist_sum[lab, np.arange(x.size)]
-    own_size = sizes[lab]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        a = own / (own_size - 1)
-        others = dist_sum / sizes[:, None]
-    others[lab, np.arange(x.size)] = np.inf
-    b = others.min(axis=0)
-    denom = np.maximum(a, b)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        s = np.where(denom > 0, (b - a) / denom, 0.0)
-    s[own_size == 1] = 0.0
-    return float(s.mean())
-
-
 # ---------------------------------------------------------------------- grading
 
 
@@ -337,11 +226,10 @@ def grade(
     distinct = int(np.unique(head).size)
     if n >= 3 and head[0] - head[-1] > _EQUAL * max(1.0, abs(head[0])) and distinct >= 2:
         kmax = min(K_RANGE[1], n - 1, distinct)
-        partitions = _optimal_partitions(head[::-1].copy(), kmax)  # ascending for the DP
-        for k in range(K_RANGE[0], kmax + 1):
-            asc = np.zeros(n, np.int64)
-            for c, start in enumerate(partitions[k]):
-                asc[start:] = c
+        ks = range(K_RANGE[0], kmax + 1)
+        starts = sorted_segment_starts(head[::-1].copy(), ks)  # ascending for the DP
+        for k, k_starts in zip(ks, starts, strict=True):
+            asc = segment_labels(n, k_starts[:k])
             lab = (k - 1 - asc)[::-1]  # back to descending order, 0 = best
             sil = silhouette_1d(head, lab)
             if math.isnan(best_sil) or sil > best_sil + 1e-12:

@@ -17,9 +17,10 @@ How, and why it is exact where it matters:
   result. The prefix sums of the weights are the run positions in the sorted row.
 * In 1-D every k-means solution splits the sorted values into contiguous segments, and the
   best split for every k up to k_max comes out of one dynamic programme over split points
-  (the classic optimal 1-D k-means, as in Ckmeans.1d.dp), batched over rows. A row with at
-  most ``EXACT_MAX_DISTINCT`` distinct values gets the globally optimal k-means split, for
-  every k, deterministically (scikit-learn's k-means++ only approximates it). The programme's
+  (the classic optimal 1-D k-means, as in Ckmeans.1d.dp), batched over rows: the one result
+  grading uses too, :func:`core.kmeans1d.optimal_splits`. A row with at most
+  ``EXACT_MAX_DISTINCT`` distinct values gets the globally optimal k-means split, for every
+  k, deterministically (scikit-learn's k-means++ only approximates it). The programme's
   tables grow with the square of a row's number of distinct values, so rows are taken in
   order of that number, in chunks that fit a cache, each chunk as wide as its widest row.
 * A row with more distinct values (continuous relevance) is cut into ``COARSE_BINS``
@@ -47,6 +48,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from core.kmeans1d import optimal_splits, silhouette_rows
 from trainer.level_arrays import Arrays, arrays_for, work_dtype
 
 logger = logging.getLogger(__name__)
@@ -224,12 +226,11 @@ def _select_rows(rows: _Rows, idx: Any, width: int) -> _Rows:
 
 
 # ---------------------------------------------------------------------------------------------
-# ---------------------------------------------------------------------------------------------
 # optimal splits by dynamic programming
 
 
 def _optimal_bounds(ops: Arrays, w: Any, s: Any, ks: tuple[int, ...]) -> Any:
-    """Best split of every row into k segments for each k, with boundaries among candidates.
+    """Best split of every row into k segments for each k: :func:`core.kmeans1d.optimal_splits`.
 
     Args:
         w, s: (G, C+1) prefix sums of weights and of weighted values at ascending candidate
@@ -243,38 +244,7 @@ def _optimal_bounds(ops: Arrays, w: Any, s: Any, ks: tuple[int, ...]) -> Any:
     """
     # torch alone: on the CPU too its broadcasting and reductions over these tables run several
     # times faster than numpy's
-    return ops.from_torch(_optimal_bounds_torch(ops, ops.as_torch(w), ops.as_torch(s), ks))
-
-
-def _optimal_bounds_torch(ops: Arrays, w: Tensor, s: Tensor, ks: tuple[int, ...]) -> Tensor:
-    g, c1 = w.shape
-    # The cost of segment [start, end) is q[end] - q[start] - gain[end, start] (q: prefix sums
-    # of squares), gain = (s[end] - s[start])**2 / (w[end] - w[start]); the q terms telescope
-    # along a split, so the programme only needs gain, the same for every number of segments,
-    # computed once, in place. Weights are whole counts, so clamping them at 1 only touches
-    # empty segments, which gain 0: an optimum never has an empty segment when the row has k
-    # distinct values (splitting a segment that holds two values gains), and where it does, the
-    # split is flagged invalid later.
-    scratch = torch.sub(w[:, :, None], w[:, None, :], out=ops.empty((g, c1, c1), w)).clamp_(min=1.0)
-    gain = torch.sub(s[:, :, None], s[:, None, :], out=ops.empty((g, c1, c1), s))
-    gain.mul_(gain).div_(scratch)
-    gain += torch.full((c1, c1), -float("inf"), dtype=w.dtype, device=w.device).triu_(1)  # start > end
-    k_max = max(ks)
-    # best[j][row, end]: greatest gain of j+1 segments covering [0, end)
-    best = [gain[:, :, 0]]
-    for _ in range(2, k_max):  # a handful of k, not rows
-        best.append(torch.add(gain, best[-1][:, None, :], out=scratch).amax(dim=2))
-    out = torch.full((g, len(ks), k_max + 1), c1 - 1, dtype=torch.int64, device=w.device)
-    out[:, :, 0] = 0
-    rows = torch.arange(g, device=w.device)
-    for i, k in enumerate(ks):
-        tail = gain[:, -1, :]  # segments ending at the end of the row
-        for j in range(k, 1, -1):  # walk back from the last segment; first maximum on ties
-            end = (best[j - 2] + tail).argmax(dim=1)
-            out[:, i, j - 1] = end
-            if j > 2:
-                tail = gain[rows, end]
-    return out
+    return ops.from_torch(optimal_splits(ops.as_torch(w), ops.as_torch(s), ks, xp=torch))
 
 
 def _exact_bounds(ops: Arrays, rows: _Rows, idx: Any, ks: tuple[int, ...], out: Any) -> None:
@@ -723,42 +693,14 @@ def silhouette_1d(values: Tensor, labels: Tensor) -> Tensor:
     s(i) = (b - a) / max(a, b) with a the mean distance to the other members of i's cluster and
     b the smallest mean distance to another cluster; s(i) = 0 for a point alone in its
     cluster. NaN for rows where it is undefined (fewer than 2 or more than N-1 clusters).
-    O(C N log N) per row for C clusters; any labels, not only contiguous ones.
+    O(C N log N) per row for C clusters; any labels, not only contiguous ones. Computed on the
+    CPU (:func:`core.kmeans1d.silhouette_rows`); the result is on ``values``' device.
     """
     if values.shape != labels.shape or values.ndim != 2:
         raise ValueError(
             f"values and labels must be matching 2-D tensors, got {tuple(values.shape)} and "
             f"{tuple(labels.shape)}"
         )
-    x = values.detach().to(work_dtype(values.device))
-    labels = labels.to(torch.int64)
-    g, n = x.shape
-    n_clusters = int(labels.max()) + 1 if labels.numel() else 0
-    inf = float("inf")
-    dist_sums = []  # sum of |x_i - y| over y in cluster c, (G, N) for each c
-    sizes = []
-    for c in range(n_clusters):  # clusters, not rows: each pass covers the whole batch
-        member = labels == c
-        members = torch.where(member, x, inf).sort(dim=1).values
-        count = member.sum(dim=1, keepdim=True)
-        finite = torch.where(torch.isfinite(members), members, 0.0)
-        prefix = torch.cat([finite.new_zeros(g, 1), finite.cumsum(1)], dim=1)
-        below = torch.searchsorted(members, x.contiguous(), right=True)
-        sum_below = prefix.gather(1, below)
-        total = prefix[:, -1:]
-        dist_sums.append(x * below - sum_below + (total - sum_below) - x * (count - below))
-        sizes.append(count.expand(g, n))
-    dist = torch.stack(dist_sums, dim=0)  # (C, G, N)
-    size = torch.stack(sizes, dim=0).to(x.dtype)
-    own = labels.unsqueeze(0)
-    own_size = size.gather(0, own).squeeze(0)
-    a = dist.gather(0, own).squeeze(0) / (own_size - 1).clamp(min=1)
-    is_own = torch.arange(n_clusters, device=x.device)[:, None, None] == own
-    mean_to = torch.where(is_own | (size == 0), inf, dist / size.clamp(min=1))
-    b = mean_to.amin(dim=0)
-    denom = torch.maximum(a, b)
-    ok = (own_size > 1) & (denom > 0) & torch.isfinite(b)
-    s = torch.where(ok, (b - a) / torch.where(ok, denom, 1.0), 0.0)
-    used = torch.stack([(labels == c).any(dim=1) for c in range(n_clusters)], dim=1).sum(dim=1)
-    defined = (used >= 2) & (used <= n - 1)
-    return torch.where(defined, s.mean(dim=1), float("nan"))
+    x = values.detach().to("cpu", torch.float64).numpy()
+    sil = silhouette_rows(x, labels.detach().to("cpu", torch.int64).numpy())
+    return torch.from_numpy(sil).to(values.device, work_dtype(values.device))

@@ -1,4 +1,4 @@
-"""Grading: optimal 1-D k-means, silhouette, tiers and the match gate on hand-made score sets."""
+"""Grading: tiers and the match gate on hand-made score sets."""
 
 from __future__ import annotations
 
@@ -8,35 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from core.grading import (
-    LONG_TAIL_LABELS,
-    MATCH_LABELS,
-    MatchGate,
-    grade,
-    kmeans_1d,
-    silhouette_1d,
-)
-
-
-def brute_silhouette(x: np.ndarray, labels: np.ndarray) -> float:
-    values = []
-    for i in range(x.size):
-        same = [abs(x[i] - x[j]) for j in range(x.size) if labels[j] == labels[i] and j != i]
-        if not same:
-            values.append(0.0)
-            continue
-        a = sum(same) / len(same)
-        b = min(
-            np.mean([abs(x[i] - x[j]) for j in range(x.size) if labels[j] == c])
-            for c in set(labels.tolist())
-            if c != labels[i]
-        )
-        values.append((b - a) / max(a, b) if max(a, b) > 0 else 0.0)
-    return float(np.mean(values))
-
-
-def sse(x: np.ndarray, labels: np.ndarray) -> float:
-    return float(sum(((x[labels == c] - x[labels == c].mean()) ** 2).sum() for c in np.unique(labels)))
+from core.grading import LONG_TAIL_LABELS, MATCH_LABELS, MatchGate, grade
+from core.kmeans1d import kmeans_1d, silhouette_1d
 
 
 def three_tiers(rng: np.random.Generator) -> np.ndarray:
@@ -48,55 +21,6 @@ def three_tiers(rng: np.random.Generator) -> np.ndarray:
 @pytest.fixture
 def background() -> np.ndarray:
     return np.random.default_rng(0).normal(0.18, 0.03, 4000)
-
-
-# ---------------------------------------------------------------------- k-means and silhouette
-
-
-def test_kmeans_1d_is_optimal_against_every_contiguous_partition():
-    rng = np.random.default_rng(1)
-    for _ in range(60):
-        n = int(rng.integers(2, 11))
-        x = np.round(rng.normal(size=n), 1)  # rounding makes ties
-        for k in range(1, 5):
-            labels, centres = kmeans_1d(x, k)
-            xs = np.sort(x)
-            kk = min(k, np.unique(x).size)
-            best = min(
-                sse(xs, np.repeat(np.arange(kk), np.diff([0, *cuts, n])))
-                for cuts in itertools.combinations(range(1, n), kk - 1)
-            )
-            assert sse(x, labels) == pytest.approx(best, abs=1e-9)
-            assert np.all(np.diff(centres) > 0), "clusters numbered by ascending centre"
-            for c in range(labels.max()):  # contiguous: every member of c is below every member of c+1
-                assert x[labels == c].max() <= x[labels == c + 1].min()
-
-
-def test_kmeans_1d_input_order_and_edge_cases():
-    labels, centres = kmeans_1d(np.array([11.0, 1, 12, 2, 10, 3]), 2)
-    np.testing.assert_array_equal(labels, [1, 0, 1, 0, 1, 0])
-    np.testing.assert_allclose(centres, [2, 11])
-    labels, centres = kmeans_1d([5.0, 5.0, 5.0], 3)  # fewer distinct values than k
-    np.testing.assert_array_equal(labels, [0, 0, 0])
-    assert kmeans_1d([], 2)[0].size == 0
-    with pytest.raises(ValueError):
-        kmeans_1d([1.0, np.nan], 2)
-
-
-def test_silhouette_matches_brute_force():
-    rng = np.random.default_rng(2)
-    for _ in range(40):
-        n = int(rng.integers(3, 25))
-        x = np.round(rng.normal(size=n), 2)
-        labels = rng.integers(0, int(rng.integers(2, min(5, n))), n)
-        if not 2 <= np.unique(labels).size <= n - 1:
-            continue
-        assert silhouette_1d(x, labels) == pytest.approx(brute_silhouette(x, labels), abs=1e-9)
-
-
-def test_silhouette_refuses_one_cluster():
-    with pytest.raises(ValueError):
-        silhouette_1d([1.0, 2.0, 3.0], [0, 0, 0])
 
 
 # ---------------------------------------------------------------------- grade
