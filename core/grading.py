@@ -43,6 +43,7 @@ import logging
 import math
 from dataclasses import dataclass, field, replace
 from statistics import NormalDist
+from typing import NamedTuple
 
 import numpy as np
 
@@ -204,9 +205,7 @@ def grade(
     bg = np.asarray(background, dtype=np.float64).ravel()
     bg = bg[np.isfinite(bg)]
     finite = np.isfinite(s)
-    calib = bg if bg.size >= 2 else s[finite]
-    mean = float(calib.mean()) if calib.size else 0.0
-    std = max(float(calib.std()), _STD_FLOOR) if calib.size >= 2 else 1.0
+    mean, std = _calibration(bg, s[finite])
     z = np.full(s.size, np.nan)
     z[finite] = (s[finite] - mean) / std
     tier_of = np.zeros(s.size, np.int64)
@@ -221,56 +220,15 @@ def grade(
 
     n_above = int(np.count_nonzero(z[order] >= z_floor))
     n = min(n_total, max(n_above, min_tiered), max_tiered)
-    head = v[:n]
-    best_k, best_sil, labels = 1, math.nan, np.zeros(n, np.int64)
-    distinct = int(np.unique(head).size)
-    if n >= 3 and head[0] - head[-1] > _EQUAL * max(1.0, abs(head[0])) and distinct >= 2:
-        kmax = min(K_RANGE[1], n - 1, distinct)
-        ks = range(K_RANGE[0], kmax + 1)
-        starts = sorted_segment_starts(head[::-1].copy(), ks)  # ascending for the DP
-        for k, k_starts in zip(ks, starts, strict=True):
-            asc = segment_labels(n, k_starts[:k])
-            lab = (k - 1 - asc)[::-1]  # back to descending order, 0 = best
-            sil = silhouette_1d(head, lab)
-            if math.isnan(best_sil) or sil > best_sil + 1e-12:
-                best_k, best_sil, labels = k, sil, lab
+    best_k, best_sil, labels = _cluster_head(v[:n])
     # The tail (beyond the clustered head) joins the last tier.
     ranks = np.concatenate([labels, np.full(n_total - n, best_k - 1, np.int64)]) + 1
     tier_of[order] = ranks
 
-    tiers_raw = []
-    for r in range(1, best_k + 1):
-        members = v[ranks == r]
-        zs = (members - mean) / std
-        tiers_raw.append((r, members.size, float(members.min()), float(members.max()), zs))
-    top_zs = tiers_raw[0][4]
-    top_z = float(np.median(top_zs))
-    if best_k >= 2:
-        separation_z = top_z - float(np.median(tiers_raw[1][4]))
-        gap_z = (tiers_raw[0][2] - tiers_raw[1][3]) / std
-    else:
-        separation_z = gap_z = math.inf
-    excess_z = math.nan
-    if library_size is not None and library_size > 0:
-        median_rank = (tiers_raw[0][1] + 1) / 2  # ranks 1..count of the top tier
-        chance = NormalDist().inv_cdf(min(max(1.0 - (median_rank - 0.5) / library_size, 1e-12), 1 - 1e-12))
-        excess_z = top_z - chance
-    matched = gate.passes(top_z, separation_z, gap_z, float(v[0]), excess_z)
-    labels_text = MATCH_LABELS if matched else LONG_TAIL_LABELS
-    tiers = [
-        Tier(
-            r,
-            labels_text[r - 1],
-            int(cnt),
-            lo,
-            hi,
-            float(zs.min()),
-            float(zs.max()),
-            level=min(r - 1 if matched else r, MAX_LEVEL),
-        )
-        for r, cnt, lo, hi, zs in tiers_raw
-    ]
-    boundaries = [(tiers[i].min_score + tiers[i + 1].max_score) / 2 for i in range(len(tiers) - 1)]
+    rungs = [_rung(r, v[ranks == r], mean, std) for r in range(1, best_k + 1)]
+    stats = _gate_statistics(rungs, std, library_size)
+    matched = gate.passes(stats.top_z, stats.separation_z, stats.gap_z, float(v[0]), stats.excess_z)
+    tiers = _statistical_tiers(rungs, matched)
     return Grading(
         tiers=tiers,
         tier_of=tier_of,
@@ -278,16 +236,110 @@ def grade(
         long_tail=not matched,
         background_mean=mean,
         background_std=std,
-        boundaries=boundaries,
-        top_z=top_z,
-        separation_z=float(separation_z),
-        excess_z=float(excess_z),
-        gap_z=float(gap_z),
+        boundaries=_boundaries(tiers),
+        top_z=stats.top_z,
+        separation_z=float(stats.separation_z),
+        excess_z=float(stats.excess_z),
+        gap_z=float(stats.gap_z),
         k=best_k,
         silhouette=best_sil,
         histogram_counts=counts,
         histogram_edges=edges,
     )
+
+
+def _calibration(bg: np.ndarray, cand: np.ndarray) -> tuple[float, float]:
+    """(mean, std) of the background, or of the candidates when it has fewer than two values."""
+    calib = bg if bg.size >= 2 else cand
+    mean = float(calib.mean()) if calib.size else 0.0
+    std = max(float(calib.std()), _STD_FLOOR) if calib.size >= 2 else 1.0
+    return mean, std
+
+
+def _cluster_head(head: np.ndarray) -> tuple[int, float, np.ndarray]:
+    """(k, silhouette, labels) of the best-silhouette k-means split of the descending ``head``.
+
+    Labels are 0 for the best cluster. One cluster (silhouette NaN) when the head is too small
+    or too flat to split.
+    """
+    n = head.size
+    best_k, best_sil, labels = 1, math.nan, np.zeros(n, np.int64)
+    distinct = int(np.unique(head).size)
+    if not (n >= 3 and head[0] - head[-1] > _EQUAL * max(1.0, abs(head[0])) and distinct >= 2):
+        return best_k, best_sil, labels
+    kmax = min(K_RANGE[1], n - 1, distinct)
+    ks = range(K_RANGE[0], kmax + 1)
+    starts = sorted_segment_starts(head[::-1].copy(), ks)  # ascending for the DP
+    for k, k_starts in zip(ks, starts, strict=True):
+        asc = segment_labels(n, k_starts[:k])
+        lab = (k - 1 - asc)[::-1]  # back to descending order, 0 = best
+        sil = silhouette_1d(head, lab)
+        if math.isnan(best_sil) or sil > best_sil + 1e-12:
+            best_k, best_sil, labels = k, sil, lab
+    return best_k, best_sil, labels
+
+
+class _Rung(NamedTuple):
+    """One statistical tier before it is labelled."""
+
+    rank: int
+    count: int
+    min_score: float
+    max_score: float
+    z: np.ndarray  # the members' calibrated scores
+
+
+def _rung(rank: int, members: np.ndarray, mean: float, std: float) -> _Rung:
+    zs = (members - mean) / std
+    return _Rung(rank, members.size, float(members.min()), float(members.max()), zs)
+
+
+class _GateStatistics(NamedTuple):
+    """What the match gate tests of the top tier (see :class:`Grading`)."""
+
+    top_z: float
+    separation_z: float
+    gap_z: float
+    excess_z: float
+
+
+def _gate_statistics(rungs: list[_Rung], std: float, library_size: int | None) -> _GateStatistics:
+    top = rungs[0]
+    top_z = float(np.median(top.z))
+    if len(rungs) >= 2:
+        separation_z = top_z - float(np.median(rungs[1].z))
+        gap_z = (top.min_score - rungs[1].max_score) / std
+    else:
+        separation_z = gap_z = math.inf
+    excess_z = math.nan
+    if library_size is not None and library_size > 0:
+        median_rank = (top.count + 1) / 2  # ranks 1..count of the top tier
+        chance = NormalDist().inv_cdf(min(max(1.0 - (median_rank - 0.5) / library_size, 1e-12), 1 - 1e-12))
+        excess_z = top_z - chance
+    return _GateStatistics(top_z, separation_z, gap_z, excess_z)
+
+
+def _statistical_tiers(rungs: list[_Rung], matched: bool) -> list[Tier]:
+    """The tiers of a statistical grading: labelled as matches, or as alternatives."""
+    labels_text = MATCH_LABELS if matched else LONG_TAIL_LABELS
+    return [
+        Tier(
+            r.rank,
+            labels_text[r.rank - 1],
+            int(r.count),
+            r.min_score,
+            r.max_score,
+            float(r.z.min()),
+            float(r.z.max()),
+            level=min(r.rank - 1 if matched else r.rank, MAX_LEVEL),
+        )
+        for r in rungs
+    ]
+
+
+def _boundaries(tiers: list[Tier]) -> list[float]:
+    """Score thresholds between consecutive tiers, halfway between them."""
+    return [(tiers[i].min_score + tiers[i + 1].max_score) / 2 for i in range(len(tiers) - 1)]
 
 
 def isotonic_increasing(y: np.ndarray) -> np.ndarray:
@@ -361,14 +413,13 @@ def grade_by_mismatches(
             )
         )
         start = end
-    boundaries = [(tiers[i].min_score + tiers[i + 1].max_score) / 2 for i in range(len(tiers) - 1)]
     top = base.z[order[tier_of[order] == 1]]
     return replace(
         base,
         tiers=tiers,
         tier_of=tier_of,
         long_tail=not matched,
-        boundaries=boundaries,
+        boundaries=_boundaries(tiers),
         top_z=float(np.median(top)) if top.size else math.nan,
         k=len(tiers),
         silhouette=math.nan,
