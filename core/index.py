@@ -149,6 +149,21 @@ class _Matrix:
     def __len__(self) -> int:
         return self.n
 
+    @classmethod
+    def read(cls, path: Path, payload: Path, size: int, count: int, dim: int) -> _Matrix:
+        """The ``count`` vectors in the data file ``payload`` (``size`` bytes) of the index ``path``."""
+        if size != count * (8 + 4 * dim):
+            raise IndexCorruptError(f"The search index data file {payload} has the wrong size.")
+        raw = np.fromfile(payload, dtype=np.uint8)
+        ids = raw[: 8 * count].view("<i8").astype(np.int64)
+        vecs = raw[8 * count :].view("<f4").reshape(count, dim).astype(np.float32)
+        if np.unique(ids).size != count or (count and ids.min() < 0):
+            raise IndexCorruptError(f"The search index {path} has repeated or negative ids.")
+        matrix = cls(dim)
+        matrix.ids, matrix.vecs, matrix.n = ids, vecs, count
+        matrix.row = {pid: i for i, pid in enumerate(ids.tolist())}
+        return matrix
+
     def __contains__(self, pid: int) -> bool:
         return pid in self.row
 
@@ -247,6 +262,20 @@ class _Graph:
 
     def __len__(self) -> int:
         return len(self.live)
+
+    @classmethod
+    def read(cls, path: Path, payload: Path, deleted: Iterable[int], params: _GraphParams) -> _Graph:
+        """The graph in the data file ``payload`` of the index ``path``, less the ``deleted`` ids."""
+        graph = hnswlib.Index(space="ip", dim=params.dim)
+        try:
+            graph.load_index(str(payload), allow_replace_deleted=True)
+        except (RuntimeError, MemoryError, ValueError) as exc:
+            raise IndexCorruptError(f"The search index graph {payload} cannot be read: {exc}.") from exc
+        labels = set(np.asarray(graph.get_ids_list(), dtype=np.int64).tolist())
+        dead = {int(x) for x in deleted}
+        if not dead <= labels:
+            raise IndexCorruptError(f"The search index {path} lists removed ids the graph does not hold.")
+        return cls(graph, labels - dead, params)
 
     def __contains__(self, pid: int) -> bool:
         return pid in self.live
@@ -648,6 +677,24 @@ class VectorIndex:
         """
         path = Path(path)
         header = cls._read_header(path)
+        payload, size = cls._check_payload(path, header, dim)
+        options.setdefault("M", header["M"])
+        options.setdefault("ef_construction", header["ef_construction"])
+        index = cls(dim, **options)
+        count = header["count"]
+        if header["mode"] == "exact":
+            index._store = _Matrix.read(path, payload, size, count, dim)
+        else:
+            graph = _Graph.read(path, payload, header["deleted"], index._graph_params())
+            index._store = graph
+            graph.index.set_ef(index.effective_ef())
+        cls._check_ids(path, header, index._store.live_ids(), expected_ids, expected_count)
+        logger.debug("loaded %s index of %d vectors from %s", index.mode, count, path)
+        return index
+
+    @staticmethod
+    def _check_payload(path: Path, header: dict, dim: int) -> tuple[Path, int]:
+        """The data file a header names, and its size, once its dimension, size and checksum hold."""
         if header["dim"] != dim:
             raise IndexCorruptError(
                 f"The search index {path} holds {header['dim']}-d vectors but the model makes {dim}-d ones; "
@@ -667,36 +714,18 @@ class VectorIndex:
             )
         if _file_sha256(payload) != header["payload_sha256"]:
             raise IndexCorruptError(f"The search index data file {payload} is damaged (checksum mismatch).")
+        return payload, size
 
-        options.setdefault("M", header["M"])
-        options.setdefault("ef_construction", header["ef_construction"])
-        index = cls(dim, **options)
+    @staticmethod
+    def _check_ids(
+        path: Path,
+        header: dict,
+        live: np.ndarray,
+        expected_ids: Iterable[int] | np.ndarray | None,
+        expected_count: int | None,
+    ) -> None:
+        """That a loaded index holds the photos its header and the catalog say it does."""
         count = header["count"]
-        if header["mode"] == "exact":
-            if size != count * (8 + 4 * dim):
-                raise IndexCorruptError(f"The search index data file {payload} has the wrong size.")
-            raw = np.fromfile(payload, dtype=np.uint8)
-            ids = raw[: 8 * count].view("<i8").astype(np.int64)
-            vecs = raw[8 * count :].view("<f4").reshape(count, dim).astype(np.float32)
-            if np.unique(ids).size != count or (count and ids.min() < 0):
-                raise IndexCorruptError(f"The search index {path} has repeated or negative ids.")
-            matrix = _Matrix(dim)
-            matrix.ids, matrix.vecs, matrix.n = ids, vecs, count
-            matrix.row = {pid: i for i, pid in enumerate(ids.tolist())}
-            index._store = matrix
-        else:
-            graph = hnswlib.Index(space="ip", dim=dim)
-            try:
-                graph.load_index(str(payload), allow_replace_deleted=True)
-            except (RuntimeError, MemoryError, ValueError) as exc:
-                raise IndexCorruptError(f"The search index graph {payload} cannot be read: {exc}.") from exc
-            labels = set(np.asarray(graph.get_ids_list(), dtype=np.int64).tolist())
-            dead = {int(x) for x in header["deleted"]}
-            if not dead <= labels:
-                raise IndexCorruptError(f"The search index {path} lists removed ids the graph does not hold.")
-            index._store = _Graph(graph, labels - dead, index._graph_params())
-            graph.set_ef(index.effective_ef())
-        live = index._store.live_ids()
         if live.size != count or id_set_checksum(live) != header["ids_sha256"]:
             raise IndexCorruptError(f"The search index {path} does not match its own header.")
         if expected_count is not None and count != expected_count:
@@ -708,8 +737,6 @@ class VectorIndex:
             raise IndexCorruptError(
                 f"The search index {path} does not hold the same photos as the catalog; it will be rebuilt."
             )
-        logger.debug("loaded %s index of %d vectors from %s", index.mode, count, path)
-        return index
 
     # ------------------------------------------------------------------ internals
 
