@@ -41,7 +41,7 @@ from app.details_pane import DetailsPane, PhotoDetails
 from app.library_panel import LibraryPanel, progress_text, report_text
 from app.model_panel import ModelBox
 from app.profile_switcher import ProfileSwitcher
-from app.results_model import ResultsModel, format_score, rows_from_hits
+from app.results_model import PhotoRow, ResultsModel, format_score, rows_from_hits
 from app.results_view import ResultsView
 from app.search_bar import SearchBar, is_image_path, local_paths
 from app.session import RESULTS_PAGE, LibrarySession, SearchRequest
@@ -98,6 +98,7 @@ class MainWindow(QMainWindow):
         self._has_folders = True  # until the first read of the library says otherwise
         self._indexed = -1
         self.finetune_dialog: Any = None  # the fine-tune dialog, once opened
+        self.viewer: Any = None  # the full-size viewer, once opened
 
         self._build_widgets()
         self._build_menus()
@@ -264,7 +265,7 @@ class MainWindow(QMainWindow):
         sb.photo_query_cleared.connect(self._on_photo_query_cleared)
         sb.edit.down_handler = self._enter_results
 
-        self.results_view.activated_photo.connect(self.show_details)
+        self.results_view.activated_photo.connect(self.open_viewer)
         self.results_view.current_photo_changed.connect(self._on_current_photo)
         self.results_model.filter_changed.connect(self._on_filter_changed)
         self.results_model.more_requested.connect(self._search_more)
@@ -575,7 +576,7 @@ class MainWindow(QMainWindow):
             self.long_tail_banner.hide()
         self._update_summary()
         elapsed = f" in {1000 * (time.perf_counter() - self._search_t0):.0f} ms" if self._search_t0 else ""
-        self.statusBar().showMessage(f"{len(rows)} results{elapsed}", 5000)
+        self.statusBar().showMessage(f"Searched{elapsed}", 5000)
         if rows:
             self.grid_stack.setCurrentWidget(self.results_view)
         else:
@@ -617,10 +618,7 @@ class MainWindow(QMainWindow):
         if result is None:
             self.results_summary.clear()
             return
-        query = self._describe_query()
-        n = len(result.hits)
-        tiers = len(result.tiers)
-        text = f"{n} result{'s' if n != 1 else ''} in {tiers} tier{'s' if tiers != 1 else ''} for {query}"
+        text = summary_text(result, self._describe_query())
         more = self.results_model.more_count
         if more:
             text += f", and {more} more below them"
@@ -656,8 +654,35 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ details
 
+    def open_viewer(self, photo_id: int) -> None:
+        """Show the results full size, from ``photo_id`` on (Enter, Space or a double click)."""
+        from app.viewer import PhotoViewer
+
+        rows = [self.results_model.row(i) for i in self.results_model.photo_rows()]
+        photos = [(r.photo_id, r.path) for r in rows if isinstance(r, PhotoRow)]
+        index = next((i for i, (pid, _) in enumerate(photos) if pid == photo_id), None)
+        if index is None:
+            return
+        if self.viewer is None:
+            self.viewer = PhotoViewer(self)
+            self.viewer.current_changed.connect(self._on_viewer_photo)
+            self.viewer.closed.connect(self._on_viewer_closed)
+        self.viewer.show_photos(photos, index)
+
+    def _on_viewer_photo(self, photo_id: int) -> None:
+        """Keep the grid's current photo on the one the viewer shows (closing it lands there)."""
+        idx = self.results_model.index_of_photo(photo_id)
+        if idx.isValid():
+            self.results_view.setCurrentIndex(idx)
+
+    def _on_viewer_closed(self) -> None:
+        """Back to the grid, on the photo the viewer showed last."""
+        if not self._closing:
+            self.activateWindow()
+            self.results_view.setFocus()
+
     def show_details(self, photo_id: int) -> None:
-        """Show one photo in the details pane (Enter or double click in the grid)."""
+        """Show one photo in the details pane."""
         self.details_action.setChecked(True)
         self._fill_details(photo_id)
 
@@ -803,6 +828,9 @@ class MainWindow(QMainWindow):
             self.profile_switcher.shutdown()
             self.session.shutdown()
             self.thumbnails.shutdown()
+            if self.viewer is not None:
+                self.viewer.close()
+                self.viewer.pool.shutdown()
         event.accept()
 
     # ------------------------------------------------------------------ fine-tune profiles
@@ -836,6 +864,20 @@ class MainWindow(QMainWindow):
 
     def _on_profile_failed(self, message: str) -> None:
         self.message_banner.show_message(message, BannerKind.ERROR)
+
+
+def summary_text(result: Any, query: str) -> str:
+    """ "83 photos match red cars; 60 shown in 3 tiers", or what is shown when nothing matches."""
+    n = len(result.hits)
+    tiers = f"{len(result.tiers)} tier{'s' if len(result.tiers) != 1 else ''}"
+    if result.long_tail:
+        return f"No exact match for {query}; the {n} nearest alternative{'s' if n != 1 else ''} in {tiers}"
+    shown = f"{n} shown in {tiers}"
+    count = int(getattr(result, "match_count", 0))
+    photos = f"{count:,} photo{'' if count == 1 else 's'}"
+    lead = f"at least {photos}" if getattr(result, "match_count_capped", False) else photos
+    verb = "matches" if count == 1 else "match"
+    return f"{lead[0].upper()}{lead[1:]} {verb} {query}; {shown}"
 
 
 def _histogram_of(result: Any) -> tuple[Any, Any] | None:

@@ -289,7 +289,7 @@ def _model(index: QModelIndex | QPersistentModelIndex) -> ResultsModel:
 class ResultsView(QListView):
     """The grid; Enter (or a double click) asks for the details of the current photo."""
 
-    activated_photo = Signal(int)  # photo id
+    activated_photo = Signal(int)  # photo id: Enter, Space or a double click
     current_photo_changed = Signal(object)  # photo id or None
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -367,7 +367,7 @@ class ResultsView(QListView):
         return False
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
-        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Space):
             idx = self.currentIndex()
             if idx.isValid() and not idx.data(Role.IS_HEADER):
                 self._on_activated(idx)

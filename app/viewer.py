@@ -52,6 +52,7 @@ class PhotoViewer(QDialog):
     """Shows photos full size. :meth:`show_photos` opens it on a list of photos at one of them."""
 
     current_changed = Signal(int)  # photo id now shown
+    closed = Signal()  # the viewer was closed (Esc, Space, the window's close button)
 
     def __init__(self, parent: QWidget | None = None, pool: WorkerPool | None = None) -> None:
         super().__init__(parent)
@@ -183,6 +184,10 @@ class PhotoViewer(QDialog):
     def closeEvent(self, event) -> None:
         self.pool.quit_all()
         super().closeEvent(event)
+
+    def hideEvent(self, event) -> None:
+        super().hideEvent(event)
+        self.closed.emit()
 
     # ------------------------------------------------------------------ internals
 

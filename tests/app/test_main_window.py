@@ -111,6 +111,11 @@ def test_add_folder_search_tiers_filter_details_and_more_like_this(
     assert len(model.photo_rows()) == len(result.hits)
     assert [t.rank for t in window.tier_plot.tiers] == [t.rank for t in result.tiers]
     assert "red car" in window.results_summary.text()
+    summary = window.results_summary.text()
+    if result.long_tail:
+        assert summary.startswith("No exact match")
+    else:
+        assert summary.startswith(f"{result.match_count:,} photo") and f"{len(result.hits)} shown" in summary
     assert window.grid_stack.currentWidget() is window.results_view
 
     # Inspector: clicking a tier's chip filters the grid to it; "All" clears.
@@ -133,7 +138,7 @@ def test_add_folder_search_tiers_filter_details_and_more_like_this(
     qtbot.keyClick(window.results_view, Qt.Key.Key_Escape)
     assert model.tier_filter is None and window.search_bar.text() == "red car"
 
-    # Keyboard: Down from the search bar enters the grid, arrows move, Enter opens the details.
+    # Keyboard: Down from the search bar enters the grid, arrows move, Enter opens the viewer.
     window.search_bar.focus()
     qtbot.keyClick(window.search_bar.edit, Qt.Key.Key_Down)
     assert window.results_view.hasFocus()
@@ -141,9 +146,25 @@ def test_add_folder_search_tiers_filter_details_and_more_like_this(
     current = model.row(window.results_view.currentIndex())
     assert isinstance(current, PhotoRow)
     assert current.photo_id == result.hits[1].photo_id
+    # Enter shows the results full size, from the current photo; the viewer steps through them and
+    # the grid follows it.
     qtbot.keyClick(window.results_view, Qt.Key.Key_Return)
+    viewer = window.viewer
+    assert viewer.isVisible() and viewer.current.photo_id == current.photo_id
+    qtbot.waitUntil(viewer.is_loaded, timeout=10_000)
+    assert viewer.error() is None and viewer.picture.pixmap().width() > 0
+    qtbot.keyClick(viewer, Qt.Key.Key_Left)
+    assert model.row(window.results_view.currentIndex()).photo_id == result.hits[0].photo_id
+    qtbot.keyClick(viewer, Qt.Key.Key_Right)
+    qtbot.keyClick(viewer, Qt.Key.Key_Escape)
+    assert not viewer.isVisible()
+    qtbot.waitUntil(window.results_view.hasFocus)  # back on the grid
+    assert model.row(window.results_view.currentIndex()).photo_id == current.photo_id
+    # The details pane shows the current photo.
+    window.details_action.setChecked(True)
     details = window.details
-    assert details.isVisible() and details.details.photo_id == current.photo_id
+    qtbot.waitUntil(lambda: details.details is not None and details.details.photo_id == current.photo_id)
+    assert details.isVisible()
     assert details.name_label.text() == Path(current.path).name
     assert details.score_value.text() == format_score(current.score)
     assert details.size_value.text().startswith(f"{DEMO_SIZE[0]} × {DEMO_SIZE[1]} px")
@@ -562,3 +583,25 @@ def test_a_settings_file_of_wrong_types_still_opens_the_window(make_window, libr
     window = make_window(library, settings_name="odd.ini")
     assert window.isVisible() and window.search_bar.history_model.stringList() == []
     assert window.inspector_action.isChecked() and not window.details_action.isChecked()
+
+
+def test_the_summary_says_how_many_match_not_the_page_size():
+    from types import SimpleNamespace
+
+    from app.main_window import summary_text
+
+    hits, tiers = [object()] * 60, [object()] * 3
+    many = SimpleNamespace(hits=hits, tiers=tiers, long_tail=False, match_count=83, match_count_capped=False)
+    assert summary_text(many, "“trees”") == "83 photos match “trees”; 60 shown in 3 tiers"
+    capped = SimpleNamespace(
+        hits=hits, tiers=tiers, long_tail=False, match_count=1000, match_count_capped=True
+    )
+    assert summary_text(capped, "“a car”").startswith("At least 1,000 photos match")
+    one = SimpleNamespace(
+        hits=hits[:5], tiers=tiers[:1], long_tail=False, match_count=1, match_count_capped=False
+    )
+    assert summary_text(one, "“x”") == "1 photo matches “x”; 5 shown in 1 tier"
+    none = SimpleNamespace(
+        hits=hits[:7], tiers=tiers[:2], long_tail=True, match_count=0, match_count_capped=False
+    )
+    assert summary_text(none, "“x”") == "No exact match for “x”; the 7 nearest alternatives in 2 tiers"
