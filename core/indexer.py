@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .catalog import Catalog, FileState, Folder, PhotoEntry
+from .catalog import Catalog, Failure, FileState, Folder, PhotoEntry
 from .decode import DecodedImage, decode_parallel, default_workers, failure_reason, open_image
 from .errors import DecodeError, FolderError, ModelError
 from .hashing import content_hash
@@ -101,6 +101,39 @@ class _ToEncode:
     """New content, to be decoded and embedded by the encoder process."""
 
     entry: PhotoEntry  # without the image's own metadata yet (size, date, orientation)
+
+
+@dataclass
+class _FolderWalk:
+    """What the walk of one root found besides the files to index, checked against the catalog."""
+
+    known: dict[str, FileState]  # the catalogued photos of the root, by path
+    failures: dict[str, Failure]  # the files of the root that failed before, by path
+    unchanged: list[tuple[str, FileState]] = field(default_factory=list)  # same size and mtime
+    unchanged_failures: list[str] = field(default_factory=list)  # failed before, not changed since
+    keep_prefixes: list[str] = field(default_factory=list)  # unreadable parts: their photos are kept
+
+    def needs_work(self, item: ScannedFile) -> bool:
+        """Whether a file needs a hash (it is new or changed); notes it as unchanged otherwise."""
+        photo = self.known.get(item.path)
+        if photo is not None and photo.size == item.size and photo.mtime_ns == item.mtime_ns:
+            self.unchanged.append((item.path, photo))
+            return False
+        failure = self.failures.get(item.path)
+        if failure is not None and failure.size == item.size and failure.mtime_ns == item.mtime_ns:
+            self.unchanged_failures.append(item.path)  # failed before and did not change: not retried
+            return False
+        return True
+
+
+@dataclass
+class _Pending:
+    """Prepared files waiting to be embedded or stored, in batches."""
+
+    batch: list[tuple[int, _Decoded]] = field(default_factory=list)  # decoded here: this process embeds
+    to_encode: list[tuple[_Work, PhotoEntry]] = field(default_factory=list)  # for the encoder process
+    in_flight: deque[tuple[int, list[tuple[_Work, PhotoEntry]]]] = field(default_factory=deque)
+    reuse: list[tuple[int, PhotoEntry]] = field(default_factory=list)  # content already embedded
 
 
 _IN_FLIGHT = 2  # batches the encoder process works on ahead of the catalog (one decoding, one queued)
@@ -189,6 +222,21 @@ class Indexer:
     def _scan(
         self, folder: Folder, work: list[_Work], report: IndexReport
     ) -> Generator[IndexProgress, None, tuple[Folder, int, list[str]] | None]:
+        online = self._bring_online(folder, report)
+        if online is None:
+            return None
+        scan_id = self.catalog.begin_scan(online.id)
+        walk = _FolderWalk(
+            known=self.catalog.folder_file_states(online.id),
+            failures={f.path: f for f in self.catalog.failures(online.id)},
+        )
+        yield from self._walk(online, walk, work, report)
+        self._mark_unchanged(online, walk, work, report)
+        yield IndexProgress("scan", report.scanned, None, path=online.path)
+        return online, scan_id, walk.keep_prefixes
+
+    def _bring_online(self, folder: Folder, report: IndexReport) -> Folder | None:
+        """The root as it is now online; None, and marked offline, when it is not reachable."""
         had_photos = self.catalog.photo_count(folder.id) > 0 and not self.empty_means_deleted
         if not root_is_online(folder.path, had_photos=had_photos):
             logger.warning("%s is offline (missing or unreadable): its photos are kept", folder.path)
@@ -198,57 +246,62 @@ class Indexer:
         if folder.state != "online":
             self.catalog.set_folder_state(folder.id, "online")
             folder = self.catalog.folder(folder.id)
-        scan_id = self.catalog.begin_scan(folder.id)
-        known = self.catalog.folder_file_states(folder.id)
-        failures = {f.path: f for f in self.catalog.failures(folder.id)}
-        unchanged_candidates: list[tuple[str, FileState]] = []  # same size and mtime as catalogued
-        unchanged_failures: list[str] = []
-        keep_prefixes: list[str] = []
+        return folder
+
+    def _walk(
+        self, folder: Folder, walk: _FolderWalk, work: list[_Work], report: IndexReport
+    ) -> Generator[IndexProgress, None, None]:
+        """Walk a root: new and changed files become work, the rest is noted in ``walk``."""
         excludes = tuple(DEFAULT_EXCLUDES) + tuple(folder.excludes)
         try:
             entries = scan_folder(folder.path, excludes=excludes, outside_links=self.outside_links)
             for count, item in enumerate(entries, 1):
                 if isinstance(item, ScanProblem):
-                    report.problems.append((item.path, item.reason))
-                    if item.is_folder:
-                        keep_prefixes.append(item.path)
-                    else:
-                        self.catalog.record_failure(item.path, item.reason, folder_id=folder.id)
-                        report.failed += 1
+                    self._record_problem(folder, item, walk, report)
                     continue
                 report.scanned += 1
-                photo = known.get(item.path)
-                if photo is not None and photo.size == item.size and photo.mtime_ns == item.mtime_ns:
-                    unchanged_candidates.append((item.path, photo))
-                    continue
-                failure = failures.get(item.path)
-                if failure is not None and failure.size == item.size and failure.mtime_ns == item.mtime_ns:
-                    unchanged_failures.append(item.path)  # failed before and did not change: not retried
+                if not walk.needs_work(item):
                     continue
                 work.append(_Work(folder.id, item, None))
                 if count % _SCAN_REPORT_EVERY == 0:
                     yield IndexProgress("scan", report.scanned, None, path=item.path)
         except FolderError as e:  # the root vanished while walking it
             report.problems.append((folder.path, str(e)))
-            keep_prefixes.append(folder.path)
-        # Unchanged files need nothing if this model already has their vector; otherwise they
-        # are embedded, but their hash is already known. Everything else catalogued under the
-        # root (vanished, changed, or not yet embedded) is left unmarked for now.
-        has = self.store.has([p.content_hash for _, p in unchanged_candidates])
+            walk.keep_prefixes.append(folder.path)
+
+    def _record_problem(
+        self, folder: Folder, item: ScanProblem, walk: _FolderWalk, report: IndexReport
+    ) -> None:
+        """An unreadable part of a root: a folder's photos are kept, a file is a failure."""
+        report.problems.append((item.path, item.reason))
+        if item.is_folder:
+            walk.keep_prefixes.append(item.path)
+        else:
+            self.catalog.record_failure(item.path, item.reason, folder_id=folder.id)
+            report.failed += 1
+
+    def _mark_unchanged(
+        self, folder: Folder, walk: _FolderWalk, work: list[_Work], report: IndexReport
+    ) -> None:
+        """Mark what the walk found unchanged as seen; unchanged files without a vector become work.
+
+        Unchanged files need nothing if this model already has their vector; otherwise they are
+        embedded, but their hash is already known. Everything else catalogued under the root
+        (vanished, changed, or not yet embedded) is left unmarked for now.
+        """
+        has = self.store.has([p.content_hash for _, p in walk.unchanged])
         seen_ids = set()
-        for (path, p), ok in zip(unchanged_candidates, has, strict=True):
+        for (path, p), ok in zip(walk.unchanged, has, strict=True):
             if ok:
                 seen_ids.add(p.id)
             else:
                 work.append(_Work(folder.id, ScannedFile(path, p.size, p.mtime_ns), p.content_hash))
         report.unchanged += len(seen_ids)
         self.catalog.mark_all_seen(
-            folder.id, except_ids=(p.id for p in known.values() if p.id not in seen_ids)
+            folder.id, except_ids=(p.id for p in walk.known.values() if p.id not in seen_ids)
         )
-        if unchanged_failures:
-            self.catalog.mark_seen(folder.id, failure_paths=unchanged_failures)
-        yield IndexProgress("scan", report.scanned, None, path=folder.path)
-        return folder, scan_id, keep_prefixes
+        if walk.unchanged_failures:
+            self.catalog.mark_seen(folder.id, failure_paths=walk.unchanged_failures)
 
     # ------------------------------------------------------------------ hash, decode, embed
 
@@ -294,16 +347,8 @@ class Indexer:
         total = len(work)
         if not total:
             return
-        if self._encoder_factory is not None and self._encoder is None:
-            try:
-                self._encoder = self._encoder_factory()  # it loads the model while files are hashed
-            except ModelError as exc:  # no process could be started: this one does the work
-                logger.warning("%s Indexing in this process instead.", exc)
-                self._encoder_factory = None
-        batch: list[tuple[int, _Decoded]] = []
-        to_encode: list[tuple[_Work, PhotoEntry]] = []
-        in_flight: deque[tuple[int, list[tuple[_Work, PhotoEntry]]]] = deque()
-        reuse: list[tuple[int, PhotoEntry]] = []
+        self._start_encoder()
+        pending = _Pending()
         embed_started = time.monotonic()
         done = 0
         results: Iterator[tuple[_Work, _Reuse | _Decoded | _ToEncode | Exception]] = decode_parallel(
@@ -312,34 +357,66 @@ class Indexer:
         try:
             for item, outcome in results:
                 done += 1
-                if isinstance(outcome, _Reuse):
-                    reuse.append((item.folder_id, outcome.entry))
-                elif isinstance(outcome, _Decoded):
-                    batch.append((item.folder_id, outcome))
-                elif isinstance(outcome, _ToEncode):
-                    to_encode.append((item, outcome.entry))
-                else:
-                    self._record_failure(item, outcome)
-                    report.failed += 1
-                if len(to_encode) >= self.batch_size:
-                    in_flight.append(self._submit(to_encode))
-                    to_encode = []
-                    if len(in_flight) >= _IN_FLIGHT:
-                        self._store_encoded(*in_flight.popleft(), report)
-                        yield self._progress(done, total, embed_started, item.file.path, report)
-                if len(batch) >= self.batch_size or len(reuse) >= 4 * self.batch_size:
-                    self._commit(batch, reuse, report)
-                    batch, reuse = [], []
+                self._route(item, outcome, pending, report)
+                if self._send_full_batch(pending, report):
                     yield self._progress(done, total, embed_started, item.file.path, report)
-            if to_encode:
-                in_flight.append(self._submit(to_encode))
-            while in_flight:
-                self._store_encoded(*in_flight.popleft(), report)
-            self._commit(batch, reuse, report)
-            batch, reuse = [], []
+                if len(pending.batch) >= self.batch_size or len(pending.reuse) >= 4 * self.batch_size:
+                    self._commit(pending.batch, pending.reuse, report)
+                    pending.batch, pending.reuse = [], []
+                    yield self._progress(done, total, embed_started, item.file.path, report)
+            self._finish(pending, report)
             yield self._progress(done, total, embed_started, None, report)
         finally:
             results.close()  # cancels decodes not started yet
+
+    def _start_encoder(self) -> None:
+        """Start the encoder process, if there is to be one; it loads the model while files are hashed."""
+        if self._encoder_factory is None or self._encoder is not None:
+            return
+        try:
+            self._encoder = self._encoder_factory()
+        except ModelError as exc:  # no process could be started: this one does the work
+            logger.warning("%s Indexing in this process instead.", exc)
+            self._encoder_factory = None
+
+    def _route(
+        self,
+        item: _Work,
+        outcome: _Reuse | _Decoded | _ToEncode | Exception,
+        pending: _Pending,
+        report: IndexReport,
+    ) -> None:
+        """Put a prepared file where it waits: to reuse, to embed here, to encode, or a failure."""
+        if isinstance(outcome, _Reuse):
+            pending.reuse.append((item.folder_id, outcome.entry))
+        elif isinstance(outcome, _Decoded):
+            pending.batch.append((item.folder_id, outcome))
+        elif isinstance(outcome, _ToEncode):
+            pending.to_encode.append((item, outcome.entry))
+        else:
+            self._record_failure(item, outcome)
+            report.failed += 1
+
+    def _send_full_batch(self, pending: _Pending, report: IndexReport) -> bool:
+        """Send a full batch to the encoder process; True when that stored an earlier batch's results."""
+        if len(pending.to_encode) < self.batch_size:
+            return False
+        pending.in_flight.append(self._submit(pending.to_encode))
+        pending.to_encode = []
+        if len(pending.in_flight) < _IN_FLIGHT:
+            return False
+        self._store_encoded(*pending.in_flight.popleft(), report)
+        return True
+
+    def _finish(self, pending: _Pending, report: IndexReport) -> None:
+        """Send the last files to encode, store every batch still out and commit the rest."""
+        if pending.to_encode:
+            pending.in_flight.append(self._submit(pending.to_encode))
+            pending.to_encode = []
+        while pending.in_flight:
+            self._store_encoded(*pending.in_flight.popleft(), report)
+        self._commit(pending.batch, pending.reuse, report)
+        pending.batch, pending.reuse = [], []
 
     def _submit(self, items: list[tuple[_Work, PhotoEntry]]) -> tuple[int, list[tuple[_Work, PhotoEntry]]]:
         assert self._encoder is not None
