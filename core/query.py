@@ -114,65 +114,100 @@ def parse_query(text: str) -> list[QueryTerm]:
     """
     if not isinstance(text, str):
         raise QueryError("A query must be text.")
-    terms: list[QueryTerm] = []
-    sign, weight = 1.0, 1.0
-    words: list[str] = []
-    pos, n = 0, len(text)
+    return _checked_terms(_QueryParser(text).terms())
 
-    def flush() -> None:
-        nonlocal sign, weight
-        phrase = _clean(" ".join(words))
-        words.clear()
+
+class _QueryParser:
+    """One left-to-right pass over a query's text; each step reads one token at ``pos``."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.n = len(text)
+        self.pos = 0
+        self.found: list[QueryTerm] = []
+        self.sign, self.weight = 1.0, 1.0  # of the term being read
+        self.words: list[str] = []  # of the term being read, when it is not quoted
+
+    def terms(self) -> list[QueryTerm]:
+        """Every term of the text, in order, weights included (zero weights too)."""
+        while self.pos < self.n:
+            ch = self.text[self.pos]
+            if ch.isspace():
+                self.pos += 1
+            elif ch in _QUOTES:
+                self._quoted(ch)
+            elif self._is_operator(ch):
+                self._operator(ch)
+            elif self.words or not self._weight():  # a weight only at the start of a term
+                self._word()
+        self._flush()
+        return self.found
+
+    def _add(self, phrase: str) -> None:
+        """End the current term with ``phrase`` (none when it is empty)."""
         if phrase:
-            terms.append(QueryTerm(sign * weight, phrase))
-        sign, weight = 1.0, 1.0
+            self.found.append(QueryTerm(self.sign * self.weight, phrase))
+        self.sign, self.weight = 1.0, 1.0
 
-    while pos < n:
-        ch = text[pos]
-        if ch.isspace():
-            pos += 1
-            continue
-        if ch in _QUOTES:
-            if words:  # words before a quote are their own term; the quote starts a new one
-                flush()
-            end = text.find(_QUOTES[ch], pos + 1)
-            if end < 0:
-                end = n
-            phrase = _clean(text[pos + 1 : end])
-            if phrase:
-                terms.append(QueryTerm(sign * weight, phrase))
-            sign, weight = 1.0, 1.0
-            pos = end + 1
-            continue
-        starts_word = pos == 0 or text[pos - 1].isspace() or text[pos - 1] in _CLOSING
-        if ch == "+" or (ch == "-" and starts_word):
-            flush()
-            sign = -1.0 if ch == "-" else 1.0
-            pos += 1
-            continue
-        # A weight: a number followed by '*' or by a quoted phrase, at the start of a term.
-        if not words:
-            m = _WEIGHT_STAR.match(text, pos)
-            if m:
-                weight = float(m.group(1))
-                pos = m.end()
-                continue
-            m = _NUMBER.match(text, pos)
-            if m:
-                rest = text[m.end() :].lstrip()
-                at_boundary = m.end() == n or text[m.end()].isspace() or text[m.end()] in _QUOTES
-                if at_boundary and rest[:1] in _QUOTES:
-                    weight = float(m.group(0))
-                    pos = m.end()
-                    continue
-        # A word: up to the next space, quote or '+'.
-        end = pos
-        while end < n and not text[end].isspace() and text[end] not in _QUOTES and text[end] != "+":
+    def _flush(self) -> None:
+        """End the current term with the words read so far."""
+        phrase = _clean(" ".join(self.words))
+        self.words.clear()
+        self._add(phrase)
+
+    def _quoted(self, quote: str) -> None:
+        if self.words:  # words before a quote are their own term; the quote starts a new one
+            self._flush()
+        end = self.text.find(_QUOTES[quote], self.pos + 1)
+        if end < 0:
+            end = self.n
+        self._add(_clean(self.text[self.pos + 1 : end]))
+        self.pos = end + 1
+
+    def _is_operator(self, ch: str) -> bool:
+        """'+' anywhere; '-' only at the start of a word."""
+        before = self.text[self.pos - 1] if self.pos else " "
+        return ch == "+" or (ch == "-" and (before.isspace() or before in _CLOSING))
+
+    def _operator(self, ch: str) -> None:
+        self._flush()
+        self.sign = -1.0 if ch == "-" else 1.0
+        self.pos += 1
+
+    def _weight(self) -> bool:
+        """Read a weight: a number followed by '*' or by a quoted phrase; False if there is none."""
+        m = _WEIGHT_STAR.match(self.text, self.pos)
+        if m:
+            self.weight = float(m.group(1))
+            self.pos = m.end()
+            return True
+        m = _NUMBER.match(self.text, self.pos)
+        if m is None:
+            return False
+        end = m.end()
+        at_boundary = end == self.n or self.text[end].isspace() or self.text[end] in _QUOTES
+        if not (at_boundary and self.text[end:].lstrip()[:1] in _QUOTES):
+            return False
+        self.weight = float(m.group(0))
+        self.pos = end
+        return True
+
+    def _word(self) -> None:
+        """A word: up to the next space, quote or '+'."""
+        end = self.pos
+        while (
+            end < self.n
+            and not self.text[end].isspace()
+            and self.text[end] not in _QUOTES
+            and self.text[end] != "+"
+        ):
             end += 1
-        words.append(text[pos:end])
-        pos = end
-    flush()
+        self.words.append(self.text[self.pos : end])
+        self.pos = end
 
+
+def _checked_terms(terms: list[QueryTerm]) -> list[QueryTerm]:
+    """The terms with a weight, once they are something to search for."""
     for t in terms:
         if t.text.startswith("*"):
             raise QueryError(
