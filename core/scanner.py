@@ -166,6 +166,13 @@ def scan_folder(
             :func:`root_is_online` first to tell an unplugged drive from an error.
     """
     root_path = os.path.abspath(os.fspath(root))
+    walk = _Walk(root_path, _stat_root(root_path), excludes, extensions, follow_symlinks, outside_links)
+    yield from walk.entries()
+    walk.report_links_left()
+
+
+def _stat_root(root_path: str) -> os.stat_result:
+    """The root's status; :class:`FolderError` when it is missing, unreadable or not a folder."""
     try:
         root_stat = os.stat(root_path)
     except FileNotFoundError as e:
@@ -174,94 +181,130 @@ def scan_folder(
         raise FolderError(f"Cannot read folder {root_path}: {_reason(e, folder=True)}.") from e
     if not stat.S_ISDIR(root_stat.st_mode):
         raise FolderError(f"Not a folder: {root_path}.")
+    return root_stat
 
-    wanted = frozenset(ext.lower() if ext.startswith(".") else "." + ext.lower() for ext in extensions)
-    skip = _Excludes(excludes)
-    real_root = os.path.realpath(root_path)
-    left_root = 0
 
-    def link_allowed(path: str) -> bool:
-        target = os.path.realpath(path)
-        if any(_is_within(target, p) for p in PSEUDO_FILE_SYSTEMS) and not _is_within(real_root, target):
-            return False
-        return outside_links or _is_within(target, real_root)
+class _Walk:
+    """One walk of a root, as :func:`scan_folder` describes it."""
 
-    visited: set[tuple[int, int]] = {(root_stat.st_dev, root_stat.st_ino)}
-    stack: list[tuple[str, str]] = [(root_path, "")]  # (absolute path, path relative to root with '/')
+    def __init__(
+        self,
+        root_path: str,
+        root_stat: os.stat_result,
+        excludes: Iterable[str],
+        extensions: Iterable[str],
+        follow_symlinks: bool,
+        outside_links: bool,
+    ) -> None:
+        self.root_path = root_path
+        self.wanted = frozenset(
+            ext.lower() if ext.startswith(".") else "." + ext.lower() for ext in extensions
+        )
+        self.skip = _Excludes(excludes)
+        self.real_root = os.path.realpath(root_path)
+        self.follow_symlinks = follow_symlinks
+        self.outside_links = outside_links
+        self.left_root = 0  # links not followed because they lead outside the root
+        self.visited: set[tuple[int, int]] = {(root_stat.st_dev, root_stat.st_ino)}
 
-    while stack:
-        folder, rel_folder = stack.pop()
-        try:
-            with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as e:
-            if folder == root_path:
-                raise FolderError(f"Cannot read folder {root_path}: {_reason(e, folder=True)}.") from e
-            logger.info("cannot read folder %s: %s", folder, e)
-            yield ScanProblem(folder, _reason(e, folder=True))
-            continue
-
-        subfolders: list[tuple[str, str]] = []
-        for entry in entries:
-            if _is_hidden(entry):
-                continue
-            rel = f"{rel_folder}/{entry.name}" if rel_folder else entry.name
-            if skip.match(entry.name, rel):
-                continue
+    def entries(self) -> Iterator[ScannedFile | ScanProblem]:
+        """The image files and problems of the whole tree, folder by folder."""
+        stack: list[tuple[str, str]] = [
+            (self.root_path, "")
+        ]  # (absolute path, path relative to root with '/')
+        while stack:
+            folder, rel_folder = stack.pop()
             try:
-                is_link = entry.is_symlink()
-                if is_link and not (follow_symlinks and link_allowed(entry.path)):
-                    left_root += follow_symlinks
-                    continue
-                is_dir = entry.is_dir(follow_symlinks=True)
-            except OSError as e:  # a link loop (ELOOP); a missing target reads as not-a-folder
-                if os.path.splitext(entry.name)[1].lower() in wanted:
-                    yield ScanProblem(entry.path, _reason(e, folder=False), is_folder=False)
-                continue
-
-            if is_dir:
-                try:
-                    st = entry.stat(follow_symlinks=True)
-                except OSError as e:
-                    if not isinstance(e, FileNotFoundError):
-                        yield ScanProblem(entry.path, _reason(e, folder=True))
-                    continue
-                key = (st.st_dev, st.st_ino)
-                if key in visited:
-                    logger.debug(
-                        "skipping %s: this folder was already walked (a link loop or a second link)", rel
-                    )
-                    continue
-                visited.add(key)
-                subfolders.append((entry.path, rel))
-                continue
-
-            if os.path.splitext(entry.name)[1].lower() not in wanted:
-                continue
-            try:
-                st = entry.stat(follow_symlinks=True)
-            except FileNotFoundError:
-                if is_link:
-                    yield ScanProblem(entry.path, "broken link", is_folder=False)
-                else:  # deleted since the folder was listed: it is simply gone
-                    logger.debug("file disappeared during the scan: %s", entry.path)
-                continue
+                with os.scandir(folder) as it:
+                    entries = sorted(it, key=lambda e: e.name)
             except OSError as e:
+                if folder == self.root_path:
+                    raise FolderError(
+                        f"Cannot read folder {self.root_path}: {_reason(e, folder=True)}."
+                    ) from e
+                logger.info("cannot read folder %s: %s", folder, e)
+                yield ScanProblem(folder, _reason(e, folder=True))
+                continue
+            subfolders: list[tuple[str, str]] = []
+            for entry in entries:
+                yield from self._entry(entry, rel_folder, subfolders)
+            # Pushed in reverse so that sub-folders are walked in name order.
+            stack.extend(reversed(subfolders))
+
+    def report_links_left(self) -> None:
+        if self.left_root:
+            logger.warning(
+                "%d link(s) in %s lead outside it and were not followed (index their targets as folders of "
+                "their own, or allow such links)",
+                self.left_root,
+                self.root_path,
+            )
+
+    def _entry(
+        self, entry: os.DirEntry[str], rel_folder: str, subfolders: list[tuple[str, str]]
+    ) -> Iterator[ScannedFile | ScanProblem]:
+        """One entry of a folder: an image file is listed, a sub-folder added to ``subfolders``."""
+        if _is_hidden(entry):
+            return
+        rel = f"{rel_folder}/{entry.name}" if rel_folder else entry.name
+        if self.skip.match(entry.name, rel):
+            return
+        try:
+            is_link = entry.is_symlink()
+            if is_link and not (self.follow_symlinks and self._link_allowed(entry.path)):
+                self.left_root += self.follow_symlinks
+                return
+            is_dir = entry.is_dir(follow_symlinks=True)
+        except OSError as e:  # a link loop (ELOOP); a missing target reads as not-a-folder
+            if self._is_wanted(entry.name):
                 yield ScanProblem(entry.path, _reason(e, folder=False), is_folder=False)
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                continue
+            return
+        if is_dir:
+            yield from self._subfolder(entry, rel, subfolders)
+        elif self._is_wanted(entry.name):
+            yield from self._file(entry, is_link)
+
+    def _subfolder(
+        self, entry: os.DirEntry[str], rel: str, subfolders: list[tuple[str, str]]
+    ) -> Iterator[ScanProblem]:
+        """Add a sub-folder to walk, unless it was walked already (a link loop or a second link)."""
+        try:
+            st = entry.stat(follow_symlinks=True)
+        except OSError as e:
+            if not isinstance(e, FileNotFoundError):
+                yield ScanProblem(entry.path, _reason(e, folder=True))
+            return
+        key = (st.st_dev, st.st_ino)
+        if key in self.visited:
+            logger.debug("skipping %s: this folder was already walked (a link loop or a second link)", rel)
+            return
+        self.visited.add(key)
+        subfolders.append((entry.path, rel))
+
+    def _file(self, entry: os.DirEntry[str], is_link: bool) -> Iterator[ScannedFile | ScanProblem]:
+        """An image file with its size and modification time, if it is a regular file."""
+        try:
+            st = entry.stat(follow_symlinks=True)
+        except FileNotFoundError:
+            if is_link:
+                yield ScanProblem(entry.path, "broken link", is_folder=False)
+            else:  # deleted since the folder was listed: it is simply gone
+                logger.debug("file disappeared during the scan: %s", entry.path)
+            return
+        except OSError as e:
+            yield ScanProblem(entry.path, _reason(e, folder=False), is_folder=False)
+            return
+        if stat.S_ISREG(st.st_mode):
             yield ScannedFile(entry.path, st.st_size, st.st_mtime_ns)
 
-        # Pushed in reverse so that sub-folders are walked in name order.
-        stack.extend(reversed(subfolders))
-    if left_root:
-        logger.warning(
-            "%d link(s) in %s lead outside it and were not followed (index their targets as folders of "
-            "their own, or allow such links)",
-            left_root,
-            root_path,
-        )
+    def _is_wanted(self, name: str) -> bool:
+        return os.path.splitext(name)[1].lower() in self.wanted
+
+    def _link_allowed(self, path: str) -> bool:
+        target = os.path.realpath(path)
+        if any(_is_within(target, p) for p in PSEUDO_FILE_SYSTEMS) and not _is_within(self.real_root, target):
+            return False
+        return self.outside_links or _is_within(target, self.real_root)
 
 
 def _is_within(path: str, folder: str) -> bool:
