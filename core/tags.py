@@ -455,19 +455,65 @@ def iter_tag_scan(
         FolderError: the root does not exist, is not a folder, or cannot be read.
     """
     root_path = os.path.abspath(os.fspath(root))
-    scan = TagScan(root_path)
-    folders: dict[str, _FolderInfo] = {}
-    folders_with_images: set[str] = set()
+    reader = _TagReader(root_path, max_sidecar_bytes, max_tags_per_photo)
+    scan = reader.scan
+    try:
+        reader.folder(root_path)
+        for item in scan_folder(root_path, excludes=excludes):
+            if isinstance(item, ScanProblem):
+                scan.problems.append(TagProblem(item.path, item.reason))
+                continue
+            assert isinstance(item, ScannedFile)
+            scan.photos.append(reader.photo(item))
+            if len(scan.photos) % report_every == 0:
+                tagged = sum(1 for p in scan.photos if p.tags)
+                yield TagScanProgress(len(scan.photos), tagged, os.path.dirname(item.path))
+    except GeneratorExit:
+        scan.cancelled = True
+        raise
+    scan.empty_folders = _empty_folders(root_path, reader.folders_with_images)
+    yield TagScanProgress(len(scan.photos), len(scan.tagged), root_path)
+    return scan
 
-    def info(folder: str) -> _FolderInfo:
-        known = folders.get(folder)
+
+class _TagReader:
+    """Reads the tags of the photos of one root, with what it learnt of each folder kept."""
+
+    def __init__(self, root_path: str, max_sidecar_bytes: int, max_tags_per_photo: int) -> None:
+        self.root_path = root_path
+        self.max_sidecar_bytes = max_sidecar_bytes
+        self.max_tags_per_photo = max_tags_per_photo
+        self.scan = TagScan(root_path)
+        self.folders: dict[str, _FolderInfo] = {}
+        self.folders_with_images: set[str] = set()
+
+    def folder(self, folder: str) -> _FolderInfo:
+        """The tags a folder gives its photos (its own and its parents'), and its tag files."""
+        known = self.folders.get(folder)
         if known is not None:
             return known
-        if folder == root_path or not folder.startswith(root_path + os.sep):
+        if folder == self.root_path or not folder.startswith(self.root_path + os.sep):
             inherited: tuple[str, ...] = ()
         else:
-            parent = info(os.path.dirname(folder))
+            parent = self.folder(os.path.dirname(folder))
             inherited = tuple(_unique([*parent.tags, folder_tag(os.path.basename(folder))]))
+        names = self._tag_file_names(folder)
+        file_tags: Mapping[str, tuple[str, ...]] = {}
+        if TAGS_FILE in names:
+            path = os.path.join(folder, names[TAGS_FILE])
+            try:
+                listed = read_tags_file(path, self.max_sidecar_bytes)
+            except TagSourceError as e:
+                self.scan.problems.append(TagProblem(path, str(e)))
+            else:
+                inherited = tuple(_unique([*inherited, *listed.folder]))
+                file_tags = listed.files
+        made = _FolderInfo(inherited, file_tags, names)
+        self.folders[folder] = made
+        return made
+
+    def _tag_file_names(self, folder: str) -> dict[str, str]:
+        """Lower-case name -> real name of the folder's sidecars and tags.txt."""
         names: dict[str, str] = {}
         try:
             with os.scandir(folder) as it:
@@ -476,63 +522,44 @@ def iter_tag_scan(
                     if lower.endswith(".xmp") or lower == TAGS_FILE:
                         names[lower] = entry.name
         except OSError as e:
-            scan.problems.append(TagProblem(folder, f"cannot list the folder ({e.strerror or e})"))
-        file_tags: Mapping[str, tuple[str, ...]] = {}
-        if TAGS_FILE in names:
-            path = os.path.join(folder, names[TAGS_FILE])
-            try:
-                listed = read_tags_file(path, max_sidecar_bytes)
-            except TagSourceError as e:
-                scan.problems.append(TagProblem(path, str(e)))
-            else:
-                inherited = tuple(_unique([*inherited, *listed.folder]))
-                file_tags = listed.files
-        made = _FolderInfo(inherited, file_tags, names)
-        folders[folder] = made
-        return made
+            self.scan.problems.append(TagProblem(folder, f"cannot list the folder ({e.strerror or e})"))
+        return names
 
-    try:
-        info(root_path)
-        for item in scan_folder(root_path, excludes=excludes):
-            if isinstance(item, ScanProblem):
-                scan.problems.append(TagProblem(item.path, item.reason))
+    def photo(self, item: ScannedFile) -> TaggedPhoto:
+        """A photo with the tags of its folders, of tags.txt, embedded in it and in its sidecars."""
+        folder, name = os.path.split(item.path)
+        folder_info = self.folder(folder)
+        self.folders_with_images.add(folder)
+        tags = [*folder_info.tags, *folder_info.file_tags.get(name.casefold(), ())]
+        try:
+            tags.extend(normalise_tag(k) for k in embedded_keywords(item.path, self.max_sidecar_bytes))
+        except TagSourceError as e:
+            self.scan.problems.append(TagProblem(item.path, str(e)))
+        tags.extend(self._sidecar_tags(folder, name, folder_info))
+        return TaggedPhoto(item.path, item.size, item.mtime_ns, tuple(self._capped(item.path, _unique(tags))))
+
+    def _sidecar_tags(self, folder: str, name: str, folder_info: _FolderInfo) -> list[str]:
+        """The keywords of the XMP sidecars of the file ``name`` of ``folder``."""
+        tags: list[str] = []
+        for sidecar in sidecar_names(name):
+            real = folder_info.names.get(sidecar)
+            if real is None:
                 continue
-            assert isinstance(item, ScannedFile)
-            folder, name = os.path.split(item.path)
-            folder_info = info(folder)
-            folders_with_images.add(folder)
-            tags = [*folder_info.tags, *folder_info.file_tags.get(name.casefold(), ())]
+            sidecar_path = os.path.join(folder, real)
             try:
-                tags.extend(normalise_tag(k) for k in embedded_keywords(item.path, max_sidecar_bytes))
+                tags.extend(normalise_tag(k) for k in read_xmp_keywords(sidecar_path, self.max_sidecar_bytes))
             except TagSourceError as e:
-                scan.problems.append(TagProblem(item.path, str(e)))
-            for sidecar in sidecar_names(name):
-                real = folder_info.names.get(sidecar)
-                if real is None:
-                    continue
-                sidecar_path = os.path.join(folder, real)
-                try:
-                    tags.extend(normalise_tag(k) for k in read_xmp_keywords(sidecar_path, max_sidecar_bytes))
-                except TagSourceError as e:
-                    scan.problems.append(TagProblem(sidecar_path, str(e)))
-            unique = _unique(tags)
-            if len(unique) > max_tags_per_photo:
-                scan.problems.append(
-                    TagProblem(
-                        item.path,
-                        f"{len(unique)} tags; only the first {max_tags_per_photo} are used",
-                    )
-                )
-                unique = unique[:max_tags_per_photo]
-            scan.photos.append(TaggedPhoto(item.path, item.size, item.mtime_ns, tuple(unique)))
-            if len(scan.photos) % report_every == 0:
-                yield TagScanProgress(len(scan.photos), sum(1 for p in scan.photos if p.tags), folder)
-    except GeneratorExit:
-        scan.cancelled = True
-        raise
-    scan.empty_folders = _empty_folders(root_path, folders_with_images)
-    yield TagScanProgress(len(scan.photos), len(scan.tagged), root_path)
-    return scan
+                self.scan.problems.append(TagProblem(sidecar_path, str(e)))
+        return tags
+
+    def _capped(self, path: str, unique: list[str]) -> list[str]:
+        """At most ``max_tags_per_photo`` tags, the first ones; a problem is noted when cut."""
+        if len(unique) <= self.max_tags_per_photo:
+            return unique
+        self.scan.problems.append(
+            TagProblem(path, f"{len(unique)} tags; only the first {self.max_tags_per_photo} are used")
+        )
+        return unique[: self.max_tags_per_photo]
 
 
 def _empty_folders(root: str, with_images: set[str]) -> list[str]:
