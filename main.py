@@ -398,10 +398,34 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from core.profiles import suggest_profile_name
-    from trainer.finetune import FinetuneConfig, format_report, iter_finetune, save_profile
+    from trainer.finetune import save_profile
     from trainer.finetune_full import distributed
 
     root = Path(args.root).expanduser()
+    config = _finetune_config(args)
+    name = args.name or suggest_profile_name(root.resolve().name)
+    with distributed(args.mode == "full") as dist, _library(args) as lib:
+        if dist.is_main and not args.no_index:
+            _index_root(lib, root, not args.no_progress)
+        dist.barrier()
+        result = _run_finetune(lib, root, config, not args.no_progress and dist.is_main)
+        if not dist.is_main:
+            return EXIT_OK
+        info = save_profile(lib, result, name)
+        if args.json:
+            print(json_text({"profile": info.label, **result.report}))
+        else:
+            _print_finetune_report(result.report)
+            print(f"saved profile {info.label}")
+        if not args.no_apply:
+            _apply_profile(lib, info, progress=not args.no_progress, quiet=args.json)
+    return EXIT_OK
+
+
+def _finetune_config(args: argparse.Namespace):
+    """The fine-tune's configuration: the defaults of its mode, with the options given."""
+    from trainer.finetune import FinetuneConfig
+
     config = FinetuneConfig(mode=args.mode, seed=args.seed)
     for option, name in (
         ("loss", "loss"),
@@ -412,50 +436,52 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     ):
         if getattr(args, option) is not None:
             setattr(config, name, getattr(args, option))
-    name = args.name or suggest_profile_name(root.resolve().name)
-    with distributed(args.mode == "full") as dist, _library(args) as lib:
-        if dist.is_main and not args.no_index:
-            _index_root(lib, root, not args.no_progress)
-        dist.barrier()
-        show = _finetune_printer(not args.no_progress and dist.is_main)
-        gen = iter_finetune(lib, root, config)
-        try:
-            while True:
-                try:
-                    show(next(gen))
-                except StopIteration as stop:
-                    result = stop.value
-                    break
-        finally:
-            gen.close()
-            show(None)
-        if not dist.is_main:
-            return EXIT_OK
-        info = save_profile(lib, result, name)
-        if args.json:
-            print(json_text({"profile": info.label, **result.report}))
-        else:
-            print(format_report(result.report))
-            problems = result.report.get("collection", {})
-            if problems.get("not_indexed"):
-                print(f"{problems['not_indexed']} tagged photos are not indexed and were left out.")
-            if problems.get("problems"):
-                listed = result.report.get("problems", [])
-                print(f"{problems['problems']} tag files could not be read:")
-                for path, reason in listed[:10]:
-                    print(f"  {shown(path)}: {shown(reason)}")
-                if problems["problems"] > 10:
-                    print(f"  and {problems['problems'] - 10} more (--json lists up to {len(listed)})")
-            print(f"saved profile {info.label}")
-        if not args.no_apply:
-            update, close = _step_printer(not args.no_progress, "applying")
+    return config
+
+
+def _run_finetune(lib, root, config, progress: bool):
+    """Run the fine-tune to its end, showing its progress; returns its result."""
+    from trainer.finetune import iter_finetune
+
+    show = _finetune_printer(progress)
+    gen = iter_finetune(lib, root, config)
+    try:
+        while True:
             try:
-                lib.use_profile(info.name, info.version, on_progress=update)
-            finally:
-                close()
-            if not args.json:
-                print(f"searches now use profile {info.label}; without it: ladderlens profiles none")
-    return EXIT_OK
+                show(next(gen))
+            except StopIteration as stop:
+                return stop.value
+    finally:
+        gen.close()
+        show(None)
+
+
+def _print_finetune_report(report: dict) -> None:
+    """The fine-tune's report, then the tagged photos it left out and the tag files it could not read."""
+    from trainer.finetune import format_report
+
+    print(format_report(report))
+    problems = report.get("collection", {})
+    if problems.get("not_indexed"):
+        print(f"{problems['not_indexed']} tagged photos are not indexed and were left out.")
+    if problems.get("problems"):
+        listed = report.get("problems", [])
+        print(f"{problems['problems']} tag files could not be read:")
+        for path, reason in listed[:10]:
+            print(f"  {shown(path)}: {shown(reason)}")
+        if problems["problems"] > 10:
+            print(f"  and {problems['problems'] - 10} more (--json lists up to {len(listed)})")
+
+
+def _apply_profile(lib, info, *, progress: bool, quiet: bool) -> None:
+    """Make searches use the new profile (``quiet``: without saying so, for --json)."""
+    update, close = _step_printer(progress, "applying")
+    try:
+        lib.use_profile(info.name, info.version, on_progress=update)
+    finally:
+        close()
+    if not quiet:
+        print(f"searches now use profile {info.label}; without it: ladderlens profiles none")
 
 
 def _index_root(lib, root, progress: bool) -> None:
