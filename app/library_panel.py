@@ -305,6 +305,7 @@ class LibraryPanel(QWidget):
     def _build_folders_view(self) -> None:
         """The table of folders: one row each, the path stretched, the counts as wide as they need."""
         self.folders_view = QTableView()
+        self.folders_view.setTabKeyNavigation(False)  # Tab leaves the table; arrows move in it
         self.folders_view.setModel(self.folders_model)
         self.folders_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.folders_view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -339,6 +340,7 @@ class LibraryPanel(QWidget):
         """The files that could not be read, in a box hidden while there are none."""
         self.failures_box = QGroupBox("Files that could not be read")
         self.failures_view = QTableView()
+        self.failures_view.setTabKeyNavigation(False)
         self.failures_view.setModel(self.failures_model)
         self.failures_view.verticalHeader().hide()
         self.failures_view.setShowGrid(False)

@@ -24,6 +24,7 @@ from PySide6.QtGui import (
     QShortcut,
 )
 from PySide6.QtWidgets import (
+    QDialog,
     QDockWidget,
     QGroupBox,
     QHBoxLayout,
@@ -210,7 +211,7 @@ class MainWindow(QMainWindow):
             QDockWidget.DockWidgetFeature.DockWidgetClosable | QDockWidget.DockWidgetFeature.DockWidgetMovable
         )
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.library_dock)
-        self.resizeDocks([self.library_dock], [330], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.library_dock], [300], Qt.Orientation.Horizontal)
 
     def _build_status_bar(self) -> None:
         """The library's count and model in the status bar, re-read every few seconds while indexing."""
@@ -235,11 +236,15 @@ class MainWindow(QMainWindow):
         file_menu.addAction(quit_action)
 
         view_menu = self.menuBar().addMenu("&View")
-        view_menu.addAction(self.library_dock.toggleViewAction())
+        library_toggle = self.library_dock.toggleViewAction()
+        library_toggle.setShortcut(QKeySequence("Ctrl+Shift+L"))  # a narrow window gives the grid its room
+        view_menu.addAction(library_toggle)
         self.inspector_action = QAction("&Tier inspector", self, checkable=True, checked=True)
+        self.inspector_action.setShortcut(QKeySequence("Ctrl+Shift+T"))
         self.inspector_action.toggled.connect(self.tier_plot.setVisible)
         view_menu.addAction(self.inspector_action)
         self.details_action = QAction("&Details", self, checkable=True, checked=False)
+        self.details_action.setShortcut(QKeySequence("Ctrl+I"))
         self.details_action.toggled.connect(self._set_details_visible)
         view_menu.addAction(self.details_action)
 
@@ -254,6 +259,14 @@ class MainWindow(QMainWindow):
         library_menu.addAction(self.rescan_action)
         library_menu.addAction(self.model_action)
         library_menu.addAction(self.finetune_action)
+
+        help_menu = self.menuBar().addMenu("&Help")
+        self.shortcuts_action = QAction("&Keyboard shortcuts", self)
+        self.shortcuts_action.triggered.connect(self.show_shortcuts)
+        self.about_action = QAction("&About LadderLens", self)
+        self.about_action.triggered.connect(self.show_about)
+        help_menu.addAction(self.shortcuts_action)
+        help_menu.addAction(self.about_action)
 
         QShortcut(QKeySequence.StandardKey.Find, self, self.search_bar.focus)
 
@@ -674,6 +687,28 @@ class MainWindow(QMainWindow):
         idx = self.results_model.index_of_photo(photo_id)
         if idx.isValid():
             self.results_view.setCurrentIndex(idx)
+
+    def show_shortcuts(self) -> QDialog:
+        from app.help_dialogs import ShortcutsDialog
+
+        dialog = ShortcutsDialog(self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.show()
+        return dialog
+
+    def show_about(self) -> QDialog:
+        from app.help_dialogs import AboutDialog, about_text
+        from app.log_file import LOG_NAME
+        from core.paths import log_dir
+
+        try:
+            log_file: str | None = str(log_dir() / LOG_NAME)
+        except OSError:
+            log_file = None
+        dialog = AboutDialog(about_text(self.session.model_spec, self.session.root, log_file), self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.show()
+        return dialog
 
     def _on_viewer_closed(self) -> None:
         """Back to the grid, on the photo the viewer showed last."""

@@ -49,7 +49,9 @@ class ProfileSwitcher(QWidget):
         self.session = session
         self.pool = pool or WorkerPool(max_threads=1, parent=self, name="profiles")
         self.combo = QComboBox()
-        self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        # as wide as the panel allows, and never what keeps a narrow window from shrinking
+        self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.combo.setMinimumContentsLength(10)
         self.busy = QProgressBar()
         self.busy.setRange(0, 0)
         self.busy.setMaximumWidth(80)

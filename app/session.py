@@ -301,6 +301,11 @@ class LibrarySession(QObject):
 
     # ------------------------------------------------------------------ fine-tune profiles
 
+    @property
+    def root(self) -> str:
+        """The library's folder."""
+        return str(self.library.root)
+
     def profiles(self) -> list[Any]:
         """Every saved profile version of the library (``core.profiles.ProfileInfo``)."""
         return list(self.library.profiles())

@@ -25,6 +25,7 @@ from PySide6.QtGui import (
     QFont,
     QFontMetrics,
     QHelpEvent,
+    QKeyEvent,
     QMouseEvent,
     QPainter,
     QPainterPath,
@@ -73,6 +74,8 @@ class TierPlot(QWidget):
         # which busy worker threads make the GUI thread wait for.
         self.setMinimumSize(MINIMUM_SIZE)
         self.setMouseTracking(True)
+        # Tab reaches it; Left/Right step the tier shown alone, Home (or Esc) shows them all.
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setAccessibleName("Tier inspector")
         self._tiers: list[PlotTier] = []
         self._scores = np.zeros(0)
@@ -86,6 +89,7 @@ class TierPlot(QWidget):
         self._lo = 0.0
         self._hi = 1.0
         self._chips: list[tuple[QRect, int | None]] = []
+        self._compact_chips = False  # counts only: the labels do not fit the width
         self._cache: QPixmap | None = None
         self._last: QPixmap | None = None  # the picture drawn last (shown until the next is drawn)
         self._render_scheduled = False
@@ -244,6 +248,15 @@ class TierPlot(QWidget):
         return None
 
     def _layout_chips(self) -> None:
+        """Chips with their labels when they fit the width, else with their counts only (the
+        label is in the tooltip)."""
+        for compact in (False, True):
+            self._compact_chips = compact
+            self._chips = self._chip_row()
+            if not self._chips or self._chips[-1][0].right() <= self.width() - MARGIN:
+                break
+
+    def _chip_row(self) -> list[tuple[QRect, int | None]]:
         bold = QFont(self.font())
         bold.setBold(True)
         fm = QFontMetrics(bold)
@@ -254,15 +267,57 @@ class TierPlot(QWidget):
             chips.append((QRect(x, MARGIN, w, CHIP_HEIGHT), None))
             x += w + 6
         for tier in self._tiers:
-            text = self._chip_text(tier)
-            w = fm.horizontalAdvance(text) + 30
+            w = fm.horizontalAdvance(self._chip_text(tier)) + 30
             chips.append((QRect(x, MARGIN, w, CHIP_HEIGHT), tier.rank))
             x += w + 6
-        self._chips = chips
+        return chips
 
-    @staticmethod
-    def _chip_text(tier: PlotTier) -> str:
-        return f"{tier.label} · {tier.count}"
+    def _chip_text(self, tier: PlotTier) -> str:
+        return f"{tier.count}" if self._compact_chips else f"{tier.label} · {tier.count}"
+
+    @property
+    def compact_chips(self) -> bool:
+        """Whether the chips show counts only (too narrow for their labels)."""
+        self._layout_chips()
+        return self._compact_chips
+
+    # ------------------------------------------------------------------ keyboard
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        choices: list[int | None] = [None, *(t.rank for t in self._tiers)]
+        key = event.key()
+        if not self._tiers or key not in (
+            Qt.Key.Key_Left,
+            Qt.Key.Key_Right,
+            Qt.Key.Key_Home,
+            Qt.Key.Key_End,
+            Qt.Key.Key_Escape,
+        ):
+            super().keyPressEvent(event)
+            return
+        if key == Qt.Key.Key_Escape and self._selected is None:
+            event.ignore()  # nothing to clear here: the window decides
+            return
+        now = choices.index(self._selected) if self._selected in choices else 0
+        target = {
+            Qt.Key.Key_Left: max(now - 1, 0),
+            Qt.Key.Key_Right: min(now + 1, len(choices) - 1),
+            Qt.Key.Key_Home: 0,
+            Qt.Key.Key_Escape: 0,
+            Qt.Key.Key_End: len(choices) - 1,
+        }[Qt.Key(key)]
+        if choices[target] != self._selected:
+            self.set_selected(choices[target])
+            self.tier_clicked.emit(choices[target])
+        event.accept()
+
+    def focusInEvent(self, event) -> None:
+        super().focusInEvent(event)
+        self._invalidate()
+
+    def focusOutEvent(self, event) -> None:
+        super().focusOutEvent(event)
+        self._invalidate()
 
     def _hit(self, pos: QPointF) -> tuple[bool, int | None]:
         """What is under ``pos``: (True, rank or None for "All") or (False, None) for nothing."""
@@ -542,6 +597,12 @@ class TierPlot(QWidget):
             painter.setFont(font)
             painter.drawText(text_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, text)
             painter.setFont(self.font())
+            if selected and self.hasFocus():  # where the keyboard is
+                painter.setPen(QPen(pal.color(QPalette.ColorRole.Highlight), 2, Qt.PenStyle.DotLine))
+                painter.setBrush(Qt.BrushStyle.NoBrush)
+                painter.drawRoundedRect(
+                    QRectF(rect).adjusted(-2, -2, 2, 2), CHIP_HEIGHT / 2 + 2, CHIP_HEIGHT / 2 + 2
+                )
 
 
 LEGEND = "grey: this query's scores over the whole library · ticks: the results"

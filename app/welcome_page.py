@@ -32,7 +32,8 @@ class WelcomePage(QWidget):
         intro.setTextFormat(Qt.TextFormat.RichText)
         intro.setWordWrap(True)
         intro.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        intro.setFixedWidth(540)
+        intro.setMaximumWidth(540)
+        intro.setMinimumWidth(280)  # wraps in a narrow window
         self.add_button = QPushButton("Add a folder…")
         self.add_button.setDefault(True)
         self.add_button.setToolTip("Choose a folder of photos; it is read in the background")
@@ -40,7 +41,7 @@ class WelcomePage(QWidget):
         self.demo_button.setToolTip("Generate a few hundred pictures of simple scenes and search them")
         for button in (self.add_button, self.demo_button):
             button.setMinimumHeight(36)
-            button.setMinimumWidth(200)
+            button.setMinimumWidth(170)
         self.add_button.clicked.connect(self.add_folder_requested)
         self.demo_button.clicked.connect(self.demo_requested)
         hint = QLabel("You can also drop a folder onto this window.")

@@ -74,3 +74,18 @@ def test_failures_are_listed_and_an_unchanged_list_is_left_alone(qtbot):
     assert model.rowCount() == 1 and changes
     panel.set_failures([])
     assert model.rowCount() == 0 and panel.failures_box.isHidden()
+
+
+def test_tab_leaves_the_folders_table(qtbot):
+    panel = LibraryPanel()
+    qtbot.addWidget(panel)
+    panel.show()
+    qtbot.waitExposed(panel)
+    panel.set_folders([_folder("/photos/trips", 10, 4), _folder("/photos/family", 3)])
+    panel.folders_view.setFocus()
+    panel.folders_view.selectRow(0)
+    qtbot.waitUntil(panel.folders_view.hasFocus)
+    qtbot.keyClick(panel.folders_view, Qt.Key.Key_Down)  # arrows move within the table
+    assert panel.selected_folder() == "/photos/family" and panel.folders_view.hasFocus()
+    qtbot.keyClick(panel.folders_view, Qt.Key.Key_Tab)
+    assert not panel.folders_view.hasFocus()  # on to the next control, not the next cell

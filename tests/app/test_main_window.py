@@ -605,3 +605,41 @@ def test_the_summary_says_how_many_match_not_the_page_size():
         hits=hits[:7], tiers=tiers[:2], long_tail=True, match_count=0, match_count_capped=False
     )
     assert summary_text(none, "“x”") == "No exact match for “x”; the 7 nearest alternatives in 2 tiers"
+
+
+def test_usable_at_800_by_600_with_panels_that_collapse(window, photos, qtbot):
+    window.resize(800, 600)
+    qtbot.waitUntil(lambda: window.width() == 800)  # nothing holds the window wider
+    assert window.minimumSizeHint().width() <= 800
+    _index_folder(qtbot, window, photos)
+    wait_indexed(qtbot, window)
+    _search_typed(qtbot, window, "red car")
+    view = window.results_view
+    cells = window.results_model.photo_rows()[:3]
+    lefts = {view.visualRect(window.results_model.index(r)).left() for r in cells}
+    assert len(lefts) >= 2  # the grid has two columns at least, beside the library panel
+    plot = window.tier_plot
+    assert all(plot.chip_rect(t.rank).right() <= plot.width() for t in plot.tiers)  # no chip clipped
+    # Ctrl+Shift+L hides the library panel, and the grid takes its room.
+    before = view.viewport().width()
+    qtbot.keyClick(
+        window, Qt.Key.Key_L, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    )
+    qtbot.waitUntil(lambda: not window.library_dock.isVisible())
+    qtbot.waitUntil(lambda: view.viewport().width() > before + 150)
+    qtbot.keyClick(window, Qt.Key.Key_I, Qt.KeyboardModifier.ControlModifier)
+    assert window.details_action.isChecked()
+
+
+def test_help_lists_the_shortcuts_and_about_names_the_version_and_library(window, qtbot):
+    shortcuts = window.show_shortcuts()
+    table = shortcuts.table
+    keys = {table.item(r, 1).text() for r in range(table.rowCount())}
+    assert {"Ctrl+F", "Ctrl+Shift+L", "Ctrl+I", "Enter, Space or double click"} <= keys
+    for action in (window.details_action, window.inspector_action):
+        assert action.shortcut().toString() in keys  # the table tells what the menus do
+    about = window.show_about()
+    text = about.label.text()
+    assert "LadderLens" in text and window.session.root in text and window.session.model_spec in text
+    shortcuts.close()
+    about.close()

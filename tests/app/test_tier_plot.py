@@ -150,3 +150,33 @@ def test_the_inspector_colours_tiers_by_relevance_not_rank(qtbot):
     plot.set_data(graded.tiers, scores, graded.tier_of, rng.normal(0.2, 0.05, 500), long_tail=True)
     assert [t.level for t in plot.tiers] == [t.level for t in graded.tiers]
     assert plot.tiers[0].level == 1 and tier_color(plot.tiers[0].level) != tier_color(0)
+
+
+def test_the_keyboard_steps_through_the_tiers(plot, qtbot):
+    widget, g = plot
+    clicked = []
+    widget.tier_clicked.connect(clicked.append)
+    widget.setFocus()
+    qtbot.waitUntil(widget.hasFocus)
+    ranks = [t.rank for t in g.tiers]
+    qtbot.keyClick(widget, Qt.Key.Key_Right)
+    assert widget.selected == ranks[0]
+    qtbot.keyClick(widget, Qt.Key.Key_End)
+    assert widget.selected == ranks[-1]
+    qtbot.keyClick(widget, Qt.Key.Key_Right)  # the last one: stays, nothing emitted
+    qtbot.keyClick(widget, Qt.Key.Key_Left)
+    assert widget.selected == ranks[-2]
+    qtbot.keyClick(widget, Qt.Key.Key_Escape)  # back to every tier
+    assert widget.selected is None
+    assert clicked == [ranks[0], ranks[-1], ranks[-2], None]
+    widget.grab()  # paints with the focus ring
+
+
+def test_chips_show_counts_only_when_their_labels_do_not_fit(plot, qtbot):
+    widget, g = plot
+    assert len(g.tiers) >= 3
+    assert not widget.compact_chips
+    widget.resize(260, 200)
+    assert widget.compact_chips
+    assert all(rect.right() <= widget.width() for rect in (widget.chip_rect(t.rank) for t in g.tiers))
+    widget.grab()
