@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from core.models import DownloadProgress, ModelIdentity, ModelSpec, default_device, load_model
+from core.devices import autocast, device_of, pick_device
+from core.models import DownloadProgress, ModelIdentity, ModelSpec, load_model
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class Embedder:
     ) -> None:
         if query_precision not in QUERY_PRECISIONS:
             raise ValueError(f"query_precision must be one of {QUERY_PRECISIONS}, not {query_precision!r}")
-        self.device = torch.device(device) if device is not None else _device_of(model)
+        self.device = torch.device(device) if device is not None else device_of(model)
         self._model = model.to(self.device).eval()
         self._preprocess = preprocess
         self._tokenizer = tokenizer
@@ -80,7 +81,6 @@ class Embedder:
         self._text_encoder = TruncatedTextEncoder.for_model(self._model) if fast_text else None
         if fast_text and self._text_encoder is None:
             logger.info("text shortcut does not apply to %s; using model.encode_text", identity.arch)
-        self._amp_dtype = _autocast_dtype(self.device)
         self._query_dtype = _query_dtype(query_precision, self.device, self._text_encoder)
         self._query_encoder: TruncatedTextEncoder | None = None
         self._query_encoder_lock = threading.Lock()
@@ -95,7 +95,7 @@ class Embedder:
         query_precision: str = "auto",
     ) -> Embedder:
         """Load the model ``spec`` names (see :func:`core.models.load_model` for the errors)."""
-        device = torch.device(device) if device is not None else default_device()
+        device = pick_device(device)
         loaded = load_model(spec, device=device, on_progress=on_progress, cache_dir=cache_dir)
         return cls(
             loaded.model,
@@ -206,9 +206,7 @@ class Embedder:
             return self._query_encoder
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self._amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype)
+        return autocast(self.device)
 
 
 @dataclass(frozen=True)
@@ -343,13 +341,6 @@ def _is_causal(mask: torch.Tensor) -> bool:
     return bool(torch.isneginf(mask[upper]).all() and (mask[~upper] == 0).all())
 
 
-def _device_of(model: torch.nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
-
-
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 matrices in hardware (AVX512-BF16 or AMX)."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
@@ -374,12 +365,6 @@ def _query_dtype(
     if encoder.transformer_parameters >= QUERY_BF16_MIN_PARAMS and cpu_has_native_bf16():
         return torch.bfloat16
     return None
-
-
-def _autocast_dtype(device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def _normalised_numpy(features: torch.Tensor) -> np.ndarray:

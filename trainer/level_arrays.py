@@ -26,12 +26,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from core.devices import widest_float
+
 logger = logging.getLogger(__name__)
 
 
 def work_dtype(device: torch.device) -> torch.dtype:
     """float64 for the clustering arithmetic, except on MPS, which has no float64."""
-    return torch.float32 if device.type == "mps" else torch.float64
+    return widest_float(device)
 
 
 class NumpyArrays:
