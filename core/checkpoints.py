@@ -145,15 +145,26 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 
 def fit_state_dict(
-    model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike[str], arch: str
+    model: torch.nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    path: str | os.PathLike[str],
+    arch: str,
+    *,
+    subject: str | None = None,
+    advice: str | None = None,
 ) -> dict[str, torch.Tensor]:
     """Adapt harmless format differences, then check every name and shape against ``model``.
+
+    Args:
+        subject: what the file does not fit, for the message (default: ``architecture 'ARCH'``).
+        advice: what to do about it, for the message (default: name the right architecture
+            with ``file:PATH#ARCH``).
 
     Raises:
         CheckpointError: names missing or unexpected, or shapes that differ; the message names
             a few of each.
     """
-    state = _adapt_open_clip_format(model, dict(state_dict))
+    state = _adapt_open_clip_format(model, _strip_ddp_prefix(dict(state_dict)))
     expected = model.state_dict()
     missing = [name for name in expected if name not in state]
     unexpected = [name for name in state if name not in expected]
@@ -170,10 +181,12 @@ def fit_state_dict(
             problems.append(f"{len(unexpected)} unexpected weights ({_examples(unexpected)})")
         if reshaped:
             problems.append(f"{len(reshaped)} weights of another shape ({_examples(reshaped)})")
-        raise CheckpointError(
-            f"{path} does not fit architecture {arch!r}: {'; '.join(problems)}. "
+        advice = advice or (
             f"It was probably saved from another architecture: name the right one with "
             f"file:{path}#ARCH, or use the checkpoint the model was trained with."
+        )
+        raise CheckpointError(
+            f"{path} does not fit {subject or f'architecture {arch!r}'}: {'; '.join(problems)}. {advice}"
         )
     return state
 
@@ -183,10 +196,15 @@ def load_weights(
     path: str | os.PathLike[str],
     arch: str,
     state_dict: Mapping[str, torch.Tensor] | None = None,
+    *,
+    subject: str | None = None,
+    advice: str | None = None,
 ) -> None:
-    """Read ``path`` (or take its ``state_dict`` already read), check it against ``model`` and copy
-    the weights in (strict)."""
-    state = fit_state_dict(model, read_state_dict(path) if state_dict is None else state_dict, path, arch)
+    """Read ``path`` (or take its ``state_dict`` already read), check it against ``model``
+    (:func:`fit_state_dict`, which takes ``subject`` and ``advice``) and copy the weights in
+    (strict; each cast to the dtype of the model's own)."""
+    state = read_state_dict(path) if state_dict is None else state_dict
+    state = fit_state_dict(model, state, path, arch, subject=subject, advice=advice)
     model.load_state_dict(state, strict=True)
     logger.info("loaded %s weights from %s", arch, path)
 

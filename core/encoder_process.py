@@ -27,14 +27,11 @@ the app.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import queue
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -48,6 +45,7 @@ import numpy as np
 from .errors import DecodeError, ModelError
 
 if TYPE_CHECKING:
+    from .embedder import Embedder
     from .models import ModelIdentity
 
 logger = logging.getLogger(__name__)
@@ -198,17 +196,43 @@ class EncoderProcess:
 # ---------------------------------------------------------------------- the child
 
 
+# A request: its number, and per path the future of its decoded (metadata, model input).
+_Request = tuple[int, list[tuple[str, Future]]]
+
+
 def _serve(inbox: Connection, outbox: Connection, workers: int | None) -> int:
-    from .decode import default_workers, open_image
+    from .decode import default_workers
+
+    embedder = _load(inbox, outbox)
+    if isinstance(embedder, int):
+        return embedder
+    # Decoding of the next request overlaps the model's work on this one: a reader thread hands
+    # each request's paths to the decode pool as soon as it arrives.
+    decoders = ThreadPoolExecutor(max_workers=workers or default_workers(), thread_name_prefix="decode")
+    requests: queue.Queue[_Request | None] = queue.Queue()
+    threading.Thread(
+        target=_read_requests, args=(inbox, decoders, embedder, requests), name="requests", daemon=True
+    ).start()
+    try:
+        while (request := requests.get()) is not None:
+            seq, futures = request
+            outbox.send(("encoded", seq, *_encode(embedder, futures)))
+    finally:
+        decoders.shutdown(wait=False, cancel_futures=True)
+    return 0
+
+
+def _load(inbox: Connection, outbox: Connection) -> Embedder | int:
+    """Load the model the parent names and check its identity; the embedder, or the exit status."""
     from .embedder import Embedder
+    from .models import register_configs
 
     kind, spec, identity_key, arch, arch_config = inbox.recv()
     if kind != "load":
         return 2
     try:
-        import torch
-
-        _register_architecture(arch, arch_config)
+        # the parent's architecture, when this process does not know it (registered at run time there)
+        register_configs({arch: arch_config} if arch_config is not None else None)
         embedder = Embedder.from_spec(spec, device="cpu")
     except Exception as exc:  # the parent reports it; its own copy of the model loaded fine
         outbox.send(("failed", str(exc) or type(exc).__name__))
@@ -217,63 +241,45 @@ def _serve(inbox: Connection, outbox: Connection, workers: int | None) -> int:
         outbox.send(("failed", f"it loaded {embedder.identity.key}, not {identity_key}"))
         return 1
     outbox.send(("ready", embedder.dim))
+    return embedder
+
+
+def _read_requests(
+    inbox: Connection, decoders: ThreadPoolExecutor, embedder: Embedder, requests: queue.Queue
+) -> None:
+    """Hand each request's paths to the decode pool as it arrives; ``None`` once the parent is gone."""
+    from .decode import open_image
 
     def prepare(path: str) -> tuple[Outcome, Any]:
         decoded = open_image(path, embedder.image_size)
         meta = (decoded.width, decoded.height, decoded.taken_at, decoded.orientation)
         return meta, embedder.preprocess(decoded.image)
 
-    # Decoding of the next request overlaps the model's work on this one: a reader thread hands
-    # each request's paths to the decode pool as soon as it arrives.
-    decoders = ThreadPoolExecutor(max_workers=workers or default_workers(), thread_name_prefix="decode")
-    requests: queue.Queue[tuple[int, list[tuple[str, Future]]] | None] = queue.Queue()
-
-    def read() -> None:
-        try:
-            while True:
-                _kind, seq, paths = inbox.recv()
-                requests.put((seq, [(path, decoders.submit(prepare, path)) for path in paths]))
-        except (EOFError, OSError):  # the parent closed the pipe, or is gone
-            requests.put(None)
-
-    threading.Thread(target=read, name="requests", daemon=True).start()
     try:
-        while (request := requests.get()) is not None:
-            seq, futures = request
-            outcomes: list[Outcome] = []
-            pixels = []
-            for path, future in futures:
-                try:
-                    meta, tensor = future.result()
-                except Exception as exc:
-                    outcomes.append(_failure_reason(path, exc))
-                else:
-                    outcomes.append(meta)
-                    pixels.append(tensor)
-            vectors = (
-                embedder.encode_image_batch(torch.stack(pixels))
-                if pixels
-                else np.zeros((0, embedder.dim), np.float32)
-            )
-            outbox.send(("encoded", seq, outcomes, vectors))
-    finally:
-        decoders.shutdown(wait=False, cancel_futures=True)
-    return 0
+        while True:
+            _kind, seq, paths = inbox.recv()
+            requests.put((seq, [(path, decoders.submit(prepare, path)) for path in paths]))
+    except (EOFError, OSError):  # the parent closed the pipe, or is gone
+        requests.put(None)
 
 
-def _register_architecture(arch: str, config: dict | None) -> None:
-    """Make ``arch`` known to open_clip here as in the parent (when it is not built in or bundled)."""
-    import open_clip
+def _encode(embedder: Embedder, futures: list[tuple[str, Future]]) -> tuple[list[Outcome], np.ndarray]:
+    """One outcome per path, and the vectors of the decoded ones."""
+    import torch
 
-    from .models import register_bundled_configs
-
-    register_bundled_configs()
-    if config is None or arch in open_clip.list_models():
-        return
-    folder = Path(tempfile.mkdtemp(prefix="ladderlens-arch-"))
-    (folder / f"{arch}.json").write_text(json.dumps(config), encoding="utf-8")
-    open_clip.add_model_config(folder)  # read now; the file is not needed afterwards
-    shutil.rmtree(folder, ignore_errors=True)
+    outcomes: list[Outcome] = []
+    pixels = []
+    for path, future in futures:
+        try:
+            meta, tensor = future.result()
+        except Exception as exc:
+            outcomes.append(_failure_reason(path, exc))
+        else:
+            outcomes.append(meta)
+            pixels.append(tensor)
+    if not pixels:
+        return outcomes, np.zeros((0, embedder.dim), np.float32)
+    return outcomes, embedder.encode_image_batch(torch.stack(pixels))
 
 
 def _failure_reason(path: str, error: Exception) -> str:

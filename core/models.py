@@ -21,6 +21,8 @@ import logging
 import math
 import os
 import re
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -55,7 +57,9 @@ __all__ = [
     "create_architecture",
     "default_device",
     "load_model",
+    "model_from_weights",
     "register_bundled_configs",
+    "register_configs",
     "save_checkpoint",
     "starter_weights_path",
 ]
@@ -77,6 +81,7 @@ RANDOM_SEED = 0
 KINDS = ("starter", "openclip", "file", "random")
 _OPENCLIP_PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode", "fill_color")
 _OPEN_CLIP_RANDOM_NOTICE = "No pretrained weights loaded for model"
+_MODEL_CONFIG_KEYS = ("embed_dim", "vision_cfg", "text_cfg")
 
 _register_lock = threading.Lock()
 _registered = False
@@ -255,28 +260,79 @@ class LoadedModel:
 # --------------------------------------------------------------------------- registry and device
 
 
+def register_configs(extra: str | os.PathLike[str] | Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """Make architectures known to open_clip: the bundled ones, and ``extra``.
+
+    The bundled configs (``resources/models/*.json``) are registered once; later calls only add
+    ``extra``: an open_clip model config file, registered under its file's stem (open_clip names
+    a config after its file), or configs by name, each registered where open_clip does not know
+    that name yet (one sent by another process, for example).
+
+    Raises:
+        ModelError: ``extra`` is a file that does not exist, is not readable JSON, or is not an
+            open_clip model config.
+    """
+    global _registered
+    import open_clip
+
+    with _register_lock:
+        if not _registered:
+            open_clip.add_model_config(RESOURCES_MODELS)
+            _registered = True
+        if extra is None:
+            return
+        if isinstance(extra, Mapping):
+            _register_by_name(extra)
+            return
+        path = Path(extra)
+        _check_model_config(path)
+        open_clip.add_model_config(path)
+
+
 def register_bundled_configs() -> None:
     """Register ``resources/models/*.json`` with open_clip (once; later calls do nothing)."""
-    global _registered
-    with _register_lock:
-        if _registered:
-            return
-        import open_clip
+    register_configs()
 
-        open_clip.add_model_config(RESOURCES_MODELS)
-        _registered = True
+
+def _check_model_config(path: Path) -> None:
+    if not path.is_file():
+        raise ModelError(f"model config {path} does not exist")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path} is not readable JSON ({exc}); fix or remove it") from exc
+    if not _is_model_config(config):
+        raise ModelError(
+            f"{path} is not an open_clip model config (it needs {', '.join(_MODEL_CONFIG_KEYS)})"
+        )
+
+
+def _is_model_config(config: Any) -> bool:
+    return isinstance(config, dict) and all(key in config for key in _MODEL_CONFIG_KEYS)
+
+
+def _register_by_name(configs: Mapping[str, Mapping[str, Any]]) -> None:
+    """Register configs given as data: open_clip reads configs from files, so each goes through a
+    temporary one (read at once; open_clip keeps the config, not the file)."""
+    import open_clip
+
+    new = {name: dict(config) for name, config in configs.items() if name not in open_clip.list_models()}
+    if not new:
+        return
+    folder = Path(tempfile.mkdtemp(prefix="ladderlens-arch-"))
+    try:
+        for name, config in new.items():
+            (folder / f"{name}.json").write_text(json.dumps(config), encoding="utf-8")
+        open_clip.add_model_config(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def default_device() -> torch.device:
     """CUDA if present, then Apple MPS, then the CPU."""
-    import torch
+    from core.devices import pick_device
 
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    return pick_device()
 
 
 def starter_weights_path() -> Path:
@@ -337,7 +393,7 @@ def create_architecture(
     """
     import open_clip
 
-    register_bundled_configs()
+    register_configs()
     if open_clip.get_model_config(arch) is None:
         raise ModelError(
             f"unknown model architecture {arch!r}.{_did_you_mean(arch, open_clip.list_models())}"
@@ -364,6 +420,56 @@ def create_architecture(
     return model.eval()
 
 
+def model_from_weights(
+    arch: str,
+    path: str | os.PathLike[str],
+    device: torch.device | str = "cpu",
+    *,
+    preprocess_cfg: Mapping[str, Any] | None = None,
+    force_quick_gelu: bool = False,
+    subject: str | None = None,
+    advice: str | None = None,
+) -> torch.nn.Module:
+    """The open_clip model ``arch`` holding the weights in ``path``, in eval mode on ``device``.
+
+    Names and shapes are checked on a skeleton without memory (the meta device) before the model
+    is built: a small or foreign file whose metadata names a large architecture fails at once, not
+    after building gigabytes.
+
+    Args:
+        arch: open_clip architecture name (registered: see :func:`register_configs`).
+        path: a ``.safetensors`` file or a PyTorch state dict (see :func:`read_state_dict`).
+        device: where the model is built.
+        preprocess_cfg: the image preprocessing to build the model with; ``None``: the one the
+            file records (checked), else the architecture's own. ``{}``: the architecture's own.
+        force_quick_gelu: build with QuickGELU activations (weights trained with them).
+        subject, advice: how a mismatch is described, as :func:`fit_state_dict` takes them.
+
+    Raises:
+        ModelUnavailableError: the file does not exist.
+        CheckpointError: the file is damaged, does not fit ``arch``, or records invalid
+            preprocessing.
+        ModelError: ``arch`` is not a known architecture.
+    """
+    import torch
+
+    metadata = read_metadata(path)
+    recorded = metadata.get(ARCH_KEY)
+    if recorded and recorded != arch:
+        logger.info("%s records architecture %r; loading it as %r as asked", path, recorded, arch)
+    if preprocess_cfg is None:
+        preprocess_cfg = _preprocess_overrides(metadata)
+    build = {"force_quick_gelu": force_quick_gelu, "preprocess_cfg": preprocess_cfg}
+    state = read_state_dict(path)
+    with torch.device("meta"):
+        skeleton = create_architecture(arch, "meta", **build)
+    state = fit_state_dict(skeleton, state, path, arch, subject=subject, advice=advice)
+    del skeleton
+    model = create_architecture(arch, device, **build)
+    load_weights(model, path, arch, state_dict=state, subject=subject, advice=advice)
+    return model
+
+
 def _load_starter(spec: ModelSpec, device, on_progress, cache_dir) -> tuple[torch.nn.Module, ModelIdentity]:
     weights = starter_weights_path()
     config = RESOURCES_MODELS / f"{STARTER_ARCH}.json"
@@ -374,33 +480,14 @@ def _load_starter(spec: ModelSpec, device, on_progress, cache_dir) -> tuple[torc
             "'python -m trainer' or reinstall LadderLens, or choose another model: a local "
             "checkpoint (file:PATH) or an open_clip model (openclip:ARCH/TAG, downloaded once)."
         )
-    return _model_from_file(weights, STARTER_ARCH, device), ModelIdentity(STARTER_ARCH, file_digest(weights))
+    model = model_from_weights(STARTER_ARCH, weights, device)
+    return model, ModelIdentity(STARTER_ARCH, file_digest(weights))
 
 
 def _load_file(spec: ModelSpec, device, on_progress, cache_dir) -> tuple[torch.nn.Module, ModelIdentity]:
     assert spec.path is not None
     arch = spec.arch or _arch_of_file(spec.path)
-    return _model_from_file(spec.path, arch, device), ModelIdentity(arch, file_digest(spec.path))
-
-
-def _model_from_file(path: Path, arch: str, device) -> torch.nn.Module:
-    metadata = read_metadata(path)
-    recorded = metadata.get(ARCH_KEY)
-    if recorded and recorded != arch:
-        logger.info("%s records architecture %r; loading it as %r as asked", path, recorded, arch)
-    preprocess = _preprocess_overrides(metadata)
-    state = read_state_dict(path)
-    # Names and shapes are checked on a skeleton without memory first: a small or foreign file
-    # whose metadata names a large architecture fails at once, not after building gigabytes.
-    import torch
-
-    with torch.device("meta"):
-        skeleton = create_architecture(arch, "meta", preprocess_cfg=preprocess)
-    fit_state_dict(skeleton, state, path, arch)
-    del skeleton
-    model = create_architecture(arch, device, preprocess_cfg=preprocess)
-    load_weights(model, path, arch, state_dict=state)
-    return model
+    return model_from_weights(arch, spec.path, device), ModelIdentity(arch, file_digest(spec.path))
 
 
 def _arch_of_file(path: Path) -> str:
@@ -420,10 +507,8 @@ def _arch_of_file(path: Path) -> str:
             raise ModelError(f"{beside} is not readable JSON ({exc}); fix or remove it") from exc
         if isinstance(config, dict) and isinstance(config.get(ARCH_KEY), str):
             return config[ARCH_KEY]
-        if isinstance(config, dict) and all(k in config for k in ("embed_dim", "vision_cfg", "text_cfg")):
-            import open_clip
-
-            open_clip.add_model_config(beside)
+        if _is_model_config(config):
+            register_configs(beside)
             return beside.stem
     raise ModelError(
         f"{path} does not say which architecture it holds. Name it: file:{path}#ARCH (for "
@@ -488,13 +573,13 @@ def _load_openclip(spec: ModelSpec, device, on_progress, cache_dir) -> tuple[tor
     pretrained_cfg = _pretrained_cfg(spec.arch, spec.tag)
     path = resolve_pretrained_file(spec.arch, spec.tag, cache_dir=cache_dir, on_progress=on_progress)
     arch_quick_gelu = bool((open_clip.get_model_config(spec.arch) or {}).get("quick_gelu", False))
-    model = create_architecture(
+    model = model_from_weights(
         spec.arch,
+        path,
         device,
         force_quick_gelu=bool(pretrained_cfg.get("quick_gelu", False)) and not arch_quick_gelu,
         preprocess_cfg={k: pretrained_cfg[k] for k in _OPENCLIP_PREPROCESS_KEYS if k in pretrained_cfg},
     )
-    load_weights(model, path, spec.arch)
     return model, ModelIdentity(spec.arch, f"openclip:{spec.tag}")
 
 
@@ -502,7 +587,7 @@ def _pretrained_cfg(arch: str, tag: str) -> dict[str, Any]:
     """open_clip's registry entry for ``arch``/``tag``; ModelError with close matches if absent."""
     import open_clip
 
-    register_bundled_configs()
+    register_configs()
     if open_clip.get_model_config(arch) is None:
         known = sorted({name for name, _ in open_clip.list_pretrained()})
         raise ModelError(f"unknown open_clip architecture {arch!r}.{_did_you_mean(arch, known)}")

@@ -13,7 +13,6 @@ epochs; a wall-clock budget depends on the clock by definition).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import logging
@@ -31,7 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.errors import CheckpointError, LadderLensError
+from core.checkpoints import load_weights
+from core.devices import DeviceUnavailableError, autocast, needs_loss_scaling, pick_device, uses_cuda
+from core.errors import CheckpointError, LadderLensError, ModelError
 from trainer import checkpointing
 from trainer.data import (
     EvalSet,
@@ -55,6 +56,7 @@ PREFETCH = 2  # batches made ahead, in a background thread, while the model trai
 EXPORT_NAME = "model.safetensors"
 PLOT_NAME = "training.png"
 HISTORY_NAME = "history.json"
+_FIT_SUBJECT = "this model architecture ({arch!r})"  # how a weights mismatch names the model
 
 
 class TrainingError(LadderLensError):
@@ -216,42 +218,28 @@ ProgressCallback = Callable[[TrainProgress], None]
 
 
 def _init_distributed(device_pref: str) -> Distributed:
-    use_cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda")
-    return join_process_group(use_cuda)[0]
+    return join_process_group(uses_cuda(device_pref))[0]
 
 
 def _select_device(pref: str, dist_info: Distributed) -> torch.device:
-    if pref == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", dist_info.local_rank)
-        if (
-            not dist_info.enabled
-            and getattr(torch.backends, "mps", None)
-            and torch.backends.mps.is_available()
-        ):
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(pref)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainingError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu")
-        if device.index is None:
-            device = torch.device("cuda", dist_info.local_rank)
-    return device
+    """The device this process trains on: ``pref`` (see :func:`core.devices.pick_device`), the
+    process's own GPU in a distributed run; "auto" chooses MPS only for a single process."""
+    try:
+        return pick_device(pref, local_rank=dist_info.local_rank, allow_mps=not dist_info.enabled)
+    except DeviceUnavailableError as exc:
+        raise TrainingError(f"{exc}; use --device cpu") from exc
 
 
 def register_arch(config: TrainConfig) -> None:
     """Make the bundled configs, and ``config.model_config`` if given, known to open_clip."""
     import open_clip
 
-    from core import models
+    from core.models import register_configs
 
-    models.register_bundled_configs()
-    if config.model_config:
-        path = Path(config.model_config)
-        if not path.is_file():
-            raise TrainingError(f"model config {path} does not exist")
-        open_clip.add_model_config(path)
+    try:
+        register_configs(config.model_config)
+    except ModelError as exc:
+        raise TrainingError(str(exc)) from exc
     if config.arch not in open_clip.list_models():
         if config.model_config:
             raise TrainingError(
@@ -264,43 +252,32 @@ def register_arch(config: TrainConfig) -> None:
         )
 
 
-def create_model(arch: str) -> nn.Module:
-    """A randomly initialised open_clip model (nothing downloaded), in train mode."""
-    from core.models import create_architecture
+def create_model(arch: str, init: str | None = None) -> nn.Module:
+    """The open_clip model ``arch`` in train mode (nothing downloaded): randomly initialised, or
+    holding the weights of the file ``init`` (a ``.safetensors`` export or a training checkpoint).
 
-    return create_architecture(arch, "cpu").train()
+    Raises:
+        CheckpointError: ``init`` is missing, unreadable or of another architecture.
+    """
+    from core.models import create_architecture, model_from_weights
 
-
-def _load_init_weights(model: nn.Module, path_text: str) -> None:
-    path = Path(path_text)
+    if init is None:
+        return create_architecture(arch, "cpu").train()
+    path = Path(init)
     if not path.is_file():
         raise CheckpointError(f"initial weights {path} do not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            state = load_file(str(path))
-        except Exception as exc:
-            raise CheckpointError(f"{path} is not a readable .safetensors file: {exc}") from exc
-    else:
-        state = checkpointing.load_training_state(path)["model"]
-    _load_model_state(model, state, path)
-
-
-def _load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: Path) -> None:
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong:
-        details = "; ".join(
-            f"{label}: {', '.join(names[:3])}{'...' if len(names) > 3 else ''}"
-            for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-            if names
-        )
-        raise CheckpointError(f"{source} does not fit this model architecture ({details})")
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    # Built from the architecture's own preprocessing, whatever the file records: the scenes are
+    # normalised as the architecture says.
+    model = model_from_weights(
+        arch,
+        path,
+        "cpu",
+        preprocess_cfg={},
+        subject=_FIT_SUBJECT.format(arch=arch),
+        advice="Start from weights of this architecture, or train the --arch (and --model-config) "
+        "they were saved from.",
+    )
+    return model.train()
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -316,13 +293,6 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
         {"params": no_decay, "weight_decay": 0.0},
         {"params": decay, "weight_decay": weight_decay},
     ]
-
-
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -363,7 +333,7 @@ def _encode_images(
     model: nn.Module, pixels: np.ndarray, normalizer: ImageNormalizer, device, batch=256
 ) -> np.ndarray:
     chunks = []
-    with torch.inference_mode(), _autocast(device):
+    with torch.inference_mode(), autocast(device):
         for start in range(0, len(pixels), batch):
             images = normalizer(pixels[start : start + batch]).to(device)
             chunks.append(model.encode_image(images, normalize=True).float().cpu())
@@ -373,7 +343,7 @@ def _encode_images(
 def _encode_texts(model: nn.Module, tokens: torch.Tensor, device, batch=512) -> np.ndarray:
     forward = TwinTowerForward(model)
     chunks = []
-    with torch.inference_mode(), _autocast(device):
+    with torch.inference_mode(), autocast(device):
         for start in range(0, len(tokens), batch):
             chunks.append(forward.encode_text(tokens[start : start + batch].to(device)).float().cpu())
     return torch.cat(chunks).numpy()
@@ -527,9 +497,7 @@ def _prepare_run(config, resume, on_progress, objective_factory, dist_info: Dist
         fused=device.type in ("cpu", "cuda"),
     )
     # float16 autocast (CUDA without bfloat16) needs loss scaling; bfloat16 and float32 do not.
-    scaler = None
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        scaler = torch.amp.GradScaler("cuda")
+    scaler = torch.amp.GradScaler("cuda") if needs_loss_scaling(device) else None
     state = _RunState()
     if saved_state is not None:
         _restore(saved_state, resume_path, state, model, optimizer, scaler)
@@ -592,10 +560,8 @@ def _build_model(config: TrainConfig, dist_info: Distributed, fresh: bool):
     logger.info("process %d of %d on %s", dist_info.rank, dist_info.world_size, device)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
-    model = create_model(config.arch)
+    model = create_model(config.arch, config.init if fresh else None)
     image_size = _image_size(model)
-    if config.init and fresh:
-        _load_init_weights(model, config.init)
     if config.init_logit_scale is not None and fresh:
         with torch.no_grad():
             model.logit_scale.fill_(math.log(config.init_logit_scale))
@@ -662,7 +628,15 @@ def _restore(
 ) -> None:
     """Put the model, optimiser, loss scaler, run state and random generators back as the
     checkpoint left them."""
-    _load_model_state(model, saved_state["model"], resume_path)
+    arch = saved_state["config"]["arch"]
+    load_weights(
+        model,
+        resume_path,
+        arch,
+        state_dict=saved_state["model"],
+        subject=_FIT_SUBJECT.format(arch=arch),
+        advice="Resume with the model config it was written with, or start a new run.",
+    )
     optimizer.load_state_dict(saved_state["optimizer"])
     for key in ("step", "epoch", "batch_in_epoch", "elapsed_s", "best_score"):
         setattr(state, key, type(getattr(state, key))(saved_state[key]))
@@ -986,7 +960,7 @@ def _train_step(
     tokens = batch.tokens.to(device, non_blocking=True)
     relevance = batch.relevance.to(device, non_blocking=True)
     levels = batch.levels.to(device, non_blocking=True) if batch.levels is not None else None
-    with _autocast(device):
+    with autocast(device):
         image_features, text_features, logit_scale = train_model(images, tokens)
     with levels_given(objective, relevance, levels, levels_from):
         terms = objective(

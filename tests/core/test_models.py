@@ -132,6 +132,46 @@ def test_bundled_configs_are_registered_once():
     assert paths.count(models.RESOURCES_MODELS) == 1
 
 
+def test_an_extra_config_file_is_registered_under_its_stem(tmp_path):
+    from tests.conftest import TINY_CONFIG
+
+    path = tmp_path / "ladderlens-test-extra.json"
+    path.write_text(json.dumps(TINY_CONFIG))
+    models.register_configs(path)
+    assert open_clip.get_model_config("ladderlens-test-extra") == TINY_CONFIG
+    assert open_clip.factory._MODEL_CONFIG_PATHS.count(models.RESOURCES_MODELS) == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "does not exist"),
+        ("{not json", "not readable JSON"),
+        ('{"arch": "ViT-B-32"}', "not an open_clip model config"),
+    ],
+)
+def test_a_bad_extra_config_file_is_a_clear_error(tmp_path, content, expected):
+    path = tmp_path / "ladderlens-test-bad.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ModelError, match=expected):
+        models.register_configs(path)
+    assert "ladderlens-test-bad" not in open_clip.list_models()
+
+
+def test_configs_given_by_name_are_registered_without_a_file_left(tmp_path, monkeypatch):
+    from tests.conftest import TINY_CONFIG
+
+    monkeypatch.setattr(models.tempfile, "tempdir", str(tmp_path))
+    models.register_configs({"ladderlens-test-by-name": TINY_CONFIG})
+    assert open_clip.get_model_config("ladderlens-test-by-name") == TINY_CONFIG
+    assert list(tmp_path.iterdir()) == []  # open_clip kept the config, not the file
+    other = json.loads(json.dumps(TINY_CONFIG))
+    other["embed_dim"] = 16
+    models.register_configs({"ladderlens-test-by-name": other})  # a name already known stays as it is
+    assert open_clip.get_model_config("ladderlens-test-by-name")["embed_dim"] == TINY_CONFIG["embed_dim"]
+
+
 @pytest.mark.parametrize(
     ("cuda", "mps", "expected"), [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")]
 )
@@ -371,6 +411,27 @@ def test_a_tiny_file_naming_a_huge_architecture_fails_before_building_it(tmp_pat
     with pytest.raises(CheckpointError, match="does not fit architecture 'ViT-H-14'"):
         load_model(f"file:{path}", device="cpu")
     assert built == ["meta"]
+
+
+def test_model_from_weights_checks_on_a_skeleton_and_says_what_the_caller_asks(tiny_arch, tmp_path):
+    from tests.conftest import TINY_CONFIG
+
+    other = json.loads(json.dumps(TINY_CONFIG))
+    other["embed_dim"] = 16
+    config = tmp_path / "ladderlens-test-other2.json"
+    config.write_text(json.dumps(other))
+    models.register_configs(config)
+    path = tmp_path / "other.safetensors"
+    save_checkpoint(create_architecture("ladderlens-test-other2"), path, "ladderlens-test-other2")
+
+    with pytest.raises(CheckpointError) as info:
+        models.model_from_weights(tiny_arch, path, subject="this model", advice="Do something else.")
+    message = str(info.value)
+    assert message.startswith(f"{path} does not fit this model: ") and message.endswith("Do something else.")
+    assert "#ARCH" not in message
+
+    model = models.model_from_weights("ladderlens-test-other2", path, preprocess_cfg={})
+    assert not model.training and model.text_projection.shape[1] == 16
 
 
 def test_invalid_recorded_preprocessing_is_a_clear_error(tiny_arch, tiny_checkpoint, tmp_path):

@@ -211,6 +211,56 @@ def test_initial_weights_of_another_architecture_are_refused(make_config, tiny_c
         train(make_config(init=str(tiny_checkpoint)))
 
 
+def test_initial_weights_come_from_an_export_or_a_training_checkpoint(make_config, tmp_path):
+    from core.models import save_checkpoint
+    from trainer.train import create_model, register_arch
+
+    register_arch(make_config())
+    torch.manual_seed(1)
+    source = create_model(ARCH)
+    export = tmp_path / "export.safetensors"
+    save_checkpoint(source.half(), export, ARCH)  # exports are float16
+    checkpoint = tmp_path / "checkpoint.pt"
+    checkpointing.save_training_state(
+        checkpoint, {"model": source.float().state_dict(), "optimizer": {}, "step": 0, "config": {}}
+    )
+
+    for init in (export, checkpoint):
+        torch.manual_seed(0)
+        model = create_model(ARCH, str(init))
+        after_init = torch.get_rng_state()
+        assert model.training and all(p.dtype == torch.float32 for p in model.parameters())
+        assert all(
+            torch.equal(a, b)
+            for a, b in zip(model.state_dict().values(), source.state_dict().values(), strict=True)
+        )
+        torch.manual_seed(0)
+        create_model(ARCH)  # a run draws the same random numbers after its model, with or without --init
+        assert torch.equal(after_init, torch.get_rng_state())
+
+    with pytest.raises(CheckpointError, match=r"initial weights .* do not exist"):
+        create_model(ARCH, str(tmp_path / "gone.safetensors"))
+
+
+def test_bad_model_configs_and_devices_are_training_errors(make_config, tmp_path, monkeypatch):
+    from trainer.distributed import Distributed
+    from trainer.train import _select_device, register_arch
+
+    with pytest.raises(TrainingError, match="does not exist"):
+        register_arch(make_config(model_config=str(tmp_path / "gone.json")))
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    with pytest.raises(TrainingError, match="not readable JSON"):
+        register_arch(make_config(model_config=str(broken)))
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(TrainingError, match="no CUDA GPU is available; use --device cpu"):
+        _select_device("cuda", Distributed())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert _select_device("auto", Distributed(1, 2, local_rank=1)) == torch.device("cuda", 1)
+    assert _select_device("cuda", Distributed(1, 2, local_rank=1)) == torch.device("cuda", 1)
+
+
 def test_time_budget_spent_before_training_is_reported(make_config):
     with pytest.raises(TrainingError, match="spent preparing the data"):
         train(make_config(steps=None, time_budget_s=1e-3))
