@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.devices import DeviceUnavailableError, pick_device, uses_cuda
 from core.errors import FinetuneError
 from core.tags import TagProblem
 from trainer.distributed import Distributed, join_process_group
@@ -79,7 +80,7 @@ def distributed(enabled: bool = True) -> Iterator[Distributed]:
     if not enabled:
         yield Distributed()
         return
-    _current, created = join_process_group(torch.cuda.is_available())
+    _current, created = join_process_group(uses_cuda())
     try:
         yield _current
     finally:
@@ -89,14 +90,12 @@ def distributed(enabled: bool = True) -> Iterator[Distributed]:
 
 
 def _device(pref: str, dist: Distributed) -> torch.device:
-    if pref == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", dist.local_rank)
-        return torch.device("cpu")
-    device = torch.device(pref)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise FinetuneError("device 'cuda' was asked for but no CUDA GPU is available")
-    return device
+    """The device this process trains on: ``pref`` (see :func:`core.devices.pick_device`), the
+    process's own GPU in a distributed run; "auto" never chooses MPS."""
+    try:
+        return pick_device(pref, local_rank=dist.local_rank, allow_mps=False)
+    except DeviceUnavailableError as exc:
+        raise FinetuneError(str(exc)) from exc
 
 
 # ------------------------------------------------------------------------------------------ the model
@@ -324,7 +323,10 @@ class _FullTrainer:
 
         self.model = model = loaded.model
         self.loaded, self.images, self.data, self.config = loaded, images, data, config
-        self.objective, self.tables, self.dist, self.device = objective, tables, dist, device
+        self.tables, self.dist, self.device = tables, dist, device
+        # The objective's buffers (its temperature, the ladder terms' margins) meet the model's
+        # features on the training device.
+        self.objective = objective.to(device)
         self.base_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         self.train_model = _training_forward(model, dist, device)
         self.params = [p for p in model.parameters() if p.requires_grad]

@@ -40,6 +40,65 @@ def test_non_transformer_towers_are_refused():
         unfreeze_last_blocks(torch.nn.Linear(2, 2), 1)
 
 
+def test_the_device_is_the_process_gpu_or_the_cpu_never_mps(monkeypatch):
+    from trainer.distributed import Distributed
+    from trainer.finetune_full import _device
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _device("auto", Distributed()) == torch.device("cpu")
+    with pytest.raises(FinetuneError, match="no CUDA GPU is available"):
+        _device("cuda", Distributed())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert _device("auto", Distributed(1, 2, local_rank=1)) == torch.device("cuda", 1)
+    assert _device("cuda", Distributed(1, 2, local_rank=1)) == torch.device("cuda", 1)
+
+
+@pytest.mark.parametrize("loss", ["infonce+adaptive", "infonce+ladder3+triplet"])
+def test_the_objective_is_on_the_training_device(tiny_checkpoint, loss):
+    """Its buffers (temperature, ladder margins and thresholds) meet the model's features there: on a
+    GPU, an objective left on the CPU fails at the first step. The meta device stands in for one."""
+    import numpy as np
+
+    from core.models import load_model
+    from trainer.distributed import Distributed
+    from trainer.finetune_config import FinetuneConfig
+    from trainer.finetune_data import LevelTables, iter_prepare
+    from trainer.finetune_full import _FullTrainer, _Images
+    from trainer.objectives import MultiPositiveObjective
+
+    rng = np.random.default_rng(0)
+    places, things = ["praia", "lisbon", "garden"], ["kayak", "oak"]
+    tags = [(places[i % 3], things[i % 2]) for i in range(24)]
+    vectors = rng.normal(size=(24, 32)).astype(np.float32)
+
+    def encode(texts):
+        return np.random.default_rng(len(texts)).normal(size=(len(texts), 32)).astype(np.float32)
+
+    config = FinetuneConfig(mode="full", loss=loss, batch_size=6, general_scenes=0)
+    data = _run(iter_prepare(tags, vectors, encode, config))
+    loaded = load_model(f"file:{tiny_checkpoint}", device="cpu")
+    unfreeze_last_blocks(loaded.model, 1)
+    objective = MultiPositiveObjective(config.loss, config.temperature)
+    assert any(True for _ in objective.buffers())
+    images = _Images([f"photo-{i}.jpg" for i in range(24)], loaded.preprocess, 32, None)
+    device = torch.device("meta")
+
+    trainer = _FullTrainer(
+        loaded, images, data, config, objective, LevelTables(objective.level_settings), Distributed(), device
+    )
+    assert {b.device for b in trainer.objective.buffers()} == {device}
+    assert {p.device for p in trainer.train_model.parameters()} == {device}
+
+
+def _run(gen):
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
 SCRIPT = textwrap.dedent(
     """
     import sys
