@@ -12,8 +12,8 @@ Two callers use it:
   :func:`kmeans_1d` and :func:`silhouette_1d`, on numpy.
 * :mod:`trainer.levels` clusters every row of a batch at once for the adaptive ladder levels,
   with :func:`optimal_splits` on torch tensors (on the tensors' device), over rows reduced to
-  their distinct values with multiplicities, and checks its silhouettes against
-  :func:`silhouette_rows`.
+  their distinct values with multiplicities; its silhouette of any labelling (a reference for
+  its own silhouettes of contiguous splits) is :func:`silhouette_rows`.
 
 :func:`optimal_splits` takes the array module as an argument (numpy or torch) and uses only
 the functions and operators the two share, so this module never imports torch.

@@ -68,11 +68,6 @@ class NumpyArrays:
         return tensor.numpy()
 
     @staticmethod
-    def empty(shape: tuple[int, ...], like: Tensor) -> Tensor:
-        """An uninitialised tensor of ``like``'s dtype (numpy's allocation: torch's costs more)."""
-        return torch.from_numpy(np.empty(shape, dtype=like.numpy().dtype))
-
-    @staticmethod
     def both_directions(matrix: np.ndarray) -> np.ndarray:
         """(2, B, B): a copy of the matrix and one of its transpose."""
         return np.stack([matrix, matrix.T])
@@ -213,10 +208,6 @@ class TorchArrays:
     @staticmethod
     def from_torch(tensor: Tensor) -> Tensor:
         return tensor
-
-    @staticmethod
-    def empty(shape: tuple[int, ...], like: Tensor) -> Tensor:
-        return like.new_empty(shape)
 
     @staticmethod
     def both_directions(matrix: Tensor) -> Tensor:
