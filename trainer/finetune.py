@@ -80,6 +80,7 @@ from trainer.finetune_eval import (
     iter_blend_scores,
     iter_epochs,
     iter_general_set,
+    judge_change,
     pool_report,
 )
 from trainer.objectives import MultiPositiveObjective
@@ -99,6 +100,7 @@ __all__ = [
     "iter_collect",
     "iter_finetune",
     "iter_train_adapter",
+    "report_verdict",
     "save_profile",
 ]
 
@@ -146,9 +148,11 @@ def iter_train_adapter(
     chosen_blend = choose_blend(blend_scores, config.blend_tolerance)
 
     yield FinetuneProgress("report", 0, None, message="measuring before and after")
+    test = data.pools["test"]
     report: dict[str, Any] = heldout_report(
-        trainer.validate(0.0, data.pools["test"], parts=True),
-        trainer.validate(chosen_blend, data.pools["test"], parts=True),
+        trainer.validate(0.0, test, parts=True),
+        trainer.validate(chosen_blend, test, parts=True),
+        [" + ".join(data.caption_sets[q]) for q in test.queries],
     )
     if general is not None:
         report["general"] = _general_report(model, general, chosen_blend, config.cs_k)
@@ -328,11 +332,13 @@ def iter_finetune(
     base_spec = library.model_spec
     collection = yield from iter_collect(library, root, include_user_tags=include_user_tags)
     check_collection(collection, config)
+    single = sorted(tag for tag, count in collection.counts().items() if count == 1)
     if config.mode == "full":
         from trainer.finetune_full import iter_finetune_full
 
         result = yield from iter_finetune_full(library, collection, config)
         result.report["collection"] = collection.summary()
+        result.report["single_photo_tags"] = single
         result.report["elapsed_seconds"] = time.perf_counter() - started
         return result
 
@@ -354,6 +360,7 @@ def iter_finetune(
             "loss": config.loss,
             "config": config.to_dict(),
             "collection": collection.summary(),
+            "single_photo_tags": single,
             "problems": [(p.path, p.reason) for p in collection.problems[:200]],
             "elapsed_seconds": time.perf_counter() - started,
         }
@@ -400,11 +407,195 @@ def save_profile(library: Library, result: FinetuneResult, name: str) -> Profile
     )
 
 
-# ------------------------------------------------------------------------------------------ report table
+# ------------------------------------------------------------------------------------------ the report
+
+VERDICTS = {
+    "gain": "Worth applying",
+    "none": "No gain: not worth applying",
+    "loss": "Worse: do not apply",
+}
+SINGLE_PHOTO_WARNING = (
+    "One photo cannot be both learned from and held out to check the result, so the fine-tune "
+    "learns nothing reliable about such a tag: tag a few more photos with it."
+)
 
 
 def format_report(report: Mapping[str, Any]) -> str:
-    """The before/after table of a fine-tune report, as plain text."""
+    """A fine-tune report as plain text: the recommendation and why (:func:`report_verdict`), what
+    improved and what got worse in words, the tags with a single photo, then the before/after
+    table of the numbers."""
+    verdict, reason = report_verdict(report)
+    lines = [f"Recommendation: {VERDICTS[verdict]}.", reason]
+    lines += _change_lines(report, verdict)
+    single = report.get("single_photo_tags") or []
+    if single:
+        lines += [
+            "",
+            f"Warning: {_tag_list(single)} {_have(len(single))} only one photo. {SINGLE_PHOTO_WARNING}",
+        ]
+    lines += ["", "Details", *_report_table(report)]
+    return "\n".join(lines)
+
+
+def report_verdict(report: Mapping[str, Any]) -> tuple[str, str]:
+    """The verdict of a fine-tune report, "gain", "none" or "loss" (the keys of
+    :data:`VERDICTS`), and a sentence saying why.
+
+    It rests on the change of the overall score (the mean of R@1, R@5, R@10, coherence and nDCG@10
+    per search) over the searches of the held-out photos: a change is noise unless it is at least
+    one search's worth and its 95% bootstrap interval over the searches leaves out zero
+    (:func:`trainer.finetune_eval.judge_change`).
+    """
+    change, queries, low, high = _heldout_change(report)
+    if not queries:
+        return "none", "There were no held-out photos to measure the fine-tune on."
+    verdict = judge_change(change, queries, low, high)
+    where = f"On {int(queries)} searches of your held-out photos (photos the fine-tune never trained on)"
+    interval = f" (95% range {low:+.3f} to {high:+.3f})" if low is not None and high is not None else ""
+    if verdict == "gain":
+        reason = f"{where}, the overall score rose by {change:.3f}{interval}: more than noise."
+    elif verdict == "loss":
+        reason = f"{where}, the overall score fell by {-change:.3f}{interval}: more than noise."
+    elif round(change, 3) == 0:
+        reason = f"{where}, the overall score did not change: 0.000."
+    else:
+        reason = (
+            f"{where}, the overall score moved by {change:+.3f}{interval}, within noise: a change must be "
+            f"at least one search's worth ({1 / queries:.3f}) and its range must leave out zero."
+        )
+    if report.get("blend") == 0:
+        reason += " The fine-tune kept none of its training (blend 0): it is the base model as it was."
+    if verdict == "gain" and _general_direction(report) < 0:
+        reason += " But everyday searches unlike your tags got worse: see below."
+    return verdict, reason
+
+
+def _heldout_change(report: Mapping[str, Any]) -> tuple[float, float, float | None, float | None]:
+    """(change of the held-out score, searches, bootstrap low, high); without the bootstrap (a
+    report saved before it was measured) the change of the mean score and no interval."""
+    change = report.get("heldout_change")
+    if change:
+        return change["change"], change["queries"], change["low"], change["high"]
+    heldout = report.get("heldout") or {}
+    if not heldout:
+        return 0.0, 0.0, None, None
+    base, tuned = heldout["base"], heldout["finetuned"]
+    return tuned["score"] - base["score"], base["queries"], None, None
+
+
+def _change_lines(report: Mapping[str, Any], verdict: str) -> list[str]:
+    """What improved, what got worse and what stayed the same, one line each in words."""
+    found: dict[int, list[str]] = {1: [], -1: [], 0: []}
+    for direction, text in _heldout_moves(report) + _tag_moves(report) + _general_moves(report):
+        found[direction].append(text)
+    noise = " (within noise)" if verdict == "none" else ""
+    lines = []
+    for direction, title in ((1, "What improved"), (-1, "What got worse"), (0, "Unchanged")):
+        if found[direction] or direction == -1:
+            lines += ["", f"{title}{noise if direction else ''}:"]
+            lines += [f"  - {text}" for text in found[direction]] or ["  - nothing measured got worse"]
+    return lines
+
+
+def _heldout_moves(report: Mapping[str, Any]) -> list[tuple[int, str]]:
+    """The held-out searches' numbers in words, each with its direction (1 better, -1 worse, 0 the
+    same)."""
+    heldout = report.get("heldout") or {}
+    if not heldout:
+        return []
+    base, tuned = heldout["base"], heldout["finetuned"]
+    n, photos = int(base["queries"]), int(base["photos"])
+    moves = [_found_within(base, tuned, k, n) for k in (1, 5, 10) if k == 1 or photos > k]
+    was, now = base["mean_rank"], tuned["mean_rank"]
+    moves.append(
+        (
+            _sign(was - now, 0.05),
+            f"the first right photo of a search comes at place {now:.1f} on average (was {was:.1f})",
+        )
+    )
+    if math.isfinite(base["CS"]) and math.isfinite(tuned["CS"]):
+        text = (
+            f"photos matching part of a search are ordered by how much they match: agreement "
+            f"{base['CS']:.3f} -> {tuned['CS']:.3f} (the best reachable is {base['CS_ceiling']:.3f})"
+        )
+        moves.append((_sign(tuned["CS"] - base["CS"], 0.0005), text))
+    text = (
+        f"the first 10 results as a whole: quality {base['nDCG@10']:.3f} -> {tuned['nDCG@10']:.3f} (out of 1)"
+    )
+    moves.append((_sign(tuned["nDCG@10"] - base["nDCG@10"], 0.0005), text))
+    return moves
+
+
+def _found_within(base: Mapping[str, Any], tuned: Mapping[str, Any], k: int, n: int) -> tuple[int, str]:
+    """R@k as a count of the held-out searches."""
+    was, now = round(base[f"R@{k}"] * n), round(tuned[f"R@{k}"] * n)
+    where = "comes first" if k == 1 else f"is among the first {k}"
+    return _sign(now - was, 0.5), f"a right photo {where} in {now} of {n} searches (was {was})"
+
+
+def _tag_moves(report: Mapping[str, Any]) -> list[tuple[int, str]]:
+    """The tags whose held-out photos moved most in their own search."""
+    moves = []
+    for row in report.get("tag_changes") or []:
+        places = row["base"] - row["finetuned"]
+        way = "higher" if places > 0 else "lower"
+        photos = f"{row['photos']} held-out photo{'s' if row['photos'] != 1 else ''}"
+        moves.append(
+            (
+                _sign(places, 0.05),
+                f"photos tagged '{row['tag']}' now rank {abs(places):.1f} places {way} on average "
+                f"(place {row['base']:.1f} -> {row['finetuned']:.1f}; {photos})",
+            )
+        )
+    return moves
+
+
+def _general_moves(report: Mapping[str, Any]) -> list[tuple[int, str]]:
+    """The general set (scene-world photos unlike the user's tags) in words."""
+    general = report.get("general")
+    if not general:
+        return []
+    base, tuned = general["base"], general["finetuned"]
+    n = int(base["queries"])
+    was, now = round(base["R@1"] * n), round(tuned["R@1"] * n)
+    text = (
+        f"everyday searches unlike your tags ({int(base['photos'])} generated scenes): a right photo comes "
+        f"first in {now} of {n} (was {was}); overall score {base['score']:.3f} -> {tuned['score']:.3f}"
+    )
+    return [(_general_direction(report), text)]
+
+
+def _general_direction(report: Mapping[str, Any]) -> int:
+    """1, -1 or 0: whether the general set got better, worse, or moved within noise."""
+    general = report.get("general")
+    if not general:
+        return 0
+    change = general.get("change")
+    if change:
+        verdict = judge_change(change["change"], change["queries"], change["low"], change["high"])
+    else:
+        base, tuned = general["base"], general["finetuned"]
+        verdict = judge_change(tuned["score"] - base["score"], base["queries"])
+    return {"gain": 1, "loss": -1}.get(verdict, 0)
+
+
+def _sign(value: float, least: float) -> int:
+    """1 or -1 when ``value`` is at least ``least`` either way, else 0."""
+    return 1 if value >= least else -1 if value <= -least else 0
+
+
+def _tag_list(tags: list[str], most: int = 12) -> str:
+    named = ", ".join(f"'{tag}'" for tag in tags[:most])
+    more = f" and {len(tags) - most} more" if len(tags) > most else ""
+    return f"{'tag' if len(tags) == 1 else 'tags'} {named}{more}"
+
+
+def _have(count: int) -> str:
+    return "has" if count == 1 else "each have"
+
+
+def _report_table(report: Mapping[str, Any]) -> list[str]:
+    """The before/after table of a fine-tune report."""
     lines = []
     rows = [
         ("held-out, one-tag queries", report.get("heldout_tags")),
@@ -416,21 +607,8 @@ def format_report(report: Mapping[str, Any]) -> str:
     header = f"{'':26} {'':10} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'CS@K':>12} {'nDCG@10':>8}"
     lines.append(header)
     for title, part in rows:
-        if not part:
-            continue
-        for label in ("base", "finetuned"):
-            m = part[label]
-            cs = f"{m['CS']:.3f}@{int(m['CS_k'])}" if math.isfinite(m["CS"]) else "n/a"
-            lines.append(
-                f"{title if label == 'base' else '':26} {label:10} {m['R@1']:6.3f} {m['R@5']:6.3f} "
-                f"{m['R@10']:6.3f} {cs:>12} {m['nDCG@10']:8.3f}"
-            )
-        base, tuned = part["base"], part["finetuned"]
-        lines.append(
-            f"{'':26} {'change':10} {tuned['R@1'] - base['R@1']:+6.3f} {tuned['R@5'] - base['R@5']:+6.3f} "
-            f"{tuned['R@10'] - base['R@10']:+6.3f} {_delta(base['CS'], tuned['CS']):>12} "
-            f"{tuned['nDCG@10'] - base['nDCG@10']:+8.3f}"
-        )
+        if part:
+            lines += _table_rows(title, part)
     heldout = report.get("heldout", {}).get("base")
     if heldout:
         lines.append(
@@ -442,8 +620,29 @@ def format_report(report: Mapping[str, Any]) -> str:
             f"blend toward the base model: {report['blend']:.2f}; best epoch {report.get('best_epoch')} "
             f"of {report.get('epochs_run')}{' (stopped early)' if report.get('stopped_early') else ''}"
         )
-    return "\n".join(lines)
+    return lines
+
+
+def _table_rows(title: str, part: Mapping[str, Any]) -> list[str]:
+    """One part's base, fine-tuned and change rows."""
+    lines = []
+    for label in ("base", "finetuned"):
+        m = part[label]
+        cs = f"{m['CS']:.3f}@{int(m['CS_k'])}" if math.isfinite(m["CS"]) else "n/a"
+        lines.append(
+            f"{title if label == 'base' else '':26} {label:10} {m['R@1']:6.3f} {m['R@5']:6.3f} "
+            f"{m['R@10']:6.3f} {cs:>12} {m['nDCG@10']:8.3f}"
+        )
+    base, tuned = part["base"], part["finetuned"]
+    cells = [_delta(base[key], tuned[key]) for key in ("R@1", "R@5", "R@10", "CS", "nDCG@10")]
+    lines.append(
+        f"{'':26} {'change':10} {cells[0]:>6} {cells[1]:>6} {cells[2]:>6} {cells[3]:>12} {cells[4]:>8}"
+    )
+    return lines
 
 
 def _delta(a: float, b: float) -> str:
-    return f"{b - a:+.3f}" if math.isfinite(a) and math.isfinite(b) else "n/a"
+    """``b - a`` with its sign, or "0.000" (no sign) when it rounds to nothing."""
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return "n/a"
+    return "0.000" if round(b - a, 3) == 0 else f"{b - a:+.3f}"

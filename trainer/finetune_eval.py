@@ -5,6 +5,10 @@ epoch loop with early stopping on the validation score (:func:`iter_epochs`), th
 the base model (:func:`iter_blend_scores`, :func:`choose_blend`), and the before/after reports on
 the test photos and on a general set of scene-world photos (:func:`iter_general_set`), which shows
 what the fine-tune costs outside the user's tags.
+
+Noise: a before/after change is judged on per-query scores (:func:`query_values`), with a paired
+bootstrap over the queries (:func:`paired_change`) and a floor of one query's worth
+(:func:`judge_change`).
 """
 
 from __future__ import annotations
@@ -168,11 +172,42 @@ def choose_blend(scores: dict[float, float], tolerance: float) -> float:
     return min(b for b, s in scores.items() if s >= top - tolerance)
 
 
+def query_values(
+    image_vecs: np.ndarray, query_vecs: np.ndarray, relevance: np.ndarray, gt: np.ndarray, cs_k: int
+) -> dict[str, np.ndarray]:
+    """Per-query values behind :func:`pool_metrics`, each (Q,): "score" (the mean of the query's
+    own R@1, R@5, R@10, coherence and nDCG@10, leaving out the undefined), "position" (the mean
+    1-based place of the photos carrying every tag of the query in its result list) and
+    "matches" (how many photos carry them)."""
+    from trainer.metrics import per_query_coherence, ranks
+
+    sim = np.asarray(query_vecs @ image_vecs.T, dtype=np.float64)
+    n = sim.shape[1]
+    order = np.argsort(-sim, axis=1, kind="stable")  # ties: the lower index first
+    places = np.empty_like(order)
+    np.put_along_axis(places, order, np.arange(1, n + 1)[None, :], axis=1)
+    matches = gt.sum(axis=1)
+    position = (places * gt).sum(axis=1) / np.maximum(matches, 1)
+    rank = ranks(sim, gt)
+    top = min(10, n)
+    gains = np.take_along_axis(relevance, order[:, :top], 1)
+    discount = 1.0 / np.log2(np.arange(2, top + 2))
+    ideal = -np.sort(-relevance, axis=1)[:, :top] @ discount
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ndcg = np.where(ideal > 0, (gains @ discount) / ideal, np.nan)
+    coherence = per_query_coherence(sim, relevance, max(2, min(cs_k, n)))
+    parts = np.stack([rank <= 1, rank <= 5, rank <= 10, coherence, ndcg]).astype(np.float64)
+    defined = np.isfinite(parts)
+    score = np.where(defined, parts, 0.0).sum(axis=0) / np.maximum(defined.sum(axis=0), 1)
+    return {"score": score, "position": position.astype(np.float64), "matches": matches}
+
+
 def pool_report(
     image_vecs: np.ndarray, query_vecs: np.ndarray, pool: EvalPool, cs_k: int, parts: bool = False
 ) -> dict[str, Any]:
     """:func:`pool_metrics` over all the pool's queries; with ``parts`` also "tags" (one-tag
-    queries) and "sets" (tag-set queries) apart."""
+    queries) and "sets" (tag-set queries) apart, and "per_query" (:func:`query_values` and which
+    queries name one tag, "single"), which :func:`heldout_report` takes out."""
     out: dict[str, Any] = pool_metrics(image_vecs, query_vecs, pool.relevance, pool.gt, cs_k)
     if parts:
         for key, rows in (("tags", pool.single), ("sets", ~pool.single)):
@@ -180,18 +215,92 @@ def pool_report(
                 out[key] = pool_metrics(
                     image_vecs, query_vecs[rows], pool.relevance[rows], pool.gt[rows], cs_k
                 )
+        values = query_values(image_vecs, query_vecs, pool.relevance, pool.gt, cs_k)
+        out["per_query"] = {**values, "single": np.asarray(pool.single, bool)}
     return out
 
 
-def heldout_report(base: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
+def heldout_report(
+    base: dict[str, Any], tuned: dict[str, Any], names: Sequence[str] | None = None
+) -> dict[str, Any]:
     """The base and fine-tuned :func:`pool_report` of the test photos, side by side: "heldout",
-    and "heldout_tags" / "heldout_sets" for the one-tag and tag-set queries apart."""
+    and "heldout_tags" / "heldout_sets" for the one-tag and tag-set queries apart.
+
+    With per-query values in both reports, also "heldout_change" (:func:`paired_change` of the
+    per-query scores) and, given the ``names`` of the pool's queries, "tag_changes" (the tags
+    whose photos moved most in their own search, :func:`tag_moves`).
+    """
     report: dict[str, Any] = {}
+    base_values, tuned_values = base.pop("per_query", None), tuned.pop("per_query", None)
     for key, name in (("tags", "heldout_tags"), ("sets", "heldout_sets")):
         if key in base and key in tuned:
             report[name] = {"base": base.pop(key), "finetuned": tuned.pop(key)}
     report["heldout"] = {"base": base, "finetuned": tuned}
+    if base_values is not None and tuned_values is not None:
+        report["heldout_change"] = paired_change(base_values["score"], tuned_values["score"])
+        if names is not None:
+            report["tag_changes"] = tag_moves(names, base_values, tuned_values)
     return report
+
+
+# ------------------------------------------------------------------------------------------ noise
+
+
+BOOTSTRAP_ROUNDS = 1000
+TAG_MOVES = 8  # the most improved and the most worsened tags a report names, each
+
+
+def paired_change(before: np.ndarray, after: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """The mean per-query change ``after - before`` and its 95% bootstrap interval: the queries
+    are drawn again with replacement :data:`BOOTSTRAP_ROUNDS` times (paired: one query's before
+    and after stay together) and "low" / "high" are the 2.5th and 97.5th percentiles of the mean
+    change. "queries" is how many queries were compared."""
+    diff = np.asarray(after, np.float64) - np.asarray(before, np.float64)
+    n = len(diff)
+    if not n:
+        return {"queries": 0.0, "change": 0.0, "low": 0.0, "high": 0.0}
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, n, size=(BOOTSTRAP_ROUNDS, n))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"queries": float(n), "change": float(diff.mean()), "low": float(low), "high": float(high)}
+
+
+def judge_change(change: float, queries: float, low: float | None = None, high: float | None = None) -> str:
+    """Whether a change of a mean over ``queries`` per-query scores is a "gain", a "loss" or
+    "none".
+
+    A change counts only when it is at least one query's worth, ``1 / queries`` (one search
+    going from no right photo anywhere near the top to a right photo first moves the mean by
+    about that much), and, when a bootstrap interval ``low`` .. ``high`` is known
+    (:func:`paired_change`), when that interval leaves out zero. Anything else is noise.
+    """
+    if not queries or not math.isfinite(change):
+        return "none"
+    floor = 1.0 / queries
+    if change >= floor and (low is None or low > 0):
+        return "gain"
+    if change <= -floor and (high is None or high < 0):
+        return "loss"
+    return "none"
+
+
+def tag_moves(
+    names: Sequence[str], before: dict[str, np.ndarray], after: dict[str, np.ndarray]
+) -> list[dict[str, Any]]:
+    """The one-tag queries whose photos moved most in their search's results, up to
+    :data:`TAG_MOVES` each way, best gain first: "tag", "photos" (held out), and their mean
+    place "base" and "finetuned". Moves under half a place are left out."""
+    rows = []
+    for i in np.flatnonzero(before["single"]):
+        was, now = float(before["position"][i]), float(after["position"][i])
+        if abs(was - now) >= 0.5:
+            rows.append(
+                {"tag": str(names[i]), "photos": int(before["matches"][i]), "base": was, "finetuned": now}
+            )
+    rows.sort(key=lambda row: row["finetuned"] - row["base"])
+    gains = [row for row in rows if row["finetuned"] < row["base"]][:TAG_MOVES]
+    losses = [row for row in rows if row["finetuned"] > row["base"]][-TAG_MOVES:]
+    return gains + losses
 
 
 # ------------------------------------------------------------------------------------------ general set
@@ -255,8 +364,12 @@ def iter_general_set(
 
 
 def general_report_vectors(base: GeneralSet, tuned: GeneralSet, cs_k: int) -> dict[str, Any]:
-    """Base and fine-tuned metrics of the general set, from both models' vectors."""
+    """Base and fine-tuned metrics of the general set, from both models' vectors, and "change"
+    (:func:`paired_change` of the per-query scores)."""
+    before = query_values(base.image, base.text, base.relevance, base.gt, cs_k)["score"]
+    after = query_values(tuned.image, tuned.text, tuned.relevance, tuned.gt, cs_k)["score"]
     return {
         "base": pool_metrics(base.image, base.text, base.relevance, base.gt, cs_k),
         "finetuned": pool_metrics(tuned.image, tuned.text, tuned.relevance, tuned.gt, cs_k),
+        "change": paired_change(before, after),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -98,6 +99,15 @@ def test_adapter_learns_the_vocabulary_and_reports_before_and_after():
     text = format_report(report)
     assert "held-out, one-tag queries" in text and "held-out, tag-set queries" in text and "change" in text
     assert report["heldout_tags"]["finetuned"]["R@1"] > report["heldout_tags"]["base"]["R@1"]
+    # the plain-words part: a clear gain, per tag too, measured against noise
+    change = report["heldout_change"]
+    assert change["queries"] == before["queries"] and change["low"] > 0
+    assert text.startswith("Recommendation: Worth applying.")
+    moved = {row["tag"]: row for row in report["tag_changes"]}
+    assert moved and set(moved) <= set(PLACES + THINGS)
+    tag, row = next(iter(moved.items()))
+    assert f"photos tagged '{tag}' now rank {row['base'] - row['finetuned']:.1f} places higher" in text
+    json.dumps(report)  # saved with the profile: plain values only
 
 
 def test_early_stopping_and_the_blend_guard_against_a_useless_fine_tune():
@@ -108,6 +118,7 @@ def test_early_stopping_and_the_blend_guard_against_a_useless_fine_tune():
     data, _ = drive(iter_prepare(shuffled, image, encode, config))
     (_adapter, report), _ = drive(iter_train_adapter(data, config))
     assert report["stopped_early"] and report["epochs_run"] < 30
+    assert not format_report(report).startswith("Recommendation: Worth applying")
     val = report["blend_scores"]
     best = max(val.values())
     assert report["blend"] == min(float(b) for b, s in val.items() if s >= best - config.blend_tolerance)
@@ -181,7 +192,8 @@ def test_fine_tune_a_library_save_and_use_the_profile(lib, tagged_library):
     summary = result.report["collection"]
     assert summary["photos"] == 60 and summary["not_indexed"] == 0
     assert summary["top_tags"][0][1] >= 60 // 5
-    assert set(result.report["general"]) == {"base", "finetuned"}
+    assert set(result.report["general"]) == {"base", "finetuned", "change"}
+    assert result.report["general"]["change"]["queries"] == 12
     assert list((lib.root / "profiles" / ".general").glob("*.npz"))  # cached for next time
     assert lib.profiles() == []  # nothing saved until asked
 
@@ -230,7 +242,10 @@ def test_folders_without_images_one_tag_and_bad_sidecars(lib, tagged_library, tm
     photos = sorted(tree.rglob("*.jpg"))
     (photos[0].parent / f"{photos[0].name}.xmp").write_text("<x:xmpmeta><broken>", encoding="utf-8")
     (photos[1].parent / f"{photos[1].stem}.xmp").write_bytes(b"x" * 2_000_000)
+    (photos[2].parent / "tags.txt").write_text(f"{photos[2].name}: lighthouse\n", encoding="utf-8")
     result = finetune(lib, tree, FAST)
+    assert result.report["single_photo_tags"] == ["lighthouse"]
+    assert "Warning: tag 'lighthouse' has only one photo" in format_report(result.report)
     problems = dict(result.report["problems"])
     assert "well-formed" in problems[str(photos[0]) + ".xmp"]
     assert "larger than" in problems[str(photos[1].with_suffix(".xmp"))]
@@ -366,3 +381,110 @@ def test_thousands_of_distinct_tags_across_the_collection():
     (_adapter, report), records = drive(iter_train_adapter(data, config))
     assert report["epochs_run"] == 1 and report["tag_sets"] == n
     assert all(np.isfinite(r.loss) for r in records if r.phase == "train")
+
+
+# ---------------------------------------------------------------------------------------- report
+
+
+def metrics(r1: float, score: float, **more: float) -> dict[str, float]:
+    """A pool_metrics-like row of 40 queries over 30 photos."""
+    row = {"R@1": r1, "R@5": 0.8, "R@10": 0.9, "CS": 0.3, "CS_ceiling": 0.9, "CS_k": 30.0, "nDCG@10": 0.5}
+    row.update({"mean_rank": 3.0, "queries": 40.0, "photos": 30.0, "score": score, **more})
+    return row
+
+
+def made_report(base: dict, tuned: dict, change: float | None, low: float = 0.0, high: float = 0.0) -> dict:
+    report = {"heldout": {"base": base, "finetuned": tuned}, "blend": 0.5, "best_epoch": 3, "epochs_run": 5}
+    if change is not None:
+        report["heldout_change"] = {"queries": 40.0, "change": change, "low": low, "high": high}
+    return report
+
+
+def test_report_in_words_for_a_gain():
+    report = made_report(metrics(0.5, 0.40), metrics(0.7, 0.48, mean_rank=2.1), 0.08, 0.03, 0.13)
+    report["tag_changes"] = [{"tag": "beach", "photos": 4, "base": 5.0, "finetuned": 2.7}]
+    text = format_report(report)
+    assert text.startswith("Recommendation: Worth applying.\n")
+    assert "the overall score rose by 0.080 (95% range +0.030 to +0.130): more than noise" in text
+    improved = text.split("What improved:")[1].split("What got worse:")[0]
+    assert "a right photo comes first in 28 of 40 searches (was 20)" in improved
+    assert "photos tagged 'beach' now rank 2.3 places higher on average" in improved
+    assert "the first right photo of a search comes at place 2.1 on average (was 3.0)" in improved
+    assert "nothing measured got worse" in text
+    assert "Unchanged:" in text and "is among the first 5 in 32 of 40 searches (was 32)" in text
+    assert "Details" in text and "+0.200" in text  # the table follows
+
+
+def test_report_in_words_for_no_change_at_all():
+    same = metrics(0.5, 0.40)
+    text = format_report(made_report(same, dict(same), 0.0))
+    assert text.startswith("Recommendation: No gain: not worth applying.\n")
+    assert "the overall score did not change: 0.000." in text
+    assert "+0.000" not in text and "rose" not in text and "What improved" not in text
+    table = text.split("Details")[1]
+    assert "change" in table and "0.000" in table
+
+
+def test_report_in_words_for_a_change_within_noise():
+    report = made_report(metrics(0.5, 0.40), metrics(0.525, 0.41), 0.01, -0.02, 0.04)
+    text = format_report(report)
+    assert text.startswith("Recommendation: No gain: not worth applying.\n")
+    assert "moved by +0.010 (95% range -0.020 to +0.040), within noise" in text
+    assert "What improved (within noise):" in text
+    # below one search's worth (1/40) even when the interval leaves out zero
+    report = made_report(metrics(0.5, 0.40), metrics(0.525, 0.41), 0.01, 0.005, 0.02)
+    assert format_report(report).startswith("Recommendation: No gain")
+
+
+def test_report_in_words_for_a_loss():
+    report = made_report(metrics(0.5, 0.40), metrics(0.3, 0.34, mean_rank=4.5), -0.06, -0.1, -0.02)
+    report["tag_changes"] = [{"tag": "kayak", "photos": 3, "base": 2.0, "finetuned": 3.5}]
+    text = format_report(report)
+    assert text.startswith("Recommendation: Worse: do not apply.\n")
+    assert "the overall score fell by 0.060" in text
+    worse = text.split("What got worse:")[1]
+    assert "a right photo comes first in 12 of 40 searches (was 20)" in worse
+    assert "photos tagged 'kayak' now rank 1.5 places lower on average" in worse
+
+
+def test_report_without_a_bootstrap_uses_one_search_as_the_noise_floor():
+    assert format_report(made_report(metrics(0.5, 0.40), metrics(0.6, 0.45), None)).startswith(
+        "Recommendation: Worth applying."
+    )
+    assert format_report(made_report(metrics(0.5, 0.40), metrics(0.5, 0.42), None)).startswith(
+        "Recommendation: No gain"
+    )
+    assert format_report({}).startswith("Recommendation: No gain")
+
+
+def test_report_names_a_cost_outside_the_tags_and_single_photo_tags():
+    report = made_report(metrics(0.5, 0.40), metrics(0.7, 0.48), 0.08, 0.03, 0.13)
+    report["general"] = {
+        "base": metrics(0.5, 0.5),
+        "finetuned": metrics(0.4, 0.45),
+        "change": {"queries": 40.0, "change": -0.05, "low": -0.08, "high": -0.02},
+    }
+    report["single_photo_tags"] = ["boat", "lighthouse"]
+    text = format_report(report)
+    assert "But everyday searches unlike your tags got worse" in text
+    worse = text.split("What got worse:")[1]
+    assert "everyday searches unlike your tags (30 generated scenes)" in worse
+    assert "Warning: tags 'boat', 'lighthouse' each have only one photo." in text
+
+
+def test_noise_is_judged_by_a_paired_bootstrap_and_one_query_s_worth():
+    from trainer.finetune_eval import judge_change, paired_change
+
+    before = np.linspace(0, 1, 50)
+    same = paired_change(before, before)
+    assert same == {"queries": 50.0, "change": 0.0, "low": 0.0, "high": 0.0}
+    assert judge_change(same["change"], 50, same["low"], same["high"]) == "none"
+    steady = paired_change(before, before + 0.1)
+    assert steady["change"] == pytest.approx(0.1) and steady["low"] == pytest.approx(0.1)
+    assert judge_change(0.1, 50, steady["low"], steady["high"]) == "gain"
+    assert judge_change(-0.1, 50, -0.15, -0.05) == "loss"
+    mixed = paired_change(before, before + np.where(np.arange(50) % 2, 0.3, -0.28))
+    assert mixed["low"] < 0 < mixed["high"]
+    assert judge_change(mixed["change"], 50, mixed["low"], mixed["high"]) == "none"
+    assert judge_change(0.015, 50, 0.01, 0.02) == "none"  # under one query's worth (0.02)
+    assert judge_change(0.0, 0) == "none"
