@@ -7,7 +7,11 @@ training generator at its next step: nothing is saved, the library is untouched.
 fine-tune is kept in memory until the user applies it (saved as a new profile version and switched
 to) or discards it.
 
-:class:`LossPlot` draws the training loss per step and the validation score per epoch.
+:class:`LossPlot` draws the training loss per step and the validation score per epoch, on axes
+that start at 0 and span at least :data:`MIN_SPAN`, so noise never fills the plot.
+
+Everything but the recommendation and the buttons sits in a scroll area: the dialog fits a
+600-pixel-high screen.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from __future__ import annotations
 import logging
 import math
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, QPoint, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QColor,
     QFont,
@@ -42,6 +47,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSpinBox,
     QTableView,
@@ -66,6 +72,13 @@ MODES = (
     ("adapter", "Adapter: fast, on the stored vectors (recommended)"),
     ("full", "Full: last blocks of the model (GPU advised; re-reads every photo)"),
 )
+MIN_SPAN = 0.1  # the least span of a plot axis: scores live in [0, 1], so 0.1 is a tenth of it
+SINGLE_PHOTO_NOTE = "only one photo: nothing reliable to learn"
+SINGLE_PHOTO_WHY = (
+    "One photo cannot be both learned from and held out to check the result, so the fine-tune "
+    "learns nothing reliable about such a tag: tag a few more photos with it."
+)
+SIZE = (640, 720)  # the dialog's size when the screen has room
 
 
 # ---------------------------------------------------------------------------------------- the work
@@ -141,11 +154,30 @@ class FinetuneJobs(QObject):
 # ---------------------------------------------------------------------------------------- the plot
 
 
+def axis_range(values: Sequence[float], min_span: float = MIN_SPAN) -> tuple[float, float]:
+    """The (low, high) of a plot axis for ``values``: from 0 (or the lowest value when below 0)
+    to the highest value, at least ``min_span`` apart, the top rounded up to a round number."""
+    low = min(0.0, *values) if values else 0.0
+    high = max(max(values, default=low), low + min_span)
+    return low, low + _round_up(high - low)
+
+
+def _round_up(span: float) -> float:
+    """The least of 1, 2, 2.5, 5 times a power of ten that is at least ``span`` (> 0)."""
+    power = 10.0 ** math.floor(math.log10(span))
+    for step in (1.0, 2.0, 2.5, 5.0, 10.0):
+        if step * power >= span * (1 - 1e-9):
+            return step * power
+    return 10.0 * power
+
+
 class LossPlot(QWidget):
-    """Training loss per step (left scale) and validation score per epoch (right scale)."""
+    """Training loss per step (left scale) and validation score per epoch (right scale), both
+    from 0 (:func:`axis_range`), with titled axes."""
 
     LOSS_COLOR = QColor(70, 110, 200)
     SCORE_COLOR = QColor(210, 120, 30)
+    MARGINS = (50, 10, 50, 30)  # left, top, right, bottom: room for the scales and the titles
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -173,39 +205,70 @@ class LossPlot(QWidget):
             self.scores.append((step, score))
             self.update()
 
+    def loss_range(self) -> tuple[float, float]:
+        """The loss axis: from 0 to the highest loss (:func:`axis_range`)."""
+        return axis_range([v for _, v in self.losses])
+
+    def score_range(self) -> tuple[float, float]:
+        """The score axis: from 0 to the highest score, at least :data:`MIN_SPAN` high."""
+        return axis_range([v for _, v in self.scores])
+
     def paintEvent(self, event: QPaintEvent) -> None:
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        rect = QRectF(self.rect()).adjusted(36, 10, -36, -18)
+        left, top, right, bottom = self.MARGINS
+        rect = QRectF(self.rect()).adjusted(left, top, -right, -bottom)
         text = self.palette().color(QPalette.ColorRole.Text)
         painter.setPen(QPen(text, 1))
         painter.drawRect(rect)
         font = QFont(self.font())
         font.setPointSizeF(max(font.pointSizeF() * 0.85, 6))
         painter.setFont(font)
-        if not self.losses and not self.scores:
-            painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, "loss and validation score appear here")
-            painter.end()
-            return
-        self._series(painter, rect, self.losses, self.LOSS_COLOR, left=True)
-        self._series(painter, rect, self.scores, self.SCORE_COLOR, left=False, dots=True)
-        painter.setPen(QPen(self.LOSS_COLOR))
-        painter.drawText(QRectF(rect.left(), rect.bottom() + 2, 120, 16), "training loss")
-        painter.setPen(QPen(self.SCORE_COLOR))
         painter.drawText(
-            QRectF(rect.right() - 160, rect.bottom() + 2, 160, 16),
-            Qt.AlignmentFlag.AlignRight,
-            "validation score",
+            QRectF(rect.left(), rect.bottom() + 14, rect.width(), 14),
+            Qt.AlignmentFlag.AlignCenter,
+            f"training steps (0 to {self.total_steps})",
         )
+        self._axis_title(painter, rect, "training loss", self.LOSS_COLOR, left=True)
+        self._axis_title(painter, rect, "validation score", self.SCORE_COLOR, left=False)
+        if not self.losses and not self.scores:
+            painter.setPen(QPen(text, 1))
+            painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, "loss and validation score appear here")
+        self._series(painter, rect, self.losses, self.loss_range(), self.LOSS_COLOR, left=True)
+        self._series(painter, rect, self.scores, self.score_range(), self.SCORE_COLOR, left=False, dots=True)
         painter.end()
 
-    def _series(self, painter: QPainter, rect: QRectF, points, color: QColor, left: bool, dots=False) -> None:
+    @staticmethod
+    def _axis_title(painter: QPainter, rect: QRectF, title: str, color: QColor, left: bool) -> None:
+        """``title`` written upwards along the outer edge of the left or right scale."""
+        painter.save()
+        painter.setPen(QPen(color))
+        x = rect.left() - 42 if left else rect.right() + 42
+        painter.translate(x, rect.center().y())
+        painter.rotate(-90)
+        painter.drawText(
+            QRectF(-rect.height() / 2, -7, rect.height(), 14), Qt.AlignmentFlag.AlignCenter, title
+        )
+        painter.restore()
+
+    def _series(
+        self,
+        painter: QPainter,
+        rect: QRectF,
+        points: list[tuple[int, float]],
+        scale: tuple[float, float],
+        color: QColor,
+        left: bool,
+        dots: bool = False,
+    ) -> None:
+        low, high = scale
+        painter.setPen(QPen(color))
+        x = rect.left() - 34 if left else rect.right() + 2
+        for value in (low, (low + high) / 2, high):
+            y = rect.bottom() - rect.height() * (value - low) / (high - low)
+            painter.drawText(QRectF(x, y - 6, 32, 12), Qt.AlignmentFlag.AlignCenter, f"{value:.3g}")
         if not points:
             return
-        values = [v for _, v in points]
-        low, high = min(values), max(values)
-        if high - low < 1e-9:
-            low, high = low - 0.5, high + 0.5
 
         def at(step: int, value: float) -> QPointF:
             x = rect.left() + rect.width() * min(step / self.total_steps, 1.0)
@@ -222,10 +285,6 @@ class LossPlot(QWidget):
             painter.setBrush(color)
             for point in points:
                 painter.drawEllipse(at(*point), 2.5, 2.5)
-        painter.setPen(QPen(color))
-        x = rect.left() - 34 if left else rect.right() + 2
-        painter.drawText(QRectF(x, rect.top() - 6, 34, 12), Qt.AlignmentFlag.AlignCenter, f"{high:.3g}")
-        painter.drawText(QRectF(x, rect.bottom() - 6, 34, 12), Qt.AlignmentFlag.AlignCenter, f"{low:.3g}")
 
 
 # ---------------------------------------------------------------------------------------- the dialog
@@ -246,20 +305,30 @@ class FinetuneDialog(QDialog):
         self.result: Any = None
         self.preview: TagPreview | None = None
 
-        layout = QVBoxLayout(self)
-        layout.addWidget(_intro_label())
-        layout.addLayout(self._build_root_row(root))
+        content = QWidget()
+        column = QVBoxLayout(content)
+        column.addWidget(_intro_label())
+        column.addLayout(self._build_root_row(root))
         self._build_tag_table()
-        layout.addWidget(self.summary)
-        layout.addWidget(self.tag_table, 1)
-        layout.addLayout(self._build_settings_form())
+        column.addWidget(self.summary)
+        column.addWidget(self.warning_label)
+        column.addWidget(self.tag_table, 1)
+        column.addLayout(self._build_settings_form())
         self._build_progress_views()
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status_label)
-        layout.addWidget(self.plot, 1)
-        layout.addWidget(self.report_view)
+        column.addWidget(self.progress_bar)
+        column.addWidget(self.status_label)
+        column.addWidget(self.plot, 1)
+        column.addWidget(self.report_view, 1)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.scroll.setWidget(content)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.scroll, 1)
+        # outside the scroll area, always in sight: the recommendation and the buttons
+        layout.addWidget(self.verdict_label)
         layout.addLayout(self._build_buttons())
-        self.resize(640, 720)
+        self._fit_to_screen()
 
         self._connect_signals()
         self._update_buttons()
@@ -280,18 +349,35 @@ class FinetuneDialog(QDialog):
         row.addWidget(self.scan_button)
         return row
 
+    def _fit_to_screen(self) -> None:
+        """Open at :data:`SIZE`, or smaller on a small screen (the content scrolls)."""
+        width, height = SIZE
+        screen = self.screen()
+        if screen is not None:
+            room = screen.availableGeometry()
+            width, height = min(width, room.width() - 20), min(height, room.height() - 40)
+        self.resize(max(width, 400), max(height, 300))
+
     def _build_tag_table(self) -> None:
-        """The preview's summary line and its table of tags with their photo counts."""
+        """The preview's summary line, the warning about tags with one photo, and the table of
+        tags with their photo counts."""
         self.summary = QLabel("Choose a folder to see its tags.")
         self.summary.setWordWrap(True)
         self.summary.setTextFormat(Qt.TextFormat.PlainText)
-        self.tag_model = QStandardItemModel(0, 2, self)
-        self.tag_model.setHorizontalHeaderLabels(["Tag", "Photos"])
+        self.warning_label = QLabel()
+        self.warning_label.setWordWrap(True)
+        self.warning_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.warning_label.setStyleSheet("font-weight: bold;")
+        self.warning_label.hide()
+        self.tag_model = QStandardItemModel(0, 3, self)
+        self.tag_model.setHorizontalHeaderLabels(["Tag", "Photos", "Note"])
         self.tag_table = QTableView()
         self.tag_table.setModel(self.tag_model)
         self.tag_table.setSortingEnabled(True)
         self.tag_table.verticalHeader().hide()
-        self.tag_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header = self.tag_table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
         self.tag_table.setEditTriggers(QTableView.EditTrigger.NoEditTriggers)
         self.tag_table.setMinimumHeight(120)
 
@@ -326,15 +412,20 @@ class FinetuneDialog(QDialog):
         self.status_label.setTextFormat(Qt.TextFormat.PlainText)
         self.status_label.setWordWrap(True)
         self.plot = LossPlot()
+        self.verdict_label = QLabel()
+        self.verdict_label.setWordWrap(True)
+        self.verdict_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.verdict_label.setStyleSheet("font-weight: bold;")
+        self.verdict_label.hide()
         self.report_view = QPlainTextEdit()
         self.report_view.setReadOnly(True)
         self.report_view.setFont(QFont("monospace"))
-        self.report_view.setMinimumHeight(130)
+        self.report_view.setMinimumHeight(200)
         self.report_view.hide()
 
     def _build_buttons(self) -> QHBoxLayout:
-        """Start and Cancel on the left; Apply, Discard and Close on the right."""
-        self.start_button = QPushButton("Start")
+        """Train and Cancel on the left; Apply, Discard and Close on the right."""
+        self.start_button = QPushButton("Train")
         self.cancel_button = QPushButton("Cancel")
         self.apply_button = QPushButton("Apply")
         self.discard_button = QPushButton("Discard")
@@ -373,6 +464,7 @@ class FinetuneDialog(QDialog):
             return
         self.preview = None
         self.tag_model.removeRows(0, self.tag_model.rowCount())
+        self.warning_label.hide()
         self.summary.setText("Reading tags…")
         if not self.name_edit.text():
             from core.profiles import suggest_profile_name
@@ -395,7 +487,7 @@ class FinetuneDialog(QDialog):
             return
         self.result = None
         self.plot.clear()
-        self.report_view.hide()
+        self._hide_report()
         self.status_label.setText("Starting…")
         self.jobs.start(self.preview.root, self.config())
         self._update_buttons()
@@ -417,7 +509,7 @@ class FinetuneDialog(QDialog):
 
     def discard(self) -> None:
         self.result = None
-        self.report_view.hide()
+        self._hide_report()
         self.status_label.setText("Fine-tune discarded; nothing was saved.")
         self._update_buttons()
 
@@ -439,11 +531,12 @@ class FinetuneDialog(QDialog):
         self.preview = preview
         self.tag_table.setSortingEnabled(False)
         for tag, count in preview.counts:
-            number = QStandardItem()
-            number.setData(count, Qt.ItemDataRole.DisplayRole)
-            self.tag_model.appendRow([QStandardItem(tag), number])
+            self.tag_model.appendRow(_tag_row(tag, count))
         self.tag_table.setSortingEnabled(True)
         self.tag_table.sortByColumn(1, Qt.SortOrder.DescendingOrder)
+        single = single_photo_tags(preview.counts)
+        self.warning_label.setText(single_photo_warning(single))
+        self.warning_label.setVisible(bool(single))
         parts = [f"{preview.photos} tagged photos with {len(preview.counts)} tags."]
         if preview.not_indexed:
             parts.append(f"{preview.not_indexed} tagged photos are not indexed yet and will be left out.")
@@ -481,15 +574,31 @@ class FinetuneDialog(QDialog):
             self.status_label.setText(f"{phase.capitalize()}{': ' + message if message else '…'}")
 
     def _on_trained(self, result: Any) -> None:
-        from trainer.finetune import format_report
+        from trainer.finetune import VERDICTS, format_report, report_verdict
 
         self.result = result
+        verdict, reason = report_verdict(result.report)
+        self.verdict_label.setText(f"{VERDICTS[verdict]}. {reason}")
+        self.verdict_label.show()
         self.report_view.setPlainText(format_report(result.report))
         self.report_view.show()
         self.status_label.setText("Done. Apply makes searches use it; Discard forgets it.")
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(1)
         self._update_buttons()
+        QTimer.singleShot(0, self._show_report_in_full)
+
+    def _show_report_in_full(self) -> None:
+        """Scroll the content so the report, at its foot, is in sight once it is laid out."""
+        self.scroll.widget().layout().activate()
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest)
+        top = self.report_view.mapTo(self.scroll.widget(), QPoint(0, 0)).y()
+        self.scroll.ensureVisible(0, top + self.report_view.height(), 0, 0)
+        self.scroll.ensureVisible(0, top, 0, 0)  # its top first when it is taller than the view
+
+    def _hide_report(self) -> None:
+        self.verdict_label.hide()
+        self.report_view.hide()
 
     def _on_applied(self, info: Any) -> None:
         self.result = None
@@ -519,6 +628,34 @@ class FinetuneDialog(QDialog):
         self.discard_button.setEnabled(not busy and self.result is not None)
         self.scan_button.setEnabled(not busy)
         self.browse_button.setEnabled(not busy)
+
+
+def single_photo_tags(counts: Sequence[tuple[str, int]]) -> list[str]:
+    """The tags of a preview's ``counts`` that only one photo carries, sorted."""
+    return sorted(tag for tag, count in counts if count == 1)
+
+
+def single_photo_warning(tags: Sequence[str], most: int = 12) -> str:
+    """The warning, before training, about the ``tags`` that have a single photo ("" for none)."""
+    if not tags:
+        return ""
+    named = ", ".join(f"'{tag}'" for tag in tags[:most])
+    more = f" and {len(tags) - most} more" if len(tags) > most else ""
+    which = f"Tag {named} has" if len(tags) == 1 else f"{len(tags)} tags have"
+    listed = "" if len(tags) == 1 else f": {named}{more}"
+    return f"Warning: {which} only one photo{listed}. {SINGLE_PHOTO_WHY}"
+
+
+def _tag_row(tag: str, count: int) -> list[QStandardItem]:
+    """A row of the tag table; a tag with one photo is marked, with the reason as its tooltip."""
+    number = QStandardItem()
+    number.setData(count, Qt.ItemDataRole.DisplayRole)
+    row = [QStandardItem(tag), number, QStandardItem(SINGLE_PHOTO_NOTE if count == 1 else "")]
+    if count == 1:
+        for item in row:
+            item.setToolTip(SINGLE_PHOTO_WHY)
+            item.setForeground(QColor(200, 80, 0))
+    return row
 
 
 def _intro_label() -> QLabel:

@@ -7,11 +7,13 @@ import shutil
 
 import pytest
 
-from app.finetune_dialog import FinetuneDialog, LossPlot
+from app.finetune_dialog import MIN_SPAN, FinetuneDialog, LossPlot, axis_range
 from app.profile_switcher import BASE_LABEL, ProfileSwitcher
 from app.session import LibrarySession
 from core.library import Library
 from core.models import ModelIdentity
+from tests.trainer.test_finetune import made_report, metrics
+from trainer.finetune import VERDICTS
 from trainer.tagged_world import write_tagged_tree
 
 
@@ -79,6 +81,9 @@ def test_train_watch_then_apply(qtbot, dialog, tuned_library):
         assert dialog.cancel_button.isEnabled()
     assert dialog.plot.losses and dialog.plot.scores  # live loss and validation score
     assert "held-out, one-tag queries" in dialog.report_view.toPlainText()
+    assert dialog.report_view.toPlainText().startswith("Recommendation: ")
+    assert dialog.verdict_label.isVisible()
+    assert dialog.verdict_label.text().startswith(tuple(f"{v}. " for v in VERDICTS.values()))
     assert dialog.apply_button.isEnabled() and dialog.discard_button.isEnabled()
     assert tuned_library.profiles() == []  # not saved before Apply
     dialog.name_edit.setText("My Garden")
@@ -159,6 +164,131 @@ def test_loss_plot_paints_without_data_and_with(qtbot):
     plot.add_loss(3, float("nan"), 10)
     plot.grab()
     assert len(plot.losses) == 2 and plot.total_steps == 10
+
+
+def test_a_tag_with_one_photo_is_named_before_training(qtbot, session, tagged_library, tmp_path):
+    tree = tmp_path / "tree"
+    shutil.copytree(tagged_library / "Tagged", tree)  # the same photos: indexed already
+    photo = sorted(tree.rglob("*.jpg"))[0]
+    (photo.parent / "tags.txt").write_text(f"{photo.name}: lighthouse\n", encoding="utf-8")
+    made = FinetuneDialog(session)
+    qtbot.addWidget(made)
+    made.show()
+    made.root_edit.setText(str(tree))
+    with qtbot.waitSignal(made.jobs.preview_ready, timeout=60_000):
+        made.scan_button.click()
+    assert made.warning_label.isVisible()
+    warning = made.warning_label.text()
+    assert warning.startswith("Warning: Tag 'lighthouse' has only one photo.")
+    assert "cannot be both learned from and held out" in warning
+    model = made.tag_model
+    notes = {model.item(r, 0).text(): model.item(r, 2).text() for r in range(model.rowCount())}
+    assert notes["lighthouse"] == "only one photo: nothing reliable to learn"
+    assert [tag for tag, note in notes.items() if note] == ["lighthouse"]
+    row = next(r for r in range(model.rowCount()) if model.item(r, 0).text() == "lighthouse")
+    assert model.item(row, 1).data(0) == 1 and "held out" in model.item(row, 0).toolTip()
+    qtbot.waitUntil(lambda: not made.jobs.busy)
+    made.jobs.shutdown()
+
+
+def test_the_single_photo_warning_names_many_tags():
+    from app.finetune_dialog import single_photo_tags, single_photo_warning
+
+    assert single_photo_warning([]) == ""
+    tags = single_photo_tags([("oak", 5), ("boat", 1), ("anchor", 1)])
+    assert tags == ["anchor", "boat"]
+    assert single_photo_warning(tags).startswith("Warning: 2 tags have only one photo: 'anchor', 'boat'.")
+    many = single_photo_warning([f"t{i:02d}" for i in range(15)])
+    assert "15 tags" in many and "'t11' and 3 more." in many and "t12" not in many
+
+
+def result_of(report):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(report=report)
+
+
+@pytest.mark.parametrize(
+    ("tuned", "change", "low", "high", "verdict", "says"),
+    [
+        (metrics(0.7, 0.48), 0.08, 0.03, 0.13, "Worth applying", "rose by 0.080"),
+        (metrics(0.5, 0.40), 0.0, 0.0, 0.0, "No gain: not worth applying", "did not change: 0.000"),
+        (metrics(0.525, 0.41), 0.01, -0.02, 0.04, "No gain: not worth applying", "within noise"),
+        (metrics(0.3, 0.34), -0.06, -0.1, -0.02, "Worse: do not apply", "fell by 0.060"),
+    ],
+)
+def test_the_dialog_shows_the_verdict_in_words(qtbot, session, tuned, change, low, high, verdict, says):
+    made = FinetuneDialog(session)
+    qtbot.addWidget(made)
+    made.show()
+    made._on_trained(result_of(made_report(metrics(0.5, 0.40), tuned, change, low, high)))
+    assert made.verdict_label.isVisible() and made.verdict_label.text().startswith(f"{verdict}. ")
+    assert says in made.verdict_label.text()
+    text = made.report_view.toPlainText()
+    assert text.startswith(f"Recommendation: {verdict}.") and says in text
+    if change == 0:
+        assert "+0.000" not in text and "What improved" not in text
+    assert not made.verdict_label.visibleRegion().isEmpty()  # beside the buttons
+    view = made.report_view  # scrolled into sight, all of it
+    qtbot.waitUntil(lambda: view.visibleRegion().boundingRect() == view.rect())
+    assert made.apply_button.isEnabled()
+    made.discard_button.click()
+    assert not made.verdict_label.isVisible() and not made.report_view.isVisible()
+
+
+def test_the_plot_does_not_zoom_onto_noise(qtbot):
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.resize(400, 180)
+    plot.show()
+    assert plot.score_range() == (0.0, MIN_SPAN) and plot.loss_range() == (0.0, MIN_SPAN)
+    for i, score in enumerate((0.5001, 0.5003, 0.5002, 0.5002)):
+        plot.add_loss(10 * (i + 1), 1.2341 + 0.0001 * (i % 2), 40)
+        plot.add_score(10 * (i + 1), score)
+    low, high = plot.score_range()
+    assert low == 0.0 and high >= 0.5003 and high - low >= MIN_SPAN
+    assert high <= 1.0  # near-constant 0.5: the change fills a thousandth of the axis at most
+    assert (0.5003 - 0.5001) / (high - low) < 0.001
+    low, high = plot.loss_range()
+    assert low == 0.0 and 1.2342 <= high <= 2.0
+    plot.grab()  # paints with titled axes
+    assert axis_range([0.02, 0.021]) == (0.0, 0.1)
+    assert axis_range([-0.2, 0.3]) == (-0.2, pytest.approx(0.3))
+    assert axis_range([3.7]) == (0.0, 5.0)
+
+
+def buttons_in_sight(dialog):
+    from PySide6.QtCore import QPoint
+
+    for button in (dialog.start_button, dialog.apply_button, dialog.cancel_button):
+        corner = button.mapTo(dialog, QPoint(0, 0))
+        assert button.isVisible() and not button.visibleRegion().isEmpty(), button.text()
+        assert 0 <= corner.y() <= dialog.height() - button.height(), button.text()
+        assert 0 <= corner.x() <= dialog.width() - button.width(), button.text()
+
+
+def test_the_dialog_fits_a_600_pixel_high_screen(qtbot, session):
+    made = FinetuneDialog(session)
+    qtbot.addWidget(made)
+    made.show()
+    assert made.height() <= made.screen().availableGeometry().height()
+    made.resize(800, 560)
+    qtbot.waitUntil(lambda: made.height() == 560)
+    assert made.minimumSizeHint().height() <= 560 and made.minimumHeight() <= 560
+    assert made.start_button.text() == "Train"
+    buttons_in_sight(made)
+    report = made_report(metrics(0.5, 0.40), metrics(0.7, 0.48), 0.08, 0.03, 0.13)
+    report["single_photo_tags"] = ["lighthouse"]
+    made._on_trained(result_of(report))  # the longest the dialog gets: the report is shown
+    made.resize(800, 560)
+    qtbot.waitUntil(lambda: made.height() == 560)
+    assert made.minimumSizeHint().height() <= 560
+    buttons_in_sight(made)
+    assert not made.verdict_label.visibleRegion().isEmpty()
+    bar = made.scroll.verticalScrollBar()
+    assert bar.maximum() > 0  # the content scrolls rather than being cut off
+    bar.setValue(bar.maximum())
+    assert not made.report_view.visibleRegion().isEmpty()
 
 
 # ---------------------------------------------------------------------------------------- switcher
