@@ -97,6 +97,33 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
+def _add_search_parser(sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("search", parents=[common], help="search the library")
+    p.add_argument(
+        "query",
+        nargs="?",
+        default="",
+        help='free text; combine with + and -: \'"beach" - "people"\'',
+    )
+    p.add_argument("--image", metavar="PATH", help="more like this photo (combined with the text, if any)")
+    p.add_argument(
+        "--not-like",
+        action="store_true",
+        help="with --image: away from that photo (the text says what to find)",
+    )
+    p.add_argument(
+        "--folder",
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="only photos of this library folder (repeatable)",
+    )
+    p.add_argument("--taken-from", metavar="YYYY-MM-DD", help="only photos taken on or after this day")
+    p.add_argument("--taken-to", metavar="YYYY-MM-DD", help="only photos taken on or before this day")
+    p.add_argument("-k", type=positive_int, default=50, help="how many results (default 50)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
     parser = _Parser(
@@ -132,16 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("search", parents=[common], help="search the library")
-    p.add_argument(
-        "query",
-        nargs="?",
-        default="",
-        help='free text; combine with + and -: \'"beach" - "people"\'',
-    )
-    p.add_argument("--image", metavar="PATH", help="more like this photo (combined with the text, if any)")
-    p.add_argument("-k", type=positive_int, default=50, help="how many results (default 50)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_search_parser(sub, common)
 
     p = sub.add_parser("status", parents=[common], help="folders, counts, model, failures")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -278,13 +296,19 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from core.query import NOT_LIKE_WEIGHT, PhotoFilter
+
+    where = PhotoFilter(tuple(args.folder), args.taken_from, args.taken_to)
+    weight = NOT_LIKE_WEIGHT if args.not_like else 1.0
     with _library(args) as lib:
-        result = lib.search(args.query, image=args.image, k=args.k)
+        result = lib.search(args.query, image=args.image, k=args.k, example_weight=weight, where=where)
         if args.json:
             print(json_text(result.to_dict()))
         else:
             print(format_result(result))
-        if not result.hits:
+        if not result.hits and not where.is_empty:
+            print(f"No photo {where.describe()}.", file=sys.stderr)
+        elif not result.hits:
             photos = lib.status().photos
             if photos:
                 print(

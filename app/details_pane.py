@@ -112,6 +112,7 @@ class DetailsPane(QWidget):
     """Shows one photo; its buttons open it, show its folder, copy its path or search for similar photos."""
 
     more_like_this = Signal(int)  # photo id
+    not_like_this = Signal(int)  # photo id: the search moves away from it
     closed = Signal()
     tags_added = Signal(int, list)  # photo id, tags as typed (the library normalises them)
     tags_removed = Signal(int, list)  # photo id, tags given in the app
@@ -214,17 +215,23 @@ class DetailsPane(QWidget):
         self.folder_button = QPushButton("Show in folder")
         self.copy_button = QPushButton("Copy path")
         self.like_button = QPushButton("More like this")
-        self.like_button.setToolTip("Search for photos that look like this one")
+        self.like_button.setToolTip(
+            "Search for photos that look like this one (with the words typed, if any)"
+        )
+        self.unlike_button = QPushButton("Not like this")
+        self.unlike_button.setToolTip("Keep searching for the words typed, away from photos like this one")
         self.open_button.clicked.connect(self.open_photo)
         self.folder_button.clicked.connect(self.show_in_folder)
         self.copy_button.clicked.connect(self.copy_path)
         self.like_button.clicked.connect(self._on_more_like_this)
+        self.unlike_button.clicked.connect(self._on_not_like_this)
         open_row = QHBoxLayout()
         open_row.addWidget(self.open_button)
         open_row.addWidget(self.folder_button)
         search_row = QHBoxLayout()
         search_row.addWidget(self.copy_button)
         search_row.addWidget(self.like_button)
+        search_row.addWidget(self.unlike_button)
         return open_row, search_row
 
     # ------------------------------------------------------------------ the photo shown
@@ -238,7 +245,13 @@ class DetailsPane(QWidget):
             self.set_tags(None)  # until the new photo's tags are read
         self._details = details
         self.tag_edit.setEnabled(details is not None)
-        for button in (self.open_button, self.folder_button, self.copy_button, self.like_button):
+        for button in (
+            self.open_button,
+            self.folder_button,
+            self.copy_button,
+            self.like_button,
+            self.unlike_button,
+        ):
             button.setEnabled(details is not None)
         if details is None:
             self.preview.set_image(None, "Select a photo to see it here.")
@@ -329,6 +342,10 @@ class DetailsPane(QWidget):
     def _on_more_like_this(self) -> None:
         if self._details is not None:
             self.more_like_this.emit(self._details.photo_id)
+
+    def _on_not_like_this(self) -> None:
+        if self._details is not None:
+            self.not_like_this.emit(self._details.photo_id)
 
 
 def _format_date(taken_at: str | None) -> str:

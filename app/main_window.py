@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QSplitter,
     QStackedWidget,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -39,6 +40,7 @@ from PySide6.QtWidgets import (
 from app.app_settings import QueryHistory
 from app.banner import Banner, BannerKind
 from app.details_pane import DetailsPane, PhotoDetails
+from app.filter_bar import FilterBar
 from app.library_panel import LibraryPanel, progress_text, report_text
 from app.model_panel import ModelBox
 from app.profile_switcher import ProfileSwitcher
@@ -50,6 +52,7 @@ from app.throttle import Throttle
 from app.thumbnails import ThumbnailLoader
 from app.tier_plot import TierPlot
 from app.welcome_page import WelcomePage
+from core.query import NOT_LIKE_WEIGHT
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +182,15 @@ class MainWindow(QMainWindow):
         layout.setContentsMargins(8, 8, 8, 4)
         top = QHBoxLayout()
         top.addWidget(self.search_bar, 1)
+        self.filter_button = QToolButton()
+        self.filter_button.setText("Filter")
+        self.filter_button.setCheckable(True)
+        self.filter_button.setToolTip("Only photos of one folder or taken between two days (Ctrl+Shift+F)")
+        top.addWidget(self.filter_button)
         layout.addLayout(top)
+        self.filter_bar = FilterBar()
+        self.filter_bar.hide()
+        layout.addWidget(self.filter_bar)
         layout.addWidget(self.message_banner)
         layout.addWidget(self.long_tail_banner)
         layout.addWidget(self.pages, 1)
@@ -260,6 +271,12 @@ class MainWindow(QMainWindow):
         library_menu.addAction(self.model_action)
         library_menu.addAction(self.finetune_action)
 
+        self.filter_action = QAction("&Filters", self, checkable=True, checked=False)
+        self.filter_action.setShortcut(QKeySequence("Ctrl+Shift+F"))
+        self.filter_action.toggled.connect(self._set_filters_visible)
+        self.filter_button.toggled.connect(self.filter_action.setChecked)
+        view_menu.addAction(self.filter_action)
+
         help_menu = self.menuBar().addMenu("&Help")
         self.shortcuts_action = QAction("&Keyboard shortcuts", self)
         self.shortcuts_action.triggered.connect(self.show_shortcuts)
@@ -284,6 +301,8 @@ class MainWindow(QMainWindow):
         self.results_model.more_requested.connect(self._search_more)
         self.tier_plot.tier_clicked.connect(self.set_tier_filter)
         self.details.more_like_this.connect(self.search_like_photo)
+        self.details.not_like_this.connect(self.search_not_like_photo)
+        self.filter_bar.changed.connect(self._on_photo_filter_changed)
         self.details.tags_added.connect(lambda pid, tags: self.session.change_tags(pid, add=tags))
         self.details.tags_removed.connect(lambda pid, tags: self.session.change_tags(pid, remove=tags))
 
@@ -328,6 +347,7 @@ class MainWindow(QMainWindow):
             return
         status, folders, failures = state.status, state.folders, state.failures
         self.library_panel.set_folders(folders)
+        self.filter_bar.set_folders([f.path for f in folders])
         self.library_panel.set_failures(failures)
         photos = int(getattr(status, "photos", 0) or 0)
         indexed = int(getattr(status, "indexed", 0) or 0)
@@ -507,8 +527,23 @@ class MainWindow(QMainWindow):
             label = f"photo {photo_id}"
         self._photo_query = ("like", int(photo_id), label)
         self.search_bar.set_photo_query(label)
-        self.search_bar.set_text("")
-        self._search("")
+        self._search(self.search_bar.text())  # with the words typed: "like this, but at night"
+
+    def search_not_like_photo(self, photo_id: int) -> None:
+        """ "Not like this": the words typed, away from photos like one of the library's photos."""
+        try:
+            name = Path(self.session.photo(photo_id).path).name
+        except Exception:
+            name = f"photo {photo_id}"
+        self._photo_query = ("unlike", int(photo_id), f"not like {name}")
+        self.search_bar.set_photo_query(name, unlike=True)
+        if not self.search_bar.text().strip():
+            self.statusBar().showMessage(
+                f"Type what you are looking for; results move away from {name}.", 10_000
+            )
+            self.search_bar.focus()
+            return
+        self._search(self.search_bar.text())
 
     def search_like_image(self, path: str) -> None:
         """Photos like an image file (dropped on the window or the search bar)."""
@@ -539,7 +574,9 @@ class MainWindow(QMainWindow):
         request = SearchRequest(
             text=text.strip(),
             image=self._photo_query[1] if kind == "image" else None,
-            like_photo_id=self._photo_query[1] if kind == "like" else None,
+            like_photo_id=self._photo_query[1] if kind in ("like", "unlike") else None,
+            example_weight=NOT_LIKE_WEIGHT if kind == "unlike" else 1.0,
+            where=self.filter_bar.photo_filter(),
             k=self.results_page,
         )
         if request.is_empty():
@@ -647,7 +684,9 @@ class MainWindow(QMainWindow):
 
     def _describe_query(self) -> str:
         parts = []
-        if self._photo_query is not None:
+        if self._photo_query is not None and self._photo_query[0] == "unlike":
+            parts.append(self._photo_query[2])
+        elif self._photo_query is not None:
             parts.append(f"photos like {self._photo_query[2]}")
         text = self.search_bar.text().strip()
         if text:
@@ -687,6 +726,18 @@ class MainWindow(QMainWindow):
         idx = self.results_model.index_of_photo(photo_id)
         if idx.isValid():
             self.results_view.setCurrentIndex(idx)
+
+    def _set_filters_visible(self, visible: bool) -> None:
+        self.filter_bar.setVisible(visible)
+        self.filter_button.setChecked(visible)
+        if visible:
+            self.filter_bar.folder_combo.setFocus()
+        elif self.filter_bar.photo_filter() is not None:
+            self.filter_bar.clear()  # a hidden filter would silently hide photos
+
+    def _on_photo_filter_changed(self, _where: object) -> None:
+        if self.current_request_is_active():
+            self._research()
 
     def show_shortcuts(self) -> QDialog:
         from app.help_dialogs import ShortcutsDialog

@@ -124,10 +124,11 @@ class SearchBar(QWidget):
     def set_history(self, items: list[str]) -> None:
         self.history_model.setStringList(items)
 
-    def set_photo_query(self, label: str | None) -> None:
-        """Show (or hide, with None) the chip naming the photo the search is like."""
+    def set_photo_query(self, label: str | None, *, unlike: bool = False) -> None:
+        """Show (or hide, with None) the chip naming the photo the search is like (or, with
+        ``unlike``, moves away from)."""
         if label:
-            self.chip.setText(f"Like: {label}  ✕")
+            self.chip.setText(f"{'Not like' if unlike else 'Like'}: {label}  ✕")
             self.chip.show()
         else:
             self.chip.hide()

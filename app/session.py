@@ -66,12 +66,17 @@ class SearchRequest:
     text: str = ""
     image: str | None = None
     like_photo_id: int | None = None
+    example_weight: float = 1.0  # of the image or photo; negative: "not like this"
+    where: Any = None  # a core.query.PhotoFilter (folder, dates), or None
     k: int = RESULTS_PAGE
     seq: int = 0
     extends: int = 0
 
     def same_query(self, other: SearchRequest) -> bool:
-        return (self.text, self.image, self.like_photo_id) == (other.text, other.image, other.like_photo_id)
+        return self._key() == other._key()
+
+    def _key(self) -> tuple:
+        return (self.text, self.image, self.like_photo_id, self.example_weight, self.where)
 
     def is_empty(self) -> bool:
         return not self.text.strip() and self.image is None and self.like_photo_id is None
@@ -424,6 +429,10 @@ class LibrarySession(QObject):
             kwargs["image"] = request.image
         if request.like_photo_id is not None:
             kwargs["like_photo_id"] = request.like_photo_id
+        if request.image is not None or request.like_photo_id is not None:
+            kwargs["example_weight"] = request.example_weight
+        if request.where is not None:
+            kwargs["where"] = request.where
         return self.library.search(request.text, **kwargs)
 
     def _on_search_returned(self, request: SearchRequest, result: Any) -> None:

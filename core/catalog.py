@@ -892,6 +892,33 @@ class Catalog:
         rows = self.connection().execute("SELECT id, content_hash FROM photos")
         return {pid: h for pid, h in rows if pid in wanted}
 
+    def photo_ids_where(
+        self,
+        folder_ids: Iterable[int] | None = None,
+        taken_from: str | None = None,
+        taken_to: str | None = None,
+    ) -> list[int]:
+        """Sorted ids of the photos in ``folder_ids`` (None: any) taken from ``taken_from`` to
+        ``taken_to`` (ISO dates, inclusive; None: open). A photo without an EXIF date counts by
+        its file's modification date (local time)."""
+        clauses, params = [], []
+        if folder_ids is not None:
+            folder_list = [int(f) for f in folder_ids]
+            if not folder_list:
+                return []
+            clauses.append(f"folder_id IN ({','.join('?' * len(folder_list))})")
+            params.extend(folder_list)
+        day = "COALESCE(substr(taken_at, 1, 10), date(mtime_ns / 1000000000, 'unixepoch', 'localtime'))"
+        if taken_from is not None:
+            clauses.append(f"{day} >= ?")
+            params.append(taken_from)
+        if taken_to is not None:
+            clauses.append(f"{day} <= ?")
+            params.append(taken_to)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self.connection().execute(f"SELECT id FROM photos{where} ORDER BY id", params)
+        return [r[0] for r in rows]
+
     def photos_without_vectors(self, model_id: int) -> int:
         """How many photos have no vector of the model ``model_id`` (by content)."""
         row = (

@@ -45,7 +45,7 @@ from .paths import library_dir
 from .profile_serving import ProfileServing
 from .profiles import ProfileInfo, ProfileProgress, ProfileStore
 from .progress import drive
-from .query import Query
+from .query import PhotoFilter, Query
 from .writer_lock import WriterLock
 
 if TYPE_CHECKING:
@@ -416,11 +416,18 @@ class Library:
         image: str | os.PathLike[str] | None = None,
         like_photo_id: int | None = None,
         k: int = 50,
+        example_weight: float = 1.0,
+        where: PhotoFilter | None = None,
     ) -> SearchResult:
         """Search by text (with +/- combinations), an example image, a library photo, or a mix.
 
+        ``example_weight`` weighs the example image or photo against the text (-1: "not like this
+        one"); ``where`` keeps only photos of some folders or dates.
+
         Raises:
-            QueryError: nothing to search for, or an example that cannot be used.
+            QueryError: nothing to search for, an example that cannot be used, or "not like"
+                without anything to look for.
+            FolderError: a folder of ``where`` is not a library folder.
             ModelUnavailableError, CheckpointError, ModelError: the model cannot be loaded.
         """
         query = Query.parse(text) if text.strip() else Query()
@@ -428,14 +435,28 @@ class Library:
             image_path = Path(image).expanduser()
             if not image_path.is_file():
                 raise QueryError(f"The example image {image_path} does not exist.")
-            query = Query(query.terms, image_path=str(image_path), text=query.text)
+            query = Query(
+                query.terms, image_path=str(image_path), image_weight=example_weight, text=query.text
+            )
         if like_photo_id is not None:
-            query = Query(query.terms, photo_id=int(like_photo_id), text=query.text)
+            query = Query(
+                query.terms, photo_id=int(like_photo_id), image_weight=example_weight, text=query.text
+            )
         if not query.terms and not query.has_example:
             raise QueryError("Type something to search for, or give an example image.")
+        if query.has_example and example_weight < 0 and not any(t.weight > 0 for t in query.terms):
+            raise QueryError(
+                "Type what you are looking for: “not like this” only moves results away from a photo."
+            )
+        allowed = None
+        if where is not None and not where.is_empty:
+            folder_ids = [self.folder_set.find(f).id for f in where.folders] if where.folders else None
+            allowed = np.asarray(
+                self.catalog.photo_ids_where(folder_ids, where.taken_from, where.taken_to), np.int64
+            )
         state = self.serving.serving(self._active)
         searcher = self._searcher(state)
-        result = searcher.search(query, k)
+        result = searcher.search(query, k, allowed=allowed)
         photos = self.catalog.photos(h.photo_id for h in result.hits)
         offline = {f.id for f in self.catalog.folders() if f.state != "online"}
         hits = [

@@ -19,8 +19,10 @@ A query's vector is the sum of ``weight * unit(text vector)`` over its terms (pl
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -261,3 +263,57 @@ def _unit(v: np.ndarray) -> np.ndarray:
     if not math.isfinite(norm) or norm < _EPS:
         raise QueryError("The model returned an empty vector for part of this query.")
     return v / norm
+
+
+# The weight of an example photo in "not like this": it pushes results away from the photo half as
+# strongly as the text pulls them (at -1 the push outweighs a short text's pull and random photos
+# come first).
+NOT_LIKE_WEIGHT = -0.5
+
+@dataclass(frozen=True)
+class PhotoFilter:
+    """Which photos a search may return: those in ``folders`` (library folders; empty: all), taken
+    from ``taken_from`` to ``taken_to`` (ISO dates ``YYYY-MM-DD``, inclusive; None: open).
+
+    A photo without an EXIF date counts by its file's modification date.
+
+    Raises:
+        QueryError: a date that is not ``YYYY-MM-DD``, or a range that ends before it starts.
+    """
+
+    folders: tuple[str, ...] = ()
+    taken_from: str | None = None
+    taken_to: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("taken_from", "taken_to"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            try:
+                day = datetime.date.fromisoformat(str(value).strip())
+            except ValueError:
+                raise QueryError(
+                    f"{value!r} is not a date; write it as YYYY-MM-DD, e.g. 2024-07-31."
+                ) from None
+            object.__setattr__(self, name, day.isoformat())
+        if self.taken_from and self.taken_to and self.taken_from > self.taken_to:
+            raise QueryError(f"The date range ends ({self.taken_to}) before it starts ({self.taken_from}).")
+        object.__setattr__(self, "folders", tuple(str(f) for f in self.folders))
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.folders and self.taken_from is None and self.taken_to is None
+
+    def describe(self) -> str:
+        """E.g. "in trips, taken 2024-07-01 to 2024-07-31" ("" when it filters nothing)."""
+        parts = []
+        if self.folders:
+            parts.append("in " + ", ".join(os.path.basename(f.rstrip("/\\")) or f for f in self.folders))
+        if self.taken_from and self.taken_to:
+            parts.append(f"taken {self.taken_from} to {self.taken_to}")
+        elif self.taken_from:
+            parts.append(f"taken from {self.taken_from}")
+        elif self.taken_to:
+            parts.append(f"taken up to {self.taken_to}")
+        return ", ".join(parts)

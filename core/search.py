@@ -46,6 +46,9 @@ MAX_VARIANTS = 24
 # When the best matches fill the page asked for, they are counted among up to this many nearest
 # photos (graded the same way): "83 photos match", not the page size.
 COUNT_LIMIT = 1000
+# A filter (folders, dates) that leaves at most this many photos is searched exactly over them;
+# a wider one asks the index for more neighbours until enough pass it.
+EXACT_FILTER_LIMIT = 20_000
 
 TextEncoder = Callable[[list[str]], np.ndarray]
 ImageEncoder = Callable[[Path], np.ndarray]
@@ -253,8 +256,13 @@ class Searcher:
 
     # ------------------------------------------------------------------ searching
 
-    def search(self, query: str | Query, k: int = DEFAULT_K) -> SearchResult:
+    def search(
+        self, query: str | Query, k: int = DEFAULT_K, allowed: np.ndarray | None = None
+    ) -> SearchResult:
         """Search by text (``'beach -people'``...) or by a :class:`~core.query.Query`.
+
+        ``allowed``: only these photo ids may be results (a filter by folder or date); None allows
+        every photo.
 
         Raises:
             QueryError: the query is empty or malformed, or its example photo is not indexed.
@@ -271,6 +279,7 @@ class Searcher:
             exclude=exclude,
             probe_text=q.terms[0].text if plain else None,
             unknown_words=unknown,
+            allowed=allowed,
         )
 
     def query_vector(self, query: Query) -> np.ndarray:
@@ -289,7 +298,30 @@ class Searcher:
                 ) from None
         elif query.image_path is not None:
             example = self._image_vector(Path(query.image_path))
-        return combine([t.weight for t in query.terms], vecs, example, query.image_weight)
+        weights = [t.weight for t in query.terms]
+        image_weight = query.image_weight
+        if example is not None and len(weights):
+            weights, image_weight = self._balanced(weights, vecs, image_weight, example)
+        return combine(weights, vecs, example, image_weight)
+
+    def _balanced(
+        self, weights: list[float], vecs: np.ndarray, image_weight: float, example: np.ndarray
+    ) -> tuple[list[float], float]:
+        """Weights that give an example photo and text an equal say ("like this, but at night").
+
+        A photo is far more similar to photos than any text is (the two encoders' scores have
+        different spreads), so a plain sum would be the photo alone. Each part is divided by the
+        spread of its scores over the library sample: the combined score is then a sum of z-scores.
+        """
+        if self._background.shape[0] < 2:
+            return weights, image_weight
+        parts = np.vstack([vecs, example[None, :]]).astype(np.float32)
+        parts /= np.maximum(np.linalg.norm(parts, axis=1, keepdims=True), 1e-12)
+        with single_threaded():
+            spread = np.maximum((self._background @ parts.T).std(axis=0), 1e-6)
+        return [w / float(sd) for w, sd in zip(weights, spread[:-1], strict=True)], image_weight / float(
+            spread[-1]
+        )
 
     def search_vector(
         self,
@@ -300,20 +332,18 @@ class Searcher:
         exclude: Sequence[int] = (),
         probe_text: str | None = None,
         unknown_words: Sequence[str] = (),
+        allowed: np.ndarray | None = None,
     ) -> SearchResult:
-        """Retrieve and grade the ``k`` best photos for a query vector, leaving out ``exclude``.
+        """Retrieve and grade the ``k`` best photos for a query vector, leaving out ``exclude``
+        (and, with ``allowed``, every photo not in it).
 
         With ``probe_text`` (the query's one phrase), candidates are graded on the evidence of its
         counterfactual variants when it has any; ``unknown_words`` make the result long tail.
         """
         q = np.asarray(vector, dtype=np.float32).ravel()
         skip = {int(i) for i in exclude}
-        ids, scores = self.index.search(q, k + len(skip))
-        ids, scores = ids[0], scores[0]
-        if skip:
-            keep = np.fromiter((i not in skip for i in ids.tolist()), dtype=bool, count=ids.size)
-            ids, scores = ids[keep], scores[keep]
-        ids, scores = ids[:k], scores[:k]
+        allowed = None if allowed is None else np.unique(np.asarray(allowed, dtype=np.int64))
+        ids, scores = self._retrieve(q, k, skip, allowed)
         with single_threaded():
             bg_scores = self._background @ q
         g = grade(scores, bg_scores, gate=self.gate, library_size=len(self.index), **self.grading_options)
@@ -336,7 +366,7 @@ class Searcher:
             )
             if t > 0
         ]
-        count, capped = self._count_matches(q, g, skip, probe_text if probes else None, probes)
+        count, capped = self._count_matches(q, g, skip, allowed, probe_text if probes else None, probes)
         return SearchResult(
             query=label,
             long_tail=g.long_tail,
@@ -353,6 +383,7 @@ class Searcher:
         q: np.ndarray,
         g: Grading,
         skip: set[int],
+        allowed: np.ndarray | None,
         probe_text: str | None,
         probes: Sequence[Variant],
     ) -> tuple[int, bool]:
@@ -368,19 +399,13 @@ class Searcher:
         is_match = np.isin(g.tier_of, matched)
         on_page = int(is_match.sum())
         finite = int((g.tier_of > 0).sum())
-        available = len(self.index) - len(skip)
+        available = (len(self.index) if allowed is None else allowed.size) - len(skip)
         last = int(np.flatnonzero(is_match)[-1]) if on_page else -1
         # The matches end on this page unless they reach its last tenth (the photo at the page's
         # edge may be a match that a page one longer would have graded so).
         if last < finite - max(3, finite // 10) or finite >= available:
             return on_page, False
-        limit = min(COUNT_LIMIT, available)
-        ids, scores = self.index.search(q, limit + len(skip))
-        ids, scores = ids[0], scores[0]
-        if skip:
-            keep = np.fromiter((i not in skip for i in ids.tolist()), dtype=bool, count=ids.size)
-            ids, scores = ids[keep], scores[keep]
-        ids, scores = ids[:limit], scores[:limit]
+        ids, scores = self._retrieve(q, min(COUNT_LIMIT, available), skip, allowed)
         if probe_text is not None:
             counts = np.array([len(d) for d in self.mismatches(probe_text, probes, ids)], np.int64)
             with single_threaded():
@@ -397,6 +422,31 @@ class Searcher:
             count = int((z >= weakest - 1e-9).sum())
         count = max(count, on_page)
         return count, count >= ids.size and ids.size < available
+
+    def _retrieve(
+        self, q: np.ndarray, k: int, skip: set[int], allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest photo ids and their scores, best first, without ``skip``, within
+        ``allowed`` (sorted unique ids) when given."""
+        if allowed is not None and allowed.size <= EXACT_FILTER_LIMIT:
+            ids = allowed[~np.isin(allowed, np.fromiter(skip, np.int64, len(skip)))] if skip else allowed
+            ids = ids[np.isin(ids, self.index.ids(), assume_unique=True)]  # indexed ones
+            with single_threaded():
+                scores = self.index.get_vectors(ids) @ q if ids.size else np.empty(0, np.float32)
+            order = np.argsort(-scores, kind="stable")[:k]
+            return ids[order], scores[order].astype(np.float32)
+        want = k + len(skip)
+        while True:
+            ids, scores = self.index.search(q, want)
+            ids, scores = ids[0], scores[0]
+            keep = np.ones(ids.size, bool)
+            if skip:
+                keep &= np.fromiter((i not in skip for i in ids.tolist()), dtype=bool, count=ids.size)
+            if allowed is not None:
+                keep &= np.isin(ids, allowed, assume_unique=True)
+            if keep.sum() >= k or ids.size >= len(self.index):
+                return ids[keep][:k], scores[keep][:k]
+            want = min(want * 4, len(self.index))
 
     def mismatches(self, text: str, probes: Sequence[Variant], ids: np.ndarray) -> list[tuple[str, ...]]:
         """Per candidate photo, the attribute classes in which a variant of ``text`` describes it

@@ -222,3 +222,24 @@ def test_a_folder_emptied_on_purpose_can_be_forgotten(cli, photos):
     assert code == 0 and "8 removed" in out and "offline" not in out
     code, out, _ = cli("status", "--json")
     assert [(f["state"], f["photos"]) for f in json.loads(out)["folders"]] == [("online", 0)]
+
+
+def test_search_filters_and_not_like_from_the_command_line(cli, photos, tmp_path):
+    other = tmp_path / "other"
+    for i in range(3):
+        write_jpeg(other / f"o{i}.jpg", (64, 48), seed=40 + i)
+    assert cli("index", str(photos), "--no-progress")[0] == 0
+    assert cli("index", str(other), "--no-progress")[0] == 0
+    code, out, _ = cli("search", "a photo", "--folder", str(other), "--json")
+    assert code == 0
+    assert sorted(Path(r["path"]).name for r in json.loads(out)["results"]) == ["o0.jpg", "o1.jpg", "o2.jpg"]
+    code, out, err = cli("search", "a photo", "--taken-to", "1990-01-01")
+    assert code == 0 and "No photo taken up to 1990-01-01." in err
+    code, _, err = cli("search", "a photo", "--taken-from", "last week")
+    assert code == 1 and "YYYY-MM-DD" in err and "Traceback" not in err
+    code, _, err = cli("search", "--image", str(other / "o0.jpg"), "--not-like")
+    assert code == 1 and "not like this" in err
+    code, out, _ = cli(
+        "search", "a photo", "--image", str(other / "o0.jpg"), "--not-like", "--json", "-k", "3"
+    )
+    assert code == 0 and len(json.loads(out)["results"]) == 3

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtCore import QDate, QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
@@ -643,3 +643,45 @@ def test_help_lists_the_shortcuts_and_about_names_the_version_and_library(window
     assert "LadderLens" in text and window.session.root in text and window.session.model_spec in text
     shortcuts.close()
     about.close()
+
+
+def test_filters_like_with_words_and_not_like(window, photos, qtbot):
+    _index_folder(qtbot, window, photos)
+    result = _search_typed(qtbot, window, "red car")
+    everything = len(result.hits)
+    day = window.session.photo(result.hits[0].photo_id).taken_at[:10]  # the demo photos carry EXIF dates
+    y, m, d = (int(x) for x in day.split("-"))
+    same_day = set(window.session.library.catalog.photo_ids_where(None, day, day))
+    assert 0 < len(same_day) < everything
+
+    # Filters: only photos taken that day, with the same words.
+    qtbot.keyClick(
+        window, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    )
+    assert window.filter_bar.isVisible() and window.filter_button.isChecked()
+    window.filter_bar.from_edit.setDate(QDate(y, m, d))
+    window.filter_bar.to_edit.setDate(QDate(y, m, d))
+    qtbot.waitUntil(
+        lambda: window.last_request.where is not None and window.last_request.where.taken_to == day
+    )
+    qtbot.waitUntil(lambda: {h.photo_id for h in window._result.hits} == same_day)
+    assert window.last_request.text == "red car"
+    # Hiding the filters clears them: a hidden filter would hide photos.
+    window.filter_action.setChecked(False)
+    qtbot.waitUntil(lambda: window.last_request.where is None and len(window._result.hits) == everything)
+
+    # More like this keeps the words typed ("like this, but ..."); not like this moves away.
+    photo = window._result.hits[0].photo_id
+    window.search_like_photo(photo)
+    qtbot.waitUntil(
+        lambda: window.last_request.like_photo_id == photo and window.last_request.text == "red car"
+    )
+    assert window.search_bar.chip.text().startswith("Like:")
+    window.search_not_like_photo(photo)
+    qtbot.waitUntil(
+        lambda: window.last_request.example_weight < 0 and window.last_request.like_photo_id == photo
+    )
+    assert window.search_bar.chip.text().startswith("Not like:")
+    qtbot.waitUntil(lambda: window._result is not None and bool(window._result.hits))
+    assert photo not in {h.photo_id for h in window._result.hits}
+    assert "not like" in window.results_summary.text()

@@ -535,3 +535,54 @@ def test_a_stale_index_file_catches_up_instead_of_being_rebuilt(tmp_path, photos
     assert calls == [3]  # only the three new photos were added
     assert "caught up with the catalog: 3 added, 1 removed" in caplog.text
     assert "Rebuilding" not in caplog.text
+
+
+def test_filters_by_folder_and_date_combine_with_the_text(lib, tmp_path):
+    import datetime as dt
+
+    from core.query import PhotoFilter
+
+    trips, home = tmp_path / "trips", tmp_path / "home"
+    for i in range(6):
+        write_jpeg(trips / f"t{i}.jpg", (64, 48), seed=i)
+        write_jpeg(home / f"h{i}.jpg", (64, 48), seed=50 + i)
+    summer = dt.datetime(2023, 7, 15, 12).timestamp()  # no EXIF date: the file's date counts
+    for path in [*trips.glob("t[0-2].jpg"), *home.glob("h[0-2].jpg")]:
+        os.utime(path, (summer, summer))
+    lib.add_folder(trips)
+    lib.add_folder(home)
+    lib.index()
+    only_trips = lib.search("a photo", k=50, where=PhotoFilter(folders=(str(trips),)))
+    assert {Path(h.path).parent for h in only_trips.hits} == {trips.resolve()}
+    assert len(only_trips.hits) == 6
+    july = PhotoFilter(taken_from="2023-07-01", taken_to="2023-07-31")
+    names = {Path(h.path).name for h in lib.search("a photo", k=50, where=july).hits}
+    assert names == {"t0.jpg", "t1.jpg", "t2.jpg", "h0.jpg", "h1.jpg", "h2.jpg"}
+    both = PhotoFilter(folders=(str(home),), taken_to="2023-12-31")
+    assert {Path(h.path).name for h in lib.search("a photo", k=50, where=both).hits} == {
+        "h0.jpg",
+        "h1.jpg",
+        "h2.jpg",
+    }
+    nothing = lib.search("a photo", k=50, where=PhotoFilter(taken_to="1999-12-31"))
+    assert nothing.hits == [] and nothing.match_count == 0
+    assert july.describe() == "taken 2023-07-01 to 2023-07-31"
+
+    with pytest.raises(FolderError, match="not a library folder"):
+        lib.search("a photo", where=PhotoFilter(folders=(str(tmp_path / "elsewhere"),)))
+    with pytest.raises(QueryError, match="YYYY-MM-DD"):
+        PhotoFilter(taken_from="July")
+    with pytest.raises(QueryError, match="ends"):
+        PhotoFilter(taken_from="2024-02-01", taken_to="2024-01-01")
+
+
+def test_not_like_this_needs_something_to_look_for(lib, photos):
+    from core.query import NOT_LIKE_WEIGHT
+
+    lib.add_folder(photos)
+    lib.index()
+    photo = lib.search("a photo", k=1).hits[0].photo_id
+    with pytest.raises(QueryError, match="not like this"):
+        lib.search(like_photo_id=photo, example_weight=NOT_LIKE_WEIGHT)
+    result = lib.search("a photo", like_photo_id=photo, example_weight=NOT_LIKE_WEIGHT, k=5)
+    assert photo not in {h.photo_id for h in result.hits} and len(result.hits) == 5

@@ -10,7 +10,7 @@ import pytest
 
 from core.errors import QueryError
 from core.index import VectorIndex
-from core.query import Query
+from core.query import NOT_LIKE_WEIGHT, Query, combine
 from core.search import Searcher
 
 DIM = 24
@@ -262,3 +262,57 @@ def test_the_match_count_does_not_depend_on_the_page_size(world):
     assert whole.match_count == len(best) and not whole.match_count_capped
     for k in (10, 12, 30):
         assert searcher.search("beach", k=k).match_count == len(best)
+
+
+class GapWorld(World):
+    """Like World, but texts sit in a direction of their own (as a real text encoder's do): a
+    text's scores spread far less than a photo's, the gap between the two encoders."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        rng = np.random.default_rng(7)
+        self.text_side = unit(rng.standard_normal(DIM))
+        self.vecs = unit(self.vecs - np.outer(self.vecs @ self.text_side, self.text_side)).astype(np.float32)
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        self.calls.append(list(texts))
+        return np.stack([unit(self.concepts[t] + 3.0 * self.text_side) for t in texts]).astype(np.float32)
+
+
+def test_like_this_but_with_text_gives_both_a_say():
+    world = GapWorld()
+    searcher = world.searcher()
+    beach = int(world.ids[3])  # a beach photo, without people
+    query = Query(terms=Query.parse("people").terms, photo_id=beach)
+    balanced = world.groups(searcher.search(query, k=5))
+    assert balanced.count("beach+people") >= 4  # like this beach, with people on it
+    # A plain sum of the two vectors is the photo alone: beaches without people.
+    plain = combine([1.0], searcher._text_vectors(["people"]), searcher.index.get_vectors([beach])[0])
+    assert world.groups(searcher.search_vector(plain, k=5, exclude=[beach])).count("beach") >= 4
+
+
+def test_not_like_this_moves_away_from_the_photo():
+    world = World()
+    searcher = world.searcher()
+    crowd_on_beach = int(world.ids[16])  # a beach+people photo
+    assert world.group_of[crowd_on_beach] == "beach+people"
+    query = Query(terms=Query.parse("people").terms, photo_id=crowd_on_beach, image_weight=NOT_LIKE_WEIGHT)
+    top = world.groups(searcher.search(query, k=8))
+    assert top.count("people") >= 7  # people, not on a beach
+
+
+@pytest.mark.parametrize("exact_limit", [0, 100_000])  # searched by the graph (over-fetch) or exactly
+def test_a_filter_keeps_only_the_allowed_photos_and_the_best_of_them(monkeypatch, exact_limit):
+    import core.search as search_module
+
+    monkeypatch.setattr(search_module, "EXACT_FILTER_LIMIT", exact_limit)
+    world = World()
+    searcher = world.searcher()
+    allowed = np.array([i for i in world.ids.tolist() if i % 2 == 0], np.int64)
+    result = searcher.search("beach", k=6, allowed=allowed)
+    got = [h.photo_id for h in result.hits]
+    assert len(got) == 6 and all(i % 2 == 0 for i in got)
+    scores = world.vecs @ world.concepts["beach"]
+    best = [int(world.ids[j]) for j in np.argsort(-scores) if int(world.ids[j]) % 2 == 0][:6]
+    assert got == best
+    assert searcher.search("beach", k=6, allowed=np.array([], np.int64)).hits == []
