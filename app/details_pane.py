@@ -81,9 +81,6 @@ class _Preview(QLabel):
             self._rescale()
         self.updateGeometry()
 
-    def has_image(self) -> bool:
-        return self._pixmap is not None
-
     def hasHeightForWidth(self) -> bool:
         return True
 

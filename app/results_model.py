@@ -284,11 +284,6 @@ class ResultsModel(QAbstractListModel):
     def tiers(self) -> list[HeaderRow]:
         return list(self._tiers)
 
-    @property
-    def hit_count(self) -> int:
-        """Graded results (the first page of the search)."""
-        return len(self._hits)
-
     def tier_label(self, rank: int) -> str:
         """The label of tier ``rank`` (:data:`MORE_LABEL` for results below the tiers)."""
         return MORE_LABEL if rank == MORE_RANK and self._more else self._tier_labels.get(rank, "")

@@ -72,12 +72,6 @@ class SearchRequest:
     seq: int = 0
     extends: int = 0
 
-    def same_query(self, other: SearchRequest) -> bool:
-        return self._key() == other._key()
-
-    def _key(self) -> tuple:
-        return (self.text, self.image, self.like_photo_id, self.example_weight, self.where)
-
     def is_empty(self) -> bool:
         return not self.text.strip() and self.image is None and self.like_photo_id is None
 
@@ -196,7 +190,6 @@ class LibrarySession(QObject):
         self._warmed = False
         self._index_worker: Worker | None = None
         self._index_again: tuple[str, ...] | bool | None = False
-        self._cancelling = False
         self._closed = False
 
     # ------------------------------------------------------------------ library state (read in a worker)
@@ -512,7 +505,6 @@ class LibrarySession(QObject):
 
     def cancel_index(self) -> None:
         if self._index_worker is not None:
-            self._cancelling = True
             self._index_again = False
             self._index_worker.quit()
 
@@ -525,7 +517,6 @@ class LibrarySession(QObject):
         worker.errored.connect(self._on_index_errored)
         worker.finished.connect(self._on_index_finished)
         self._index_worker = worker
-        self._cancelling = False
         self.index_started.emit()
         self._index_pool.start(worker)
 
@@ -567,7 +558,6 @@ class LibrarySession(QObject):
 
     def _on_index_finished(self) -> None:
         self._index_worker = None
-        self._cancelling = False
         freeze_heap()  # what indexing left alive (caches, the index) stays out of collections' walks
         self.library_changed.emit()
         again, self._index_again = self._index_again, False

@@ -538,14 +538,6 @@ class VectorIndex:
             self._build_and_swap(*plan, on_progress)
         return removed
 
-    def rebuild(self, on_progress: Progress | None = None) -> None:
-        """Rebuild from the live vectors: drops removed slots and re-picks the regime."""
-        with self._lock:
-            if self._pending is not None:
-                return  # a build is already under way
-            plan = self._plan_graph()
-        self._build_and_swap(*plan, on_progress)
-
     # ------------------------------------------------------------------ queries
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
