@@ -492,7 +492,7 @@ def _change_lines(report: Mapping[str, Any], verdict: str) -> list[str]:
     lines = []
     for direction, title in ((1, "What improved"), (-1, "What got worse"), (0, "Unchanged")):
         if found[direction] or direction == -1:
-            lines += ["", f"{title}{noise if direction else ''}:"]
+            lines += ["", f"{title}{noise if direction and found[direction] else ''}:"]
             lines += [f"  - {text}" for text in found[direction]] or ["  - nothing measured got worse"]
     return lines
 
