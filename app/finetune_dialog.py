@@ -372,6 +372,7 @@ class FinetuneDialog(QDialog):
         self.tag_model = QStandardItemModel(0, 3, self)
         self.tag_model.setHorizontalHeaderLabels(["Tag", "Photos", "Note"])
         self.tag_table = QTableView()
+        self.tag_table.setTabKeyNavigation(False)  # Tab leaves the table; arrows move in it
         self.tag_table.setModel(self.tag_model)
         self.tag_table.setSortingEnabled(True)
         self.tag_table.verticalHeader().hide()

@@ -43,6 +43,7 @@ from app.details_pane import DetailsPane, PhotoDetails
 from app.filter_bar import FilterBar
 from app.library_panel import LibraryPanel, progress_text, report_text
 from app.model_panel import ModelBox
+from app.photo_actions import PhotoActions
 from app.profile_switcher import ProfileSwitcher
 from app.results_model import PhotoRow, ResultsModel, format_score, rows_from_hits
 from app.results_view import ResultsView
@@ -259,6 +260,7 @@ class MainWindow(QMainWindow):
         self.details_action.toggled.connect(self._set_details_visible)
         view_menu.addAction(self.details_action)
 
+        self._build_photos_menu()
         library_menu = self.menuBar().addMenu("&Library")
         self.rescan_action = QAction("&Re-scan folders", self)
         self.rescan_action.setShortcut(QKeySequence.StandardKey.Refresh)
@@ -277,6 +279,26 @@ class MainWindow(QMainWindow):
         self.filter_button.toggled.connect(self.filter_action.setChecked)
         view_menu.addAction(self.filter_action)
 
+        self._build_help_menu()
+
+        QShortcut(QKeySequence.StandardKey.Find, self, self.search_bar.focus)
+
+    def _build_photos_menu(self) -> None:
+        """What can be done with the selected photos (also the grid's context menu)."""
+        self.photo_actions = PhotoActions(self)
+        self.photo_actions.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        photos_menu = self.menuBar().addMenu("&Photos")
+        photos_menu.addActions(self.photo_actions.actions[:5])
+        photos_menu.addSeparator()
+        photos_menu.addActions(self.photo_actions.actions[5:])
+
+    def _on_tags_changed(self, photo_ids: list[int]) -> None:
+        """Photos were tagged together: the details pane reads the tags of the one it shows again."""
+        shown = self.details.details
+        if shown is not None and shown.photo_id in photo_ids:
+            self.session.read_tags(shown.photo_id)
+
+    def _build_help_menu(self) -> None:
         help_menu = self.menuBar().addMenu("&Help")
         self.shortcuts_action = QAction("&Keyboard shortcuts", self)
         self.shortcuts_action.triggered.connect(self.show_shortcuts)
@@ -284,8 +306,6 @@ class MainWindow(QMainWindow):
         self.about_action.triggered.connect(self.show_about)
         help_menu.addAction(self.shortcuts_action)
         help_menu.addAction(self.about_action)
-
-        QShortcut(QKeySequence.StandardKey.Find, self, self.search_bar.focus)
 
     def _connect(self) -> None:
         sb = self.search_bar
@@ -333,6 +353,7 @@ class MainWindow(QMainWindow):
         s.tags_read.connect(self.details.set_tags)
         s.download_progress.connect(self._on_download_progress)
         s.tags_failed.connect(self.show_error)
+        s.tags_changed.connect(self._on_tags_changed)
         s.state_failed.connect(self.show_error)
 
     # ------------------------------------------------------------------ library state

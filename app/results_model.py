@@ -29,7 +29,16 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Protocol
 
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QMimeData,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    Qt,
+    QUrl,
+    Signal,
+)
 
 from app.thumbnails import ThumbnailLoader
 from app.tier_colors import level_of
@@ -99,6 +108,14 @@ Row = HeaderRow | PhotoRow
 def rows_from_hits(hits: Sequence[HitLike]) -> list[PhotoRow]:
     """Photo rows for a search result's hits (``hit.tier`` is its tier's rank, 1 = best)."""
     return [PhotoRow(int(h.photo_id), str(h.path), float(h.score), float(h.z), int(h.tier)) for h in hits]
+
+
+def paths_mime(paths: Sequence[str]) -> QMimeData:
+    """Paths as files (a file manager pastes or drops copies) and as text (one per line)."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(p) for p in paths])
+    mime.setText("\n".join(paths))
+    return mime
 
 
 def format_score(score: float) -> str:
@@ -347,8 +364,22 @@ class ResultsModel(QAbstractListModel):
     def flags(self, index: QModelIndex | QPersistentModelIndex) -> Qt.ItemFlag:
         row = self.row(index.row()) if index.isValid() else None
         if isinstance(row, PhotoRow):
-            return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemNeverHasChildren
+            return (
+                Qt.ItemFlag.ItemIsEnabled
+                | Qt.ItemFlag.ItemIsSelectable
+                | Qt.ItemFlag.ItemIsDragEnabled
+                | Qt.ItemFlag.ItemNeverHasChildren
+            )
         return Qt.ItemFlag.ItemNeverHasChildren
+
+    def mimeTypes(self) -> list[str]:
+        return ["text/uri-list", "text/plain"]
+
+    def mimeData(self, indexes) -> QMimeData:
+        """The photos dragged out of the grid, as files (a file manager copies them)."""
+        rows = {i.row() for i in indexes if i.isValid()}
+        paths = [r.path for n, r in enumerate(self._rows) if n in rows and isinstance(r, PhotoRow)]
+        return paths_mime(paths)
 
     def data(
         self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole

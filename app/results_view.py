@@ -312,7 +312,9 @@ class ResultsView(QListView):
         self.verticalScrollBar().setSingleStep(24)
         self.setMouseTracking(True)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.setDragEnabled(False)
+        self.setDragEnabled(True)  # photos drag out as files
+        self.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
+        self.setDefaultDropAction(Qt.DropAction.CopyAction)
         self.setAccessibleName("Search results")
         self.doubleClicked.connect(self._on_activated)
         self._update_header_width()

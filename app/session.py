@@ -148,6 +148,7 @@ class LibrarySession(QObject):
     tags_read = Signal(object)  # core.library.PhotoTags
     download_progress = Signal(object)  # core.models.DownloadProgress, at most every DOWNLOAD_REPORT_S
     tags_failed = Signal(str)
+    tags_changed = Signal(object)  # photo ids given tags together
 
     def __init__(
         self,
@@ -259,6 +260,17 @@ class LibrarySession(QObject):
         worker.returned.connect(self.tags_read)
         worker.errored.connect(lambda exc: self.tags_failed.emit(user_message(exc, "changing the tags")))
         self._read_pool.start(worker)
+
+    def tag_photos(self, photo_ids: Sequence[int], tags: Sequence[str]) -> Worker | None:
+        """Give several photos the same tags, in a worker; ``tags_changed`` says which photos."""
+        if self._closed or not photo_ids or not tags:
+            return None
+        ids = [int(i) for i in photo_ids]
+        worker = Worker(self.library.tags.add, ids, tuple(tags))
+        worker.returned.connect(lambda _result, ids=ids: self.tags_changed.emit(ids))
+        worker.errored.connect(lambda exc: self.tags_failed.emit(user_message(exc, "tagging the photos")))
+        self._read_pool.start(worker)
+        return worker
 
     def _change_tags(self, photo_id: int, add: tuple[str, ...], remove: tuple[str, ...]) -> Any:
         if add:
