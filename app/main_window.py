@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMainWindow,
+    QSlider,
     QSplitter,
     QStackedWidget,
     QToolButton,
@@ -46,7 +47,7 @@ from app.model_panel import ModelBox
 from app.photo_actions import PhotoActions
 from app.profile_switcher import ProfileSwitcher
 from app.results_model import PhotoRow, ResultsModel, format_score, rows_from_hits
-from app.results_view import ResultsView
+from app.results_view import THUMB_SIDES, ResultsView
 from app.search_bar import SearchBar, is_image_path, local_paths
 from app.session import RESULTS_PAGE, LibrarySession, SearchRequest
 from app.throttle import Throttle
@@ -229,6 +230,15 @@ class MainWindow(QMainWindow):
         """The library's count and model in the status bar, re-read every few seconds while indexing."""
         self.status_label = QLabel()
         self.statusBar().addPermanentWidget(self.status_label)
+        self.size_slider = QSlider(Qt.Orientation.Horizontal)
+        self.size_slider.setRange(0, len(THUMB_SIDES) - 1)
+        self.size_slider.setPageStep(1)
+        self.size_slider.setFixedWidth(90)
+        self.size_slider.setToolTip("Thumbnail size")
+        self.size_slider.setAccessibleName("Thumbnail size")
+        self.size_slider.setValue(THUMB_SIDES.index(self.results_view.thumb_side))
+        self.size_slider.valueChanged.connect(lambda i: self.results_view.set_thumb_side(THUMB_SIDES[i]))
+        self.statusBar().addPermanentWidget(self.size_slider)
         self._status_timer = QTimer(self)
         self._status_timer.setInterval(STATUS_REFRESH_MS)
         self._status_timer.timeout.connect(self.refresh_library)
@@ -910,6 +920,9 @@ class MainWindow(QMainWindow):
                 splitter.restoreState(QByteArray(value))
         self.inspector_action.setChecked(_as_bool(s.value("view/inspector", True), default=True))
         self.details_action.setChecked(_as_bool(s.value("view/details", False), default=False))
+        side = s.value("view/thumb_side", self.results_view.thumb_side)
+        if isinstance(side, int | str) and str(side).isdigit() and int(side) in THUMB_SIDES:
+            self.size_slider.setValue(THUMB_SIDES.index(int(side)))
 
     def save_state(self) -> None:
         s = self.settings
@@ -919,6 +932,7 @@ class MainWindow(QMainWindow):
             s.setValue(f"window/{splitter.objectName()}", splitter.saveState())
         s.setValue("view/inspector", self.inspector_action.isChecked())
         s.setValue("view/details", self.details_action.isChecked())
+        s.setValue("view/thumb_side", self.results_view.thumb_side)
         s.sync()
 
     def closeEvent(self, event: QCloseEvent) -> None:

@@ -70,7 +70,7 @@ logger = logging.getLogger(__name__)
 CELL_PADDING = 6
 SPACING = 6
 HEADER_HEIGHT = 40
-THUMB_BOX_HEIGHT = THUMB_SIDE * 4 // 5  # landscape photos fill it; portrait ones are centred in it
+THUMB_SIDES = (96, 128, 160, 224, 320)  # thumbnail sizes the size slider steps through
 CAPTION_CACHE = 4000  # captions (score text, elided name) kept ready for painting
 
 # Painting runs for every visible cell: flags, enum values and their combinations are looked up
@@ -98,6 +98,7 @@ class ResultsDelegate(QStyledItemDelegate):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.header_width = 600
+        self.thumb_side = THUMB_SIDE  # the thumbnails' box width (the size slider changes it)
         self._metrics: dict[str, QFontMetrics] = {}  # by font key
         self._last: tuple[QFont, str, QFontMetrics] | None = None  # the font asked for last
         self._captions: dict[tuple[str, float, str], tuple[QStaticText, int, QStaticText]] = {}
@@ -119,9 +120,18 @@ class ResultsDelegate(QStyledItemDelegate):
         self._last = (QFont(font), key, fm)
         return key, fm
 
+    @property
+    def thumb_box_height(self) -> int:
+        return self.thumb_side * 4 // 5  # landscape photos fill it; portrait ones are centred in it
+
+    def set_thumb_side(self, side: int) -> None:
+        self.thumb_side = int(side)
+        self._sizes = None
+        self._captions.clear()
+
     def cell_size(self, option: QStyleOptionViewItem) -> QSize:
         line = self._fm(option.font)[1].height()
-        return QSize(THUMB_SIDE + 2 * CELL_PADDING, THUMB_BOX_HEIGHT + 2 * CELL_PADDING + line + 4)
+        return QSize(self.thumb_side + 2 * CELL_PADDING, self.thumb_box_height + 2 * CELL_PADDING + line + 4)
 
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
         # Asked for every row laid out and every cell painted (the view places a cell by its size).
@@ -237,13 +247,14 @@ class ResultsDelegate(QStyledItemDelegate):
             painter.drawRoundedRect(cell.adjusted(1, 1, -1, -1), 6, 6)
 
         left, top = rect.left() + CELL_PADDING, rect.top() + CELL_PADDING
-        thumb_box = QRect(left, top, THUMB_SIDE, THUMB_BOX_HEIGHT)
+        side, box_height = self.thumb_side, self.thumb_box_height
+        thumb_box = QRect(left, top, side, box_height)
         pix, error = model.thumbnail(row)
         if pix is not None and not pix.isNull():
-            size = pix.size().scaled(THUMB_SIDE, THUMB_BOX_HEIGHT, _KEEP_ASPECT)
+            size = pix.size().scaled(side, box_height, _KEEP_ASPECT)
             w, h = size.width(), size.height()
             # Centred across, resting on the box's bottom: captions sit right under the picture.
-            target = QRect(left + (THUMB_SIDE - w) // 2, top + THUMB_BOX_HEIGHT - h, w, h)
+            target = QRect(left + (side - w) // 2, top + box_height - h, w, h)
             painter.setRenderHint(_SMOOTH_PIXMAPS, True)
             painter.drawPixmap(target, pix)
         else:
@@ -260,12 +271,12 @@ class ResultsDelegate(QStyledItemDelegate):
 
         # Caption: a tier-coloured dot, the score, the file name (elided).
         font = option.font
-        line_top = top + THUMB_BOX_HEIGHT + 3  # 4 px under the box (whose bottom row is the last inside)
+        line_top = top + box_height + 3  # 4 px under the box (whose bottom row is the last inside)
         line_height = self._fm(font)[1].height()
         painter.setPen(_NO_PEN)
         painter.setBrush(self._tier_color(model.level_of(row.tier)))
         painter.drawEllipse(QRectF(left, line_top + (line_height - 1) // 2 - 4, 8, 8))
-        score_text, name_left, name = self._caption(font, row, THUMB_SIDE)
+        score_text, name_left, name = self._caption(font, row, side)
         painter.setFont(font)
         painter.setPen(pal.color(_TEXT))
         painter.drawStaticText(left + 12, line_top, score_text)
@@ -323,9 +334,32 @@ class ResultsView(QListView):
         super().setModel(model)
         if isinstance(model, ResultsModel):
             # Sharp thumbnails on high-density screens: ask for them in device pixels.
-            model.thumb_pixels = max(THUMB_SIDE, round(THUMB_SIDE * self.devicePixelRatioF()))
+            model.thumb_pixels = self._thumb_pixels()
         if model is not None:
             self.selectionModel().currentChanged.connect(self._on_current_changed)
+
+    def _thumb_pixels(self) -> int:
+        side = self._delegate.thumb_side
+        return max(side, round(side * self.devicePixelRatioF()))  # sharp on high-density screens
+
+    @property
+    def thumb_side(self) -> int:
+        return self._delegate.thumb_side
+
+    def set_thumb_side(self, side: int) -> None:
+        """Show thumbnails ``side`` pixels wide (one of :data:`THUMB_SIDES` or anything between)."""
+        side = min(max(int(side), THUMB_SIDES[0]), THUMB_SIDES[-1])
+        if side == self._delegate.thumb_side:
+            return
+        self._delegate.set_thumb_side(side)
+        model = self.model()
+        if isinstance(model, ResultsModel):
+            model.thumb_pixels = self._thumb_pixels()
+        current = self.currentIndex()
+        self.scheduleDelayedItemsLayout()
+        self.viewport().update()
+        if current.isValid():
+            self.scrollTo(current)
 
     def current_photo_id(self) -> int | None:
         idx = self.currentIndex()

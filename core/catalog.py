@@ -357,6 +357,36 @@ def _folder(row: Sequence[Any]) -> Folder:
 # ---------------------------------------------------------------------------------------- catalog
 
 
+# The day a photo was taken: its EXIF date, else its file's modification date (local time).
+_DAY = "COALESCE(substr(p.taken_at, 1, 10), date(p.mtime_ns / 1000000000, 'unixepoch', 'localtime'))"
+
+
+class BrowsedPhoto(NamedTuple):
+    photo_id: int
+    path: str
+    day: str  # YYYY-MM-DD: taken, else the file's date
+    folder: str
+
+
+def _photo_filter_sql(
+    folder_ids: Iterable[int] | None, taken_from: str | None, taken_to: str | None
+) -> tuple[str, list[Any]]:
+    """A WHERE clause on ``photos p`` (empty when nothing is filtered) and its parameters."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if folder_ids is not None:
+        folder_list = [int(f) for f in folder_ids]
+        clauses.append(f"p.folder_id IN ({','.join('?' * len(folder_list))})" if folder_list else "0")
+        params.extend(folder_list)
+    if taken_from is not None:
+        clauses.append(f"{_DAY} >= ?")
+        params.append(taken_from)
+    if taken_to is not None:
+        clauses.append(f"{_DAY} <= ?")
+        params.append(taken_to)
+    return (f" WHERE {' AND '.join(clauses)}" if clauses else ""), params
+
+
 class Catalog:
     """The SQLite catalog of a library.
 
@@ -901,23 +931,31 @@ class Catalog:
         """Sorted ids of the photos in ``folder_ids`` (None: any) taken from ``taken_from`` to
         ``taken_to`` (ISO dates, inclusive; None: open). A photo without an EXIF date counts by
         its file's modification date (local time)."""
-        clauses, params = [], []
-        if folder_ids is not None:
-            folder_list = [int(f) for f in folder_ids]
-            if not folder_list:
-                return []
-            clauses.append(f"folder_id IN ({','.join('?' * len(folder_list))})")
-            params.extend(folder_list)
-        day = "COALESCE(substr(taken_at, 1, 10), date(mtime_ns / 1000000000, 'unixepoch', 'localtime'))"
-        if taken_from is not None:
-            clauses.append(f"{day} >= ?")
-            params.append(taken_from)
-        if taken_to is not None:
-            clauses.append(f"{day} <= ?")
-            params.append(taken_to)
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self.connection().execute(f"SELECT id FROM photos{where} ORDER BY id", params)
+        where, params = _photo_filter_sql(folder_ids, taken_from, taken_to)
+        rows = self.connection().execute(f"SELECT id FROM photos p{where} ORDER BY id", params)
         return [r[0] for r in rows]
+
+    def browse(
+        self,
+        order: Literal["date", "folder"] = "date",
+        folder_ids: Iterable[int] | None = None,
+        taken_from: str | None = None,
+        taken_to: str | None = None,
+        offset: int = 0,
+        limit: int = 200,
+    ) -> tuple[list[BrowsedPhoto], int]:
+        """A page of the photos (filtered as :meth:`photo_ids_where`), newest first or by folder
+        and name, and how many there are in all."""
+        where, params = _photo_filter_sql(folder_ids, taken_from, taken_to)
+        sort = f"{_DAY} DESC, p.taken_at DESC, p.path" if order == "date" else "f.path, p.path"
+        conn = self.connection()
+        total = conn.execute(f"SELECT count(*) FROM photos p{where}", params).fetchone()[0]
+        rows = conn.execute(
+            f"SELECT p.id, p.path, {_DAY}, f.path FROM photos p JOIN folders f ON f.id = p.folder_id"
+            f"{where} ORDER BY {sort} LIMIT ? OFFSET ?",
+            [*params, int(limit), int(offset)],
+        )
+        return [BrowsedPhoto(*r) for r in rows], int(total)
 
     def photos_without_vectors(self, model_id: int) -> int:
         """How many photos have no vector of the model ``model_id`` (by content)."""

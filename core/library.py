@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .catalog import Catalog, Failure, Folder
+from .catalog import BrowsedPhoto, Catalog, Failure, Folder
 from .errors import LibraryError, ProfileError, QueryError
 from .grading import MatchGate
 from .indexer import Indexer, IndexProgress, IndexReport
@@ -450,7 +450,7 @@ class Library:
             )
         allowed = None
         if where is not None and not where.is_empty:
-            folder_ids = [self.folder_set.find(f).id for f in where.folders] if where.folders else None
+            folder_ids = self._folder_ids(where)
             allowed = np.asarray(
                 self.catalog.photo_ids_where(folder_ids, where.taken_from, where.taken_to), np.int64
             )
@@ -465,6 +465,31 @@ class Library:
             if h.photo_id in photos  # removed meanwhile
         ]
         return replace(result, hits=hits, model=str(state.embedder.identity))
+
+    def _folder_ids(self, where: PhotoFilter) -> list[int] | None:
+        """The catalog ids of a filter's folders (None: every folder). Raises FolderError."""
+        return [self.folder_set.find(f).id for f in where.folders] if where.folders else None
+
+    def browse(
+        self,
+        order: str = "date",
+        where: PhotoFilter | None = None,
+        offset: int = 0,
+        limit: int = 200,
+    ) -> tuple[list[BrowsedPhoto], int]:
+        """The library's photos without a query: newest first (``order="date"``; the EXIF date,
+        else the file's) or by folder and name (``"folder"``), filtered by ``where``. Returns a
+        page of ``limit`` photos from ``offset`` and how many there are in all (no model is loaded).
+
+        Raises:
+            QueryError: an unknown order. FolderError: a filter's folder is not a library folder.
+        """
+        if order not in ("date", "folder"):
+            raise QueryError(f"Photos can be listed by date or by folder, not by {order!r}.")
+        where = where or PhotoFilter()
+        return self.catalog.browse(
+            order, self._folder_ids(where), where.taken_from, where.taken_to, offset, limit
+        )
 
     def searcher(self) -> Searcher:
         """The searcher answering queries now (the serving model's), e.g. to tune its settings."""

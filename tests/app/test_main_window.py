@@ -685,3 +685,20 @@ def test_filters_like_with_words_and_not_like(window, photos, qtbot):
     qtbot.waitUntil(lambda: window._result is not None and bool(window._result.hits))
     assert photo not in {h.photo_id for h in window._result.hits}
     assert "not like" in window.results_summary.text()
+
+
+def test_the_size_slider_resizes_thumbnails_and_is_remembered(window, photos, qtbot):
+    from app.results_view import THUMB_SIDES
+
+    _index_folder(qtbot, window, photos)
+    _search_typed(qtbot, window, "red car")
+    view, model = window.results_view, window.results_model
+    first = model.index(model.photo_rows()[0])
+    before = view.visualRect(first).width()
+    window.size_slider.setValue(len(THUMB_SIDES) - 1)
+    assert view.thumb_side == THUMB_SIDES[-1] and model.thumb_pixels >= THUMB_SIDES[-1]
+    qtbot.waitUntil(lambda: view.visualRect(first).width() > before + 100)
+    window.size_slider.setValue(0)
+    qtbot.waitUntil(lambda: view.visualRect(first).width() < before)
+    window.save_state()
+    assert int(window.settings.value("view/thumb_side")) == THUMB_SIDES[0]

@@ -586,3 +586,38 @@ def test_not_like_this_needs_something_to_look_for(lib, photos):
         lib.search(like_photo_id=photo, example_weight=NOT_LIKE_WEIGHT)
     result = lib.search("a photo", like_photo_id=photo, example_weight=NOT_LIKE_WEIGHT, k=5)
     assert photo not in {h.photo_id for h in result.hits} and len(result.hits) == 5
+
+
+def test_browse_lists_photos_newest_first_or_by_folder_without_a_query(lib, tmp_path):
+    import datetime as dt
+
+    from core.query import PhotoFilter
+
+    trips, home = tmp_path / "trips", tmp_path / "home"
+    days = {}
+    for i in range(4):
+        for folder, name in ((trips, f"t{i}.jpg"), (home, f"h{i}.jpg")):
+            write_jpeg(folder / name, (64, 48), seed=len(days))
+            when = dt.datetime(2020 + len(days) % 5, 1 + len(days), 3, 12)
+            os.utime(folder / name, (when.timestamp(), when.timestamp()))
+            days[name] = when.date().isoformat()
+    lib.add_folder(trips)
+    lib.add_folder(home)
+    photos, total = lib.browse()  # nothing is catalogued before the folders are read
+    assert total == 0 and photos == []
+    lib.index()
+    photos, total = lib.browse(limit=5)
+    assert total == 8 and len(photos) == 5
+    newest_first = sorted(days.values(), reverse=True)
+    assert [p.day for p in photos] == newest_first[:5]
+    rest, _ = lib.browse(offset=5, limit=5)
+    assert [p.day for p in rest] == newest_first[5:]
+    by_folder, _ = lib.browse(order="folder", limit=20)
+    assert [Path(p.path).name for p in by_folder] == [f"h{i}.jpg" for i in range(4)] + [
+        f"t{i}.jpg" for i in range(4)
+    ]
+    assert by_folder[0].folder == str(home.resolve())
+    only_trips, n = lib.browse(where=PhotoFilter(folders=(str(trips),)))
+    assert n == 4 and {Path(p.path).parent for p in only_trips} == {trips.resolve()}
+    with pytest.raises(QueryError, match="by date or by folder"):
+        lib.browse(order="size")
