@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
 
 from app.app_settings import QueryHistory
 from app.banner import Banner, BannerKind
+from app.browse_mode import BrowseMode
 from app.details_pane import DetailsPane, PhotoDetails
 from app.filter_bar import FilterBar
 from app.library_panel import LibraryPanel, progress_text, report_text
@@ -189,6 +190,9 @@ class MainWindow(QMainWindow):
         self.filter_button.setCheckable(True)
         self.filter_button.setToolTip("Only photos of one folder or taken between two days (Ctrl+Shift+F)")
         top.addWidget(self.filter_button)
+        self.browse = BrowseMode(self, self.settings)
+        top.addWidget(self.browse.button)
+        top.addWidget(self.browse.sort_combo)
         layout.addLayout(top)
         self.filter_bar = FilterBar()
         self.filter_bar.hide()
@@ -288,6 +292,7 @@ class MainWindow(QMainWindow):
         self.filter_action.toggled.connect(self._set_filters_visible)
         self.filter_button.toggled.connect(self.filter_action.setChecked)
         view_menu.addAction(self.filter_action)
+        view_menu.addAction(self.browse.action)
 
         self._build_help_menu()
 
@@ -483,6 +488,8 @@ class MainWindow(QMainWindow):
             self._try_example_query()
         elif self.current_request_is_active():
             self._research()
+        else:
+            self.browse.refresh()  # the photos just indexed
 
     def _try_example_query(self) -> None:
         """After the demo is ready, show what a search looks like with one of its example queries."""
@@ -637,6 +644,8 @@ class MainWindow(QMainWindow):
             return
         self._result = result
         self.last_request = request
+        self.browse.leave()
+        self.tier_plot.setVisible(self.inspector_action.isChecked())
         self.thumbnails.forget_pending()
         tiers = list(result.tiers)
         rows = rows_from_hits(result.hits)
@@ -693,6 +702,8 @@ class MainWindow(QMainWindow):
         self.results_summary.clear()
         self.details.show_details(None)
         self._update_page()
+        if not self._closing:
+            self.browse.refresh()  # nothing searched: the photos, when browsing
 
     def _update_summary(self) -> None:
         result = self._result
@@ -769,6 +780,8 @@ class MainWindow(QMainWindow):
     def _on_photo_filter_changed(self, _where: object) -> None:
         if self.current_request_is_active():
             self._research()
+        else:
+            self.browse.refresh()
 
     def show_shortcuts(self) -> QDialog:
         from app.help_dialogs import ShortcutsDialog
@@ -933,6 +946,7 @@ class MainWindow(QMainWindow):
         s.setValue("view/inspector", self.inspector_action.isChecked())
         s.setValue("view/details", self.details_action.isChecked())
         s.setValue("view/thumb_side", self.results_view.thumb_side)
+        self.browse.save()
         s.sync()
 
     def closeEvent(self, event: QCloseEvent) -> None:

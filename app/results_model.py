@@ -25,7 +25,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import Any, Protocol
 
@@ -100,6 +100,7 @@ class PhotoRow:
     score: float
     z: float
     tier: int
+    note: str = ""  # shown instead of the score (browsing: the day it was taken)
 
 
 Row = HeaderRow | PhotoRow
@@ -189,6 +190,26 @@ class ResultsModel(QAbstractListModel):
 
     def clear(self) -> None:
         self.set_results([], [], False)
+
+    def set_browse(self, groups: Sequence[tuple[str, Sequence[PhotoRow]]]) -> None:
+        """Show photos without a query: each group (a month, a folder) under a header, in the order
+        given (rows keep their order; their ``tier`` is set to their group's)."""
+        self.beginResetModel()
+        self._tiers = [
+            HeaderRow(rank, label, len(rows), math.nan, math.nan, 3)
+            for rank, (label, rows) in enumerate(groups, 1)
+        ]
+        self._tier_labels = {t.rank: t.label for t in self._tiers}
+        self._tier_levels = {t.rank: t.level for t in self._tiers}
+        self._hits = [replace(r, tier=rank) for rank, (_, rows) in enumerate(groups, 1) for r in rows]
+        self._more = []
+        self._more_available = False
+        self._fetching = False
+        self._long_tail = False
+        self._tier_filter = None
+        self._rebuild_rows()
+        self.endResetModel()
+        self.filter_changed.emit(None)
 
     # ------------------------------------------------------------------ more results
 

@@ -17,6 +17,7 @@ the pass take it without waiting.
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 from PySide6.QtCore import (
@@ -101,7 +102,7 @@ class ResultsDelegate(QStyledItemDelegate):
         self.thumb_side = THUMB_SIDE  # the thumbnails' box width (the size slider changes it)
         self._metrics: dict[str, QFontMetrics] = {}  # by font key
         self._last: tuple[QFont, str, QFontMetrics] | None = None  # the font asked for last
-        self._captions: dict[tuple[str, float, str], tuple[QStaticText, int, QStaticText]] = {}
+        self._captions: dict[tuple[str, float, str, str], tuple[QStaticText, int, QStaticText]] = {}
         self._tier_colors: dict[int, QColor] = {}
         self._title_fonts: dict[str, tuple[QFont, QFontMetrics]] = {}  # headers' titles, by font key
         # (font, header width, header size, cell size) for the font asked for last
@@ -158,12 +159,12 @@ class ResultsDelegate(QStyledItemDelegate):
         """(score text, where the name starts, the name elided to fit): the same at every repaint,
         laid out once (static texts keep their glyph layout between paints)."""
         key, fm = self._fm(font)
-        cache_key = (row.path, row.score, key)
+        cache_key = (row.path, row.score, key, row.note)
         caption = self._captions.get(cache_key)
         if caption is None:
             if len(self._captions) >= CAPTION_CACHE:
                 self._captions.clear()
-            score_text = format_score(row.score)
+            score_text = row.note or format_score(row.score)
             name_left = 12 + fm.horizontalAdvance(score_text) + 8
             name = fm.elidedText(os.path.basename(row.path), Qt.TextElideMode.ElideMiddle, width - name_left)
             caption = self._captions[cache_key] = (_static_text(score_text), name_left, _static_text(name))
@@ -218,7 +219,8 @@ class ResultsDelegate(QStyledItemDelegate):
         painter.setFont(option.font)
         where = ", not graded into the tiers above" if row.rank == MORE_RANK else ""
         photos = f"{count} photo{'s' if count != 1 else ''}{where}"
-        detail = f"{photos} · scores {format_score(hi)} – {format_score(lo)}"
+        graded = math.isfinite(lo) and math.isfinite(hi)  # browsing: groups of photos, not tiers
+        detail = f"{photos} · scores {format_score(hi)} – {format_score(lo)}" if graded else photos
         detail_rect = text_rect.adjusted(fm.horizontalAdvance(title) + 14, 0, 0, 0)
         painter.setPen(pal.color(active, QPalette.ColorRole.PlaceholderText))
         painter.drawText(detail_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, detail)

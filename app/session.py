@@ -53,6 +53,7 @@ SHUTDOWN_TIMEOUT_MS = 60_000  # closing waits at most this long, in all, for the
 
 DOWNLOAD_REPORT_S = 0.2  # a weights download reports its progress to the window this often at most
 RESULTS_PAGE = 60  # results a search asks for at first, and how many more each time the grid asks
+BROWSE_LIMIT = 3000  # photos shown without a query (Filters narrow a larger library)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,16 @@ class SearchRequest:
 
     def is_empty(self) -> bool:
         return not self.text.strip() and self.image is None and self.like_photo_id is None
+
+
+@dataclass(frozen=True)
+class BrowseRequest:
+    """The library's photos without a query: ``order`` "date" (newest first) or "folder"."""
+
+    order: str = "date"
+    where: Any = None  # a core.query.PhotoFilter, or None
+    limit: int = BROWSE_LIMIT
+    seq: int = 0
 
 
 @dataclass(frozen=True)
@@ -136,6 +147,8 @@ class LibrarySession(QObject):
     search_started = Signal(object)  # SearchRequest
     search_finished = Signal(object, object)  # SearchRequest, SearchResult
     search_failed = Signal(object, str)  # SearchRequest, message
+    browse_finished = Signal(object, object)  # BrowseRequest, (photos, total)
+    browse_failed = Signal(str)
     index_started = Signal()
     index_progress = Signal(object)  # IndexProgress or StepProgress
     index_finished = Signal(object)  # IndexReport, or None when cancelled
@@ -260,6 +273,17 @@ class LibrarySession(QObject):
         worker.returned.connect(self.tags_read)
         worker.errored.connect(lambda exc: self.tags_failed.emit(user_message(exc, "changing the tags")))
         self._read_pool.start(worker)
+
+    def browse(self, request: BrowseRequest) -> Worker | None:
+        """List photos without a query, in a worker; ``browse_finished`` delivers a page of them and
+        how many there are (no model is needed)."""
+        if self._closed:
+            return None
+        worker = Worker(self.library.browse, request.order, request.where, 0, request.limit)
+        worker.returned.connect(lambda page, r=request: self.browse_finished.emit(r, page))
+        worker.errored.connect(lambda exc: self.browse_failed.emit(user_message(exc, "listing the photos")))
+        self._read_pool.start(worker)
+        return worker
 
     def tag_photos(self, photo_ids: Sequence[int], tags: Sequence[str]) -> Worker | None:
         """Give several photos the same tags, in a worker; ``tags_changed`` says which photos."""
