@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 logger = logging.getLogger("compare_losses")
 
 LOSSES = ("triplet", "infonce", "ladder2", "ladder3", "adaptive")
+COLLAPSED_R1 = 0.2  # a whole run whose t2i R@1 never passes this learned nothing to compare
 COLUMNS = (
     ("t2i R@1", "test/t2i_R@1"),
     ("t2i R@5", "test/t2i_R@5"),
@@ -230,13 +231,20 @@ def run_whole(args, losses: list[str], out: Path) -> int:
     for runs in records.values():
         runs.sort(key=lambda r: r["seed"])
     reached = [max(p["test/t2i_R@1"] for p in r["curve"]) for runs in records.values() for r in runs]
-    target = args.match_r1 if args.match_r1 is not None else min(reached)
+    healthy = [r for r in reached if r >= COLLAPSED_R1] or reached
+    target = args.match_r1 if args.match_r1 is not None else min(healthy)
+    collapsed = {
+        loss: sum(max(p["test/t2i_R@1"] for p in r["curve"]) < COLLAPSED_R1 for r in runs)
+        for loss, runs in records.items()
+    }
     md = whole_table(records, target, args.val_scenes)
     protocol = (
         f"Whole runs from random weights: {args.steps} steps each (batch {args.batch_size}, peak lr "
         f"{args.lr:g}, 3% warm-up then cosine, counterfactual twins), validated every {args.eval_every} "
         f"steps, {args.seeds} seeds; test pool of {args.val_scenes} held-out-seed scenes with full "
-        f"captions, held-out pool of {args.heldout_scenes} scenes. Matched R@1 = {target:.3f}. "
+        f"captions, held-out pool of {args.heldout_scenes} scenes. Matched R@1 = {target:.3f}, the "
+        f"highest every run reached, leaving out collapsed runs (R@1 never above {COLLAPSED_R1}: "
+        f"{', '.join(f'{k} {v} of {len(records[k])}' for k, v in collapsed.items() if v) or 'none'}). "
         f"Total {time.monotonic() - started:.0f} s with {args.jobs} job(s)."
     )
     (out.parent / f"{out.name}.md").write_text(f"{protocol}\n\n{md}\n")
