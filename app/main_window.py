@@ -43,6 +43,7 @@ from app.banner import Banner, BannerKind
 from app.browse_mode import BrowseMode
 from app.details_pane import DetailsPane, PhotoDetails
 from app.filter_bar import FilterBar
+from app.indexing_view import IndexingView
 from app.library_panel import LibraryPanel, progress_text, report_text
 from app.model_panel import ModelBox
 from app.photo_actions import PhotoActions
@@ -144,6 +145,8 @@ class MainWindow(QMainWindow):
         self.grid_stack = QStackedWidget()
         self.grid_stack.addWidget(self.empty_label)
         self.grid_stack.addWidget(self.results_view)
+        self.indexing_view = IndexingView(self.thumbnails)  # while a library is read, nothing searched
+        self.grid_stack.addWidget(self.indexing_view)
 
     def _build_splitters(self) -> None:
         """The tier inspector above the grid (left), the details pane beside them (right)."""
@@ -425,8 +428,9 @@ class MainWindow(QMainWindow):
         if self.results_model.rowCount() == 0:
             if indexed < 0:
                 text = "Opening the library…"
-            elif self.session.is_indexing and indexed == 0:
-                text = "Reading your photos… you can search as soon as the first ones are done."
+            elif self.session.is_indexing:
+                self.grid_stack.setCurrentWidget(self.indexing_view)  # stage, counts, photos just read
+                return
             elif indexed == 0:
                 text = "No photos yet: add a folder in the Library panel."
             elif self._result is not None:
@@ -471,12 +475,14 @@ class MainWindow(QMainWindow):
         self.rescan_action.setEnabled(False)
         self.demo_action.setEnabled(False)
         self.model_box.change_button.setEnabled(False)
+        self.indexing_view.reset()
         self._status_timer.start()
         self.refresh_library()
 
     def _on_index_progress(self, progress: Any) -> None:
         self.library_panel.progress.show_progress(progress)
         self.statusBar().showMessage(progress_text(progress))
+        self.indexing_view.show_progress(progress)
 
     def _on_index_finished(self, report: Any) -> None:
         text = report_text(report) if report is not None else "Indexing stopped; what was done is kept."
