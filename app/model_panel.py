@@ -1,92 +1,45 @@
-"""Which model is active, what it can do, and a dialog to switch to another one."""
+"""Which model is active, what it can do, and the way to another one: the model picker.
+
+With a session to follow, the panel also reports a switch's download and outcome to the open
+picker, and asks before the bundled starter model (which knows only the demo scenes) would read a
+folder of the user's own photos.
+"""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (
-    QDialog,
-    QDialogButtonBox,
-    QFileDialog,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QVBoxLayout, QWidget
+
+from app.model_picker import ModelPicker, same_spec, size_text
+from app.session import DEMO_FOLDER
+from app.workers import WorkerPool
+from core.model_catalog import DEFAULT_SPEC, find_entry, model_choices
 
 logger = logging.getLogger(__name__)
 
-SPEC_HELP = (
-    "<b>starter</b>: the small model bundled with LadderLens.<br>"
-    "<b>openclip:ARCH/TAG</b>: an open_clip model, e.g. <i>openclip:ViT-B-32-256/datacomp_s34b_b86k</i> "
-    "(downloaded once, then works offline).<br>"
-    "<b>file:PATH</b>: a checkpoint file (.safetensors), e.g. one fine-tuned on your own folders."
+STARTER_PROMPT_TITLE = "Choose a model for your photos"
+STARTER_PROMPT_TEXT = (
+    "LadderLens is using its bundled starter model. It knows only the demo's scene world (cars, "
+    "kites, boats… in eight colours) and will not find things in your own photos."
 )
 
 
-class ModelDialog(QDialog):
-    """Asks for a model spec: the starter model, an open_clip name, or a checkpoint file."""
-
-    def __init__(self, current_spec: str, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setWindowTitle("Change model")
-        self.spec_edit = QLineEdit(current_spec)
-        self.spec_edit.setPlaceholderText("starter · openclip:ARCH/TAG · file:PATH")
-        self.spec_edit.setMinimumWidth(420)
-        help_label = QLabel(SPEC_HELP)
-        help_label.setWordWrap(True)
-        help_label.setTextFormat(Qt.TextFormat.RichText)
-        note = QLabel(
-            "Photos are re-read with the new model in the background; until that is done, searches "
-            "keep using the current model."
-        )
-        note.setWordWrap(True)
-        self.starter_button = QPushButton("Use the starter model")
-        self.file_button = QPushButton("Choose a checkpoint file…")
-        self.starter_button.clicked.connect(lambda: self.spec_edit.setText("starter"))
-        self.file_button.clicked.connect(self._choose_file)
-        row = QHBoxLayout()
-        row.addWidget(self.starter_button)
-        row.addWidget(self.file_button)
-        row.addStretch(1)
-        self.buttons = QDialogButtonBox(
-            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
-        )
-        self.buttons.accepted.connect(self.accept)
-        self.buttons.rejected.connect(self.reject)
-        self.spec_edit.textChanged.connect(self._update_ok)
-        layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("Model:"))
-        layout.addWidget(self.spec_edit)
-        layout.addLayout(row)
-        layout.addWidget(help_label)
-        layout.addWidget(note)
-        layout.addWidget(self.buttons)
-        self._update_ok()
-
-    def spec(self) -> str:
-        return self.spec_edit.text().strip()
-
-    def _update_ok(self) -> None:
-        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(bool(self.spec()))
-
-    def _choose_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Choose a checkpoint", "", "Checkpoints (*.safetensors *.pt *.pth *.bin);;All files (*)"
-        )
-        if path:
-            self.spec_edit.setText(f"file:{path}")
-
-
 class ModelBox(QWidget):
-    """Shows the active model in plain words; "Change model…" asks for another one."""
+    """Shows the active model in plain words; "Change model…" opens the model picker.
+
+    Args:
+        session: the :class:`app.session.LibrarySession` whose model this is, or None. With it, a
+            switch's download progress and failure show in the open picker, and folders of the
+            user's own photos are held for a question while the starter model would read them.
+    """
 
     model_requested = Signal(str)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, session: Any = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.title = QLabel()
         self.title.setTextFormat(Qt.TextFormat.RichText)
@@ -111,7 +64,23 @@ class ModelBox(QWidget):
         row.addStretch(1)
         layout.addLayout(row)
         self._spec = ""
-        self.dialog: ModelDialog | None = None
+        self.dialog: ModelPicker | None = None
+        self.prompt: QMessageBox | None = None
+        self.session = session
+        self.speed_pool = WorkerPool(max_threads=1, parent=self, name="model speed")
+        self.held_folders: list[str] = []
+        self.keep_starter = False  # the user chose to read their folders with the starter anyway
+        if session is not None:
+            self._follow(session)
+
+    def _follow(self, session: Any) -> None:
+        session.download_progress.connect(self._on_download)
+        session.index_progress.connect(self._on_index_progress)
+        session.index_finished.connect(self._on_index_finished)
+        session.index_failed.connect(self._on_switch_failed)
+        session.model_failed.connect(self._on_switch_failed)
+        for signal in (session.index_started, session.index_failed, session.library_changed):
+            signal.connect(self._update_busy)
 
     def set_model(self, spec: str, description: str, is_starter: bool, profile: str | None = None) -> None:
         """Show the active model; ``profile`` names a fine-tune profile answering searches, if any."""
@@ -130,15 +99,127 @@ class ModelBox(QWidget):
     def spec(self) -> str:
         return self._spec
 
-    def open_dialog(self) -> ModelDialog:
-        """Open the (window-modal, non-blocking) dialog; its acceptance emits :attr:`model_requested`."""
-        dialog = ModelDialog(self._spec, self)
+    # ------------------------------------------------------------------ the picker
+
+    def open_dialog(self) -> ModelPicker:
+        """Open the (window-modal, non-blocking) model picker, or bring back the open one.
+
+        "Use this model" emits :attr:`model_requested`; with a session the picker stays open until
+        the new model is loaded or has failed.
+        """
+        if self.dialog is not None:
+            self.dialog.raise_()
+            return self.dialog
+        current = self._current_spec()
+        dialog = ModelPicker(
+            current, model_choices(), self, pool=self.speed_pool, wait_for_outcome=self.session is not None
+        )
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
-        dialog.accepted.connect(lambda: self.model_requested.emit(dialog.spec()))
-        dialog.finished.connect(lambda _r: setattr(self, "dialog", None))
+        dialog.use_requested.connect(self.model_requested)
+        dialog.finished.connect(self._on_dialog_finished)
         self.dialog = dialog
+        self._update_busy()
         dialog.open()
         return dialog
+
+    def _current_spec(self) -> str:
+        if self.session is not None:
+            return str(self.session.model_spec)
+        return self._spec
+
+    def _on_dialog_finished(self, _result: int) -> None:
+        self.dialog = None
+        self._release_folders()
+
+    def _update_busy(self, *_args: Any) -> None:
+        if self.dialog is not None and self.session is not None:
+            self.dialog.set_busy(bool(self.session.is_indexing) and self.dialog.awaiting is None)
+
+    def _on_download(self, progress: Any) -> None:
+        if self.dialog is not None:
+            self.dialog.show_download(progress)
+
+    def _on_index_progress(self, record: Any) -> None:
+        # The first record after the "model" step means the new model is loaded.
+        if self.dialog is not None and getattr(record, "phase", None) != "model":
+            self.dialog.model_loaded()
+
+    def _on_index_finished(self, _report: Any) -> None:
+        if self.dialog is not None:
+            self.dialog.model_loaded()
+        self._update_busy()
+
+    def _on_switch_failed(self, message: str) -> None:
+        if self.dialog is not None:
+            self.dialog.show_failure(message)
+
+    # ------------------------------------------------------------------ the starter and the user's own photos
+
+    def hold_folder(self, path: str) -> bool:
+        """Before ``path`` is added: when the bundled starter model would read it and it is not the
+        demo library, hold it and ask whether to choose a model for real photos first.
+
+        True when the folder is held; it is added through the session once the question (and the
+        picker, if chosen) is answered: after the picker closes, whatever model is then in use reads
+        it; "Keep the starter model" adds it at once; Cancel drops it.
+        """
+        if self.session is None or self.keep_starter or not self._starter_reads(path):
+            return False
+        self.held_folders.append(path)
+        if self.prompt is None and self.dialog is None:
+            self._ask_about_starter()
+        return True
+
+    def _starter_reads(self, path: str) -> bool:
+        if not same_spec(str(self.session.model_spec), "starter") or not self.pending.isHidden():
+            return False  # another model answers, or a switch is under way
+        demo = Path(self.session.root) / DEMO_FOLDER
+        try:
+            return not Path(path).resolve().is_relative_to(demo.resolve())
+        except OSError:
+            return True
+
+    def _ask_about_starter(self) -> None:
+        default = find_entry(DEFAULT_SPEC)
+        size = f" ({size_text(default)}, downloaded once)" if default else ""
+        prompt = QMessageBox(
+            QMessageBox.Icon.Question, STARTER_PROMPT_TITLE, STARTER_PROMPT_TEXT, parent=self
+        )
+        prompt.setInformativeText(
+            f"Choose a model made for real photos first? {default.name if default else 'ViT-B/32'} is "
+            f"recommended{size}. Your folder is added either way."
+        )
+        self.prompt_choose = prompt.addButton("Choose a model…", QMessageBox.ButtonRole.AcceptRole)
+        self.prompt_keep = prompt.addButton("Keep the starter model", QMessageBox.ButtonRole.DestructiveRole)
+        prompt.addButton(QMessageBox.StandardButton.Cancel)
+        prompt.setDefaultButton(self.prompt_choose)
+        prompt.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
+        prompt.finished.connect(lambda _r: self._on_prompt_answered(prompt.clickedButton()))
+        self.prompt = prompt
+        prompt.open()
+
+    def _on_prompt_answered(self, button: Any) -> None:
+        self.prompt = None
+        if button is self.prompt_choose:
+            picker = self.open_dialog()
+            picker.set_context(
+                "Pick a model for your photos. Your folder is added when this window closes, and "
+                "read by the model in use then."
+            )
+            picker.select(DEFAULT_SPEC)
+            return
+        if button is self.prompt_keep:
+            self.keep_starter = True
+            self._release_folders()
+            return
+        self.held_folders.clear()
+
+    def _release_folders(self) -> None:
+        held, self.held_folders = self.held_folders, []
+        if self.session is None or self.session.is_closed:
+            return
+        for path in held:
+            self.session.add_folder(path)
 
 
 def _escape(text: str) -> str:
