@@ -208,7 +208,7 @@ class MainWindow(QMainWindow):
     def _build_library_dock(self) -> None:
         """The library panel, and under it the model with the profile switcher, in a dock."""
         self.library_panel = LibraryPanel()
-        self.model_box = ModelBox()
+        self.model_box = ModelBox(self.session)
         dock_body = QWidget()
         dock_layout = QVBoxLayout(dock_body)
         dock_layout.setContentsMargins(8, 0, 8, 8)
@@ -346,6 +346,7 @@ class MainWindow(QMainWindow):
 
         self.welcome.add_folder_requested.connect(self.library_panel.choose_folder)
         self.welcome.demo_requested.connect(self.start_demo)
+        self.welcome.choose_model_requested.connect(self.model_box.open_dialog)
 
         lp = self.library_panel
         lp.folder_chosen.connect(self.add_folder)
@@ -444,6 +445,8 @@ class MainWindow(QMainWindow):
 
     def add_folder(self, path: str) -> None:
         self.message_banner.hide()
+        if self.model_box.hold_folder(path):
+            return  # the starter would read the user's own photos: asked which model first
         self.session.add_folder(path)
 
     def _remove_folder(self, path: str) -> None:
