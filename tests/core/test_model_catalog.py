@@ -192,3 +192,25 @@ def test_model_choices_combine_the_catalog_the_cache_and_the_speeds(tmp_path):
     assert by_spec[DEFAULT_SPEC].cached and by_spec[DEFAULT_SPEC].speed.images_per_second == 9.0
     assert not by_spec["openclip:ViT-L-14/datacomp_xl_s13b_b90k"].cached
     assert by_spec["openclip:ViT-L-14/datacomp_xl_s13b_b90k"].speed is None
+
+
+def test_listing_the_choices_loads_no_model_library(tmp_path):
+    """The picker lists the choices in the GUI thread: that must not import torch or open_clip."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(repo)!r})
+        from core.model_catalog import model_choices
+        assert len(model_choices({str(tmp_path / "hf")!r}, {str(tmp_path / "speeds.json")!r})) > 1
+        assert "torch" not in sys.modules, "torch was imported"
+        assert "open_clip" not in sys.modules, "open_clip was imported"
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
