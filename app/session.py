@@ -34,7 +34,7 @@ from PySide6.QtCore import QDeadlineTimer, QObject, Signal
 from app.errors_text import user_message
 from app.garbage_collection import collector_paused, freeze_heap
 from app.workers import Worker, WorkerPool
-from core.errors import ModelError
+from core.errors import FolderError, ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -504,6 +504,22 @@ class LibrarySession(QObject):
         worker.errored.connect(lambda exc: self.index_failed.emit(user_message(exc, "removing the folder")))
         worker.finished.connect(self.library_changed)
         self._index_pool.start(worker)
+
+    def folder_excludes(self) -> dict[str, tuple[str, ...]]:
+        """Each library folder's own exclude patterns (beyond the scanner's defaults), by path."""
+        return {folder.path: tuple(folder.excludes) for folder in self.library.catalog.folders()}
+
+    def set_folder_excludes(self, path: str | Path, patterns: Sequence[str]) -> None:
+        """Store a library folder's exclude patterns; the next indexing run of it skips them (and
+        forgets the photos they now hide, as if deleted).
+
+        Raises:
+            FolderError: ``path`` is not a library folder.
+        """
+        folder = self.library.catalog.folder_by_path(path)
+        if folder is None:
+            raise FolderError(f"{path} is not a library folder.")
+        self.library.catalog.set_folder_excludes(folder.id, list(patterns))
 
     def index(self, folders: Sequence[str] | None = None) -> None:
         """Index ``folders`` (None: all) in the background; queued when indexing already runs."""

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -47,19 +48,42 @@ CACHE_LIMIT_BYTES = 512 << 20  # thumbnails kept on disk; the least recently use
 _PRUNE_EVERY = 200  # thumbnails written between checks of the cache's size
 
 
-def prune_cache(cache: Path, limit_bytes: int = CACHE_LIMIT_BYTES) -> int:
-    """Delete the least recently used thumbnails until the cache holds at most ``limit_bytes``;
-    returns how many were deleted. (A thumbnail read from the cache is touched, so "used" means
-    shown, not only made.)"""
+# The names :func:`cache_key` gives thumbnails: only files named so are counted or deleted, so a
+# cache folder that holds other files (a photo folder chosen by mistake) loses none of them.
+_THUMBNAIL_NAME = re.compile(r"[0-9a-f]+-[0-9]+\.jpg")
+
+
+def is_thumbnail_name(name: str) -> bool:
+    """Whether a file name is one the cache gives its thumbnails."""
+    return _THUMBNAIL_NAME.fullmatch(name) is not None
+
+
+def _cache_entries(cache: Path) -> list[tuple[float, int, str]]:
+    """(modified time, size, path) of every thumbnail file in ``cache``; empty when it cannot be read."""
+    entries = []
     try:
-        entries = []
         with os.scandir(cache) as it:
             for entry in it:
-                if entry.is_file() and entry.name.endswith(".jpg"):
+                if is_thumbnail_name(entry.name) and entry.is_file():
                     st = entry.stat()
                     entries.append((st.st_mtime, st.st_size, entry.path))
     except OSError:
-        return 0
+        return []
+    return entries
+
+
+def cache_usage(cache: Path) -> tuple[int, int]:
+    """(thumbnail files, bytes) in ``cache``."""
+    entries = _cache_entries(cache)
+    return len(entries), sum(size for _, size, _ in entries)
+
+
+def prune_cache(cache: Path, limit_bytes: int = CACHE_LIMIT_BYTES) -> int:
+    """Delete the least recently used thumbnails until the cache holds at most ``limit_bytes``;
+    returns how many were deleted. (A thumbnail read from the cache is touched, so "used" means
+    shown, not only made.) Only thumbnails (files named as :func:`cache_key` names them) are
+    deleted: nothing else in the folder."""
+    entries = _cache_entries(cache)
     total = sum(size for _, size, _ in entries)
     removed = 0
     for _, size, path in sorted(entries):
@@ -72,6 +96,11 @@ def prune_cache(cache: Path, limit_bytes: int = CACHE_LIMIT_BYTES) -> int:
     if removed:
         logger.info("thumbnail cache pruned: %d files removed, %.0f MB kept", removed, total / (1 << 20))
     return removed
+
+
+def clear_cache(cache: Path) -> int:
+    """Delete every thumbnail in ``cache`` (they are made again when shown); returns how many."""
+    return prune_cache(cache, 0)
 
 
 def cache_key(path: str, size: int, mtime_ns: int, side: int) -> str:
