@@ -9,12 +9,22 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QSettings, Qt
 from PySide6.QtGui import QColor, QFont, QPainter, QPalette, QPixmap
 from PySide6.QtWidgets import QApplication, QMessageBox, QSplashScreen
 
-from app.app_settings import APPLICATION, ORGANIZATION, default_settings
+from app.app_settings import (
+    APPLICATION,
+    ORGANIZATION,
+    apply_theme,
+    default_settings,
+    library_device,
+    read_cache_dir,
+    read_cache_limit_mb,
+    read_theme,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +102,15 @@ def _splash() -> QSplashScreen:
     return QSplashScreen(pixmap)
 
 
+def thumbnail_loader(settings: QSettings) -> Any:
+    """The thumbnail loader with the cache folder and size limit of the settings."""
+    from app.thumbnails import ThumbnailLoader
+
+    return ThumbnailLoader(
+        cache_dir=read_cache_dir(settings), cache_limit=read_cache_limit_mb(settings) << 20
+    )
+
+
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="ladderlens", description="LadderLens desktop app")
     parser.add_argument("--library", metavar="DIR", default=None, help="library folder")
@@ -118,6 +137,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     QCoreApplication.setOrganizationName(ORGANIZATION)
     QCoreApplication.setApplicationName(APPLICATION)
     QApplication.setApplicationDisplayName("LadderLens")
+    settings = QSettings(args.settings, QSettings.Format.IniFormat) if args.settings else default_settings()
+    apply_theme(read_theme(settings))
 
     splash = _splash()
     splash.show()
@@ -132,14 +153,13 @@ def run(argv: Sequence[str] | None = None) -> int:
     from core.library import Library
 
     try:
-        library = Library.open(args.library, model=args.model)
+        library = Library.open(args.library, model=args.model, device=library_device(settings))
     except LadderLensError as exc:
         splash.close()
         QMessageBox.critical(None, "LadderLens", f"The library cannot be opened.\n\n{user_message(exc)}")
         return 1
-    settings = QSettings(args.settings, QSettings.Format.IniFormat) if args.settings else default_settings()
     session = LibrarySession(library)
-    window = MainWindow(session, settings)
+    window = MainWindow(session, settings, thumbnail_loader(settings))
     window.show()
     splash.finish(window)
     try:

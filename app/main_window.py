@@ -262,6 +262,12 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.add_folder_action)
         file_menu.addAction(self.demo_action)
         file_menu.addSeparator()
+        self.settings_action = QAction("&Settings…", self)
+        self.settings_action.setShortcut(QKeySequence.StandardKey.Preferences)
+        self.settings_action.setMenuRole(QAction.MenuRole.PreferencesRole)
+        self.settings_action.triggered.connect(self.open_settings_dialog)
+        file_menu.addAction(self.settings_action)
+        file_menu.addSeparator()
         file_menu.addAction(quit_action)
 
         view_menu = self.menuBar().addMenu("&View")
@@ -978,6 +984,26 @@ class MainWindow(QMainWindow):
         event.accept()
 
     # ------------------------------------------------------------------ fine-tune profiles
+
+    def open_settings_dialog(self) -> None:
+        """Open the Settings dialog (excluded folders, thumbnail cache, device, theme), or bring
+        forward the one already open."""
+        from app.settings_dialog import SettingsDialog
+
+        dialog = getattr(self, "settings_dialog", None)
+        if dialog is not None and dialog.isVisible():
+            dialog.raise_()
+            dialog.activateWindow()
+            return
+        if dialog is not None:
+            dialog.deleteLater()
+        self.settings_dialog = SettingsDialog(self.session, self.settings, self.thumbnails, self)
+        self.settings_dialog.rescan_offered.connect(
+            lambda _folders: self.statusBar().showMessage(
+                "The new excluded folders apply at the next re-scan (Library ▸ Re-scan folders).", 15_000
+            )
+        )
+        self.settings_dialog.open()
 
     def open_finetune_dialog(self) -> None:
         """Open (or bring forward) the fine-tune dialog over this window's library."""
