@@ -148,6 +148,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     from app.errors_text import user_message
     from app.main_window import MainWindow
+    from app.photo_actions import release_in_process_clipboard
     from app.session import LibrarySession
     from core.errors import LadderLensError
     from core.library import Library
@@ -167,6 +168,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     finally:
         session.shutdown()
         library.close()
+        release_in_process_clipboard()
 
 
 def main() -> None:  # pragma: no cover - console entry point

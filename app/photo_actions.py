@@ -23,6 +23,24 @@ from app.workers import Worker, WorkerPool
 
 MAX_FOLDERS_OPENED = 5  # "Show in folder" on a selection from many folders opens at most these
 
+# Platforms without a system clipboard: Qt keeps their clipboard in a static of its own, inside this
+# process, which it destroys after Python has finished; mime data made in Python crashes it then.
+IN_PROCESS_CLIPBOARD_PLATFORMS = frozenset({"offscreen", "minimal", "vnc", "linuxfb", "eglfs"})
+
+
+def release_in_process_clipboard() -> bool:
+    """Empty the clipboard where it lives only in this process (nothing outside can read it, so
+    nothing is lost), while Python can still free what was copied; call before the app exits.
+
+    Returns whether it was emptied. On a desktop's clipboard it does nothing: what the user copied
+    stays pasteable after the app quits.
+    """
+    app = QGuiApplication.instance()
+    if app is None or QGuiApplication.platformName() not in IN_PROCESS_CLIPBOARD_PLATFORMS:
+        return False
+    QGuiApplication.clipboard().clear()
+    return True
+
 
 @dataclass
 class ExportReport:

@@ -270,6 +270,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
 # come first).
 NOT_LIKE_WEIGHT = -0.5
 
+
 @dataclass(frozen=True)
 class PhotoFilter:
     """Which photos a search may return: those in ``folders`` (library folders; empty: all), taken

@@ -26,6 +26,7 @@ from PySide6.QtGui import QDesktopServices
 
 from app.app_settings import settings_at
 from app.main_window import MainWindow
+from app.photo_actions import release_in_process_clipboard
 from app.session import LibrarySession
 from app.thumbnails import ThumbnailLoader
 from app.workers import app_thread_pools, busy_pools
@@ -111,6 +112,14 @@ def _nothing_left_running():
     if found:
         _stop_leftovers(before)
         pytest.fail("work left running after the test:\n" + "\n".join(found), pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clipboard_released():
+    """The app's own exit step, once the tests are done: the offscreen platform's clipboard would
+    otherwise free copied mime data after Python has finished, and the test process would crash."""
+    yield
+    release_in_process_clipboard()
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from PySide6.QtCore import Qt
@@ -96,3 +97,26 @@ def test_selection_actions_in_the_window(window, photos, qtbot, tmp_path, monkey
     actions.like_action.trigger()
     want = model.row(other).photo_id
     qtbot.waitUntil(lambda: window.last_request.like_photo_id == want, timeout=10_000)
+
+
+def test_copied_paths_do_not_crash_the_exit(tmp_path):
+    """Copy paths, then exit as the app does: a process-only clipboard is emptied first (Qt would
+    free the copied data after Python has finished and crash the process)."""
+    import subprocess
+    import sys
+
+    script = (
+        "from PySide6.QtWidgets import QApplication\n"
+        "from PySide6.QtGui import QGuiApplication\n"
+        "from app.photo_actions import release_in_process_clipboard\n"
+        "from app.results_model import paths_mime\n"
+        "app = QApplication([])\n"
+        "QGuiApplication.clipboard().setMimeData(paths_mime(['/photos/a.jpg']))\n"
+        "assert QGuiApplication.clipboard().text() == '/photos/a.jpg'\n"
+        "assert release_in_process_clipboard()\n"
+        "assert QGuiApplication.clipboard().text() == ''\n"
+    )
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    root = Path(__file__).parents[2]
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
