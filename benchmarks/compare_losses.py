@@ -141,13 +141,15 @@ def train_whole(args, out: Path, loss: str, seed: int) -> dict:
         out_dir=str(run_dir), eval_every=args.eval_every, select_metric="step", overwrite=True,
     )  # fmt: skip
     started = time.monotonic()
-    result = train(config)
+    monitor = CollapseMonitor(args.eval_every)
+    result = train(config, on_progress=monitor)
     keys = ("step", "test/t2i_R@1", "test/t2i_CS@100", f"test/t2i_CS@{args.val_scenes}", "heldout/t2i_CS@100")
     record = {
         "loss": loss,
         "seed": seed,
         "final": dict(result.final_metrics),
         "curve": [{k: e[k] for k in keys if k in e} for e in result.history["evaluations"]],
+        "monitor": monitor.windows,
         "seconds": round(time.monotonic() - started, 1),
     }
     summary.write_text(json.dumps(record, indent=1))
@@ -155,6 +157,59 @@ def train_whole(args, out: Path, loss: str, seed: int) -> dict:
         for name in ("checkpoint-last.pt", "best.safetensors", "model.safetensors"):
             (run_dir / name).unlink(missing_ok=True)
     return record
+
+
+class CollapseMonitor:
+    """Training progress callback: the loss and each ladder boundary's active share and mean
+    violation (the ``stat_`` terms of ``trainer.losses``), averaged over windows of ``every`` steps."""
+
+    def __init__(self, every: int) -> None:
+        self.every = max(1, int(every))
+        self.windows: list[dict[str, float]] = []
+        self._sums: dict[str, float] = {}
+        self._count = 0
+
+    def __call__(self, record) -> None:
+        if record.kind != "step" or record.loss is None:
+            return
+        values = {"loss": float(record.loss)}
+        values.update({k: float(v) for k, v in record.terms.items() if "stat_" in k})
+        for key, value in values.items():
+            self._sums[key] = self._sums.get(key, 0.0) + value
+        self._count += 1
+        if record.step % self.every == 0:
+            window = {k: v / self._count for k, v in self._sums.items()}
+            self.windows.append({"step": float(record.step), **window})
+            self._sums, self._count = {}, 0
+
+
+def monitor_table(records: dict[str, list[dict]]) -> str:
+    """Per ladder loss and validation window: mean over seeds of each boundary's active share and
+    mean violation (active share 1 with a steady violation: that boundary is not being learned)."""
+    lines = [
+        "| loss | steps | loss value | active share by boundary | mean violation by boundary |",
+        "|---|---|---|---|---|",
+    ]
+    for loss, runs in records.items():
+        monitored = [r["monitor"] for r in runs if r.get("monitor")]
+        if not monitored or not any(k.endswith("stat_active_0") for k in monitored[0][0]):
+            continue
+        for i in range(min(len(m) for m in monitored)):
+            windows = [m[i] for m in monitored]
+            active = sorted(k for k in windows[0] if "stat_active_" in k)
+            violation = sorted(k for k in windows[0] if "stat_violation_" in k)
+
+            def mean(key: str, windows=windows) -> float:
+                return float(np.mean([w.get(key, float("nan")) for w in windows]))
+
+            lines.append(
+                f"| {loss} | {int(windows[0]['step'])} | {mean('loss'):.3f} | "
+                + " / ".join(f"{mean(k):.2f}" for k in active)
+                + " | "
+                + " / ".join(f"{mean(k):.3f}" for k in violation)
+                + " |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def _slug(loss: str) -> str:
@@ -238,6 +293,9 @@ def run_whole(args, losses: list[str], out: Path) -> int:
         for loss, runs in records.items()
     }
     md = whole_table(records, target, args.val_scenes)
+    monitor = monitor_table(records)
+    if monitor:
+        md += "\n\nCollapse monitor (mean over the seeds whose runs logged it):\n\n" + monitor
     protocol = (
         f"Whole runs from random weights: {args.steps} steps each (batch {args.batch_size}, peak lr "
         f"{args.lr:g}, 3% warm-up then cosine, counterfactual twins), validated every {args.eval_every} "
