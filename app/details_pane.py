@@ -14,6 +14,7 @@ from PySide6.QtGui import QDesktopServices, QGuiApplication, QKeySequence, QPixm
 from PySide6.QtWidgets import (
     QFormLayout,
     QFrame,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -84,6 +85,11 @@ class _Preview(QLabel):
     def hasHeightForWidth(self) -> bool:
         return True
 
+    def minimumSizeHint(self) -> QSize:
+        # A label's hint is its pixmap's size, and the pixmap is scaled to the label: without this
+        # the pane could never become narrower than the widest it has been.
+        return self.minimumSize()
+
     def heightForWidth(self, width: int) -> int:
         """As tall as the photo at this width (4:3 until a photo is shown), within limits."""
         if self._pixmap is None or self._pixmap.width() == 0:
@@ -119,21 +125,20 @@ class DetailsPane(QWidget):
         self._thumbnails = thumbnails
         self._details: PhotoDetails | None = None
         self._tags: Any = None
-        self.setMinimumWidth(260)
+        self.setMinimumWidth(220)
 
         self.preview = _Preview()
         self._build_name_label()
         form = self._build_facts_form()
         self._add_tag_rows(form)
-        open_row, search_row = self._build_buttons()
+        buttons = self._build_buttons()
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 8, 8, 8)
         layout.addWidget(self.preview)
         layout.addWidget(self.name_label)
         layout.addLayout(form)
-        layout.addLayout(open_row)
-        layout.addLayout(search_row)
+        layout.addLayout(buttons)
         layout.addStretch(1)
         thumbnails.ready.connect(self._on_thumbnail)
         thumbnails.failed.connect(self._on_thumbnail)
@@ -205,8 +210,9 @@ class DetailsPane(QWidget):
         form.addRow("Your tags", given_row)
         form.addRow("", self.tag_edit)
 
-    def _build_buttons(self) -> tuple[QHBoxLayout, QHBoxLayout]:
-        """Open and Show in folder; Copy path and More like this (two rows)."""
+    def _build_buttons(self) -> QGridLayout:
+        """Two columns, so the pane stays narrow: Open, Show in folder; Copy path, More like
+        this; Not like this."""
         self.open_button = QPushButton("Open")
         self.open_button.setToolTip("Open the photo in the default viewer")
         self.folder_button = QPushButton("Show in folder")
@@ -222,14 +228,11 @@ class DetailsPane(QWidget):
         self.copy_button.clicked.connect(self.copy_path)
         self.like_button.clicked.connect(self._on_more_like_this)
         self.unlike_button.clicked.connect(self._on_not_like_this)
-        open_row = QHBoxLayout()
-        open_row.addWidget(self.open_button)
-        open_row.addWidget(self.folder_button)
-        search_row = QHBoxLayout()
-        search_row.addWidget(self.copy_button)
-        search_row.addWidget(self.like_button)
-        search_row.addWidget(self.unlike_button)
-        return open_row, search_row
+        grid = QGridLayout()
+        order = (self.open_button, self.folder_button, self.copy_button, self.like_button, self.unlike_button)
+        for i, button in enumerate(order):
+            grid.addWidget(button, i // 2, i % 2)
+        return grid
 
     # ------------------------------------------------------------------ the photo shown
 

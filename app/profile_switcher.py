@@ -21,7 +21,7 @@ from app.workers import Worker, WorkerPool
 
 logger = logging.getLogger(__name__)
 
-BASE_LABEL = "The model alone (no fine-tune)"
+BASE_LABEL = "Model alone (no fine-tune)"
 
 
 def profile_label(info: Any) -> str:
@@ -68,6 +68,8 @@ class ProfileSwitcher(QWidget):
         self._worker: Worker | None = None
         self._updating = False
         self.combo.currentIndexChanged.connect(self._on_chosen)
+        # a narrow panel cuts the label short: the whole of it on hover
+        self.combo.currentTextChanged.connect(self.combo.setToolTip)
         self.refresh()
 
     def refresh(self) -> None:

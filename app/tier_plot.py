@@ -49,6 +49,7 @@ CHIP_HEIGHT = 24
 RUG_HEIGHT = 14
 AXIS_HEIGHT = 18
 MINIMUM_SIZE = QSize(240, 150)
+CHIP_MODES = ("labels", "counts", "dots")
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class TierPlot(QWidget):
         self._lo = 0.0
         self._hi = 1.0
         self._chips: list[tuple[QRect, int | None]] = []
-        self._compact_chips = False  # counts only: the labels do not fit the width
+        self._chip_mode = "labels"  # "labels", "counts" or "dots": the most that fits the width
         self._cache: QPixmap | None = None
         self._last: QPixmap | None = None  # the picture drawn last (shown until the next is drawn)
         self._render_scheduled = False
@@ -248,10 +249,11 @@ class TierPlot(QWidget):
         return None
 
     def _layout_chips(self) -> None:
-        """Chips with their labels when they fit the width, else with their counts only (the
-        label is in the tooltip)."""
-        for compact in (False, True):
-            self._compact_chips = compact
+        """Chips with their labels when they fit the width, else with their counts only, else
+        (the narrowest plot, with many results) their coloured dots only; the tooltip always
+        has the label and count, and so do the grid's tier headers."""
+        for mode in CHIP_MODES:
+            self._chip_mode = mode
             self._chips = self._chip_row()
             if not self._chips or self._chips[-1][0].right() <= self.width() - MARGIN:
                 break
@@ -267,19 +269,26 @@ class TierPlot(QWidget):
             chips.append((QRect(x, MARGIN, w, CHIP_HEIGHT), None))
             x += w + 6
         for tier in self._tiers:
-            w = fm.horizontalAdvance(self._chip_text(tier)) + 30
+            text = self._chip_text(tier)
+            w = fm.horizontalAdvance(text) + 30 if text else 26  # a dot alone: 9 + 8 + 9
             chips.append((QRect(x, MARGIN, w, CHIP_HEIGHT), tier.rank))
             x += w + 6
         return chips
 
     def _chip_text(self, tier: PlotTier) -> str:
-        return f"{tier.count}" if self._compact_chips else f"{tier.label} · {tier.count}"
+        return {"labels": f"{tier.label} · {tier.count}", "counts": f"{tier.count}"}.get(self._chip_mode, "")
 
     @property
     def compact_chips(self) -> bool:
-        """Whether the chips show counts only (too narrow for their labels)."""
+        """Whether the chips leave their labels out (too narrow for them)."""
         self._layout_chips()
-        return self._compact_chips
+        return self._chip_mode != "labels"
+
+    @property
+    def chip_mode(self) -> str:
+        """What the chips show at this width: "labels", "counts" or "dots"."""
+        self._layout_chips()
+        return self._chip_mode
 
     # ------------------------------------------------------------------ keyboard
 

@@ -165,6 +165,16 @@ def _shoot(args: argparse.Namespace, work: Path) -> int:
     tiers = ", ".join(f"{t.label} {t.count}" for t in result.tiers) if result else "none"
     logger.info("query %r: %s%s", query, tiers, " (long tail)" if result and result.long_tail else "")
     logger.info("wrote %s (%dx%d)", args.out, pixmap.width(), pixmap.height())
+    parts = {
+        "window": window,
+        "library panel": window.library_dock,
+        "results": window.left_splitter,
+        "details": window.details,
+    }
+    logger.info(
+        "narrowest widths: %s",
+        ", ".join(f"{name} {w.minimumSizeHint().width()}" for name, w in parts.items() if w.isVisible()),
+    )
     window.close()
     library.close()
     del Qt

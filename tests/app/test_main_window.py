@@ -477,6 +477,7 @@ def test_profile_switcher_and_fine_tune_dialog_in_the_window(window, library, ph
     _index_folder(qtbot, window, photos)
     switcher = window.profile_switcher
     assert switcher.combo.currentText() == BASE_LABEL and switcher.combo.count() == 1
+    assert switcher.combo.toolTip() == BASE_LABEL  # the whole label, however narrow the panel
     base_result = _search_typed(qtbot, window, "a red car")
     base_scores = [hit.score for hit in base_result.hits]
 
@@ -629,6 +630,24 @@ def test_usable_at_800_by_600_with_panels_that_collapse(window, photos, qtbot):
     qtbot.waitUntil(lambda: view.viewport().width() > before + 150)
     qtbot.keyClick(window, Qt.Key.Key_I, Qt.KeyboardModifier.ControlModifier)
     assert window.details_action.isChecked()
+    # With the library panel back and the details pane open, the window still fits 800 px.
+    qtbot.keyClick(
+        window, Qt.Key.Key_L, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    )
+    qtbot.waitUntil(lambda: window.library_dock.isVisible())
+    window.show_details(window.results_model.row(cells[0]).photo_id)  # a photo in it
+    qtbot.waitUntil(lambda: window.details.isVisible())
+    parts = {  # side by side, with room for the splitter handles and dock margins
+        name: widget.minimumSizeHint().width()
+        for name, widget in (
+            ("library", window.library_dock),
+            ("results", window.left_splitter),
+            ("details", window.details),
+        )
+    }
+    assert sum(parts.values()) + 24 <= 800, parts
+    qtbot.waitUntil(lambda: window.width() == 800)
+    assert view.viewport().width() >= 180
 
 
 def test_help_lists_the_shortcuts_and_about_names_the_version_and_library(window, qtbot):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from PySide6.QtCore import QCoreApplication, QPoint, Qt
@@ -179,4 +181,15 @@ def test_chips_show_counts_only_when_their_labels_do_not_fit(plot, qtbot):
     widget.resize(260, 200)
     assert widget.compact_chips
     assert all(rect.right() <= widget.width() for rect in (widget.chip_rect(t.rank) for t in g.tiers))
+    widget.grab()
+    # At its narrowest, with large counts in every tier, the chips keep their dots only.
+    many = [dataclasses.replace(t, count=12345) for t in widget._tiers]
+    widget.set_data(many, [], [], [0.1, 0.2], False)
+    widget.resize(widget.minimumSize().width(), 200)
+    assert widget.chip_mode == "dots"
+    assert all(rect.right() <= widget.width() for rect in (widget.chip_rect(t.rank) for t in g.tiers))
+    rank = g.tiers[-1].rank
+    with qtbot.waitSignal(widget.tier_clicked) as blocker:  # a dot is still a chip to click
+        qtbot.mouseClick(widget, Qt.MouseButton.LeftButton, pos=widget.chip_rect(rank).center())
+    assert blocker.args == [rank]
     widget.grab()
