@@ -88,15 +88,17 @@ def device_of(module: torch.nn.Module) -> torch.device:
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """The dtype forward passes on ``device`` run in under autocast; ``None``: no autocast (float32).
 
-    CUDA only: bfloat16 where that GPU supports it, else float16. Other devices run in float32.
+    CUDA only: bfloat16 where that GPU computes it natively (Ampere and later), else float16
+    (torch would report emulated bfloat16 on older GPUs as supported, and it is slow there).
+    Other devices run in float32.
     """
     if device.type != "cuda":
         return None
     if device.index is None:  # plain "cuda" is the current GPU, the one torch asks about
-        supported = torch.cuda.is_bf16_supported()
+        supported = torch.cuda.is_bf16_supported(including_emulation=False)
     else:  # torch.cuda.is_bf16_supported() asks about the current GPU: make it this one meanwhile
         with torch.cuda.device(device.index):
-            supported = torch.cuda.is_bf16_supported()
+            supported = torch.cuda.is_bf16_supported(including_emulation=False)
     return torch.bfloat16 if supported else torch.float16
 
 

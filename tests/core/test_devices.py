@@ -93,6 +93,17 @@ def test_cuda_autocasts_in_bfloat16_where_supported_else_float16(monkeypatch, bf
     assert needs_loss_scaling(cuda) is scaling
 
 
+def test_emulated_bfloat16_counts_as_unsupported(monkeypatch):
+    """A pre-Ampere GPU: torch emulates bfloat16 there (slowly); float16 with loss scaling instead."""
+
+    def is_bf16_supported(including_emulation: bool = True) -> bool:
+        return including_emulation  # emulated only
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    assert autocast_dtype(torch.device("cuda")) == torch.float16
+    assert needs_loss_scaling(torch.device("cuda"))
+
+
 def test_an_indexed_gpu_is_asked_about_itself(monkeypatch):
     """torch.cuda.is_bf16_supported() answers for the current GPU: cuda:2 is made current meanwhile."""
     current = [0]
