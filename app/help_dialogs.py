@@ -94,12 +94,7 @@ class ShortcutsDialog(QDialog):
                 self.table.setItem(r, c, QTableWidgetItem(text))
         self.table.resizeColumnsToContents()
         self.table.horizontalHeader().setStretchLastSection(True)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
-        buttons.rejected.connect(self.reject)
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.table)
-        layout.addWidget(buttons)
-        self.resize(640, 460)
+        _lay_out_with_close(self, self.table, 640, 460)
 
 
 def about_text(model: str, library: str, log_file: str | None) -> str:
@@ -124,12 +119,17 @@ class AboutDialog(QDialog):
         self.label.setTextFormat(Qt.TextFormat.RichText)
         self.label.setWordWrap(True)
         self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
-        buttons.rejected.connect(self.reject)
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.label)
-        layout.addWidget(buttons)
-        self.resize(480, 260)
+        _lay_out_with_close(self, self.label, 480, 260)
+
+
+def _lay_out_with_close(dialog: QDialog, body: QWidget, width: int, height: int) -> None:
+    """``body`` above a Close button, in a dialog of the given starting size."""
+    buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+    buttons.rejected.connect(dialog.reject)
+    layout = QVBoxLayout(dialog)
+    layout.addWidget(body)
+    layout.addWidget(buttons)
+    dialog.resize(width, height)
 
 
 def _escape(text: str) -> str:

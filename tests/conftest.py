@@ -23,6 +23,21 @@ TINY_CONFIG = {
 }
 TINY_SEED = 1234
 
+# The top-level keys of `search --json` (and of SearchResult.to_dict): a contract users' scripts
+# read. Keys may be added, never renamed or removed.
+SEARCH_JSON_KEYS = frozenset(
+    {
+        "query",
+        "model",
+        "long_tail",
+        "unknown_words",
+        "match_count",
+        "match_count_capped",
+        "tiers",
+        "results",
+    }
+)
+
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import main
+from tests.conftest import SEARCH_JSON_KEYS
 from tests.core.imagefiles import write_jpeg, write_text
 
 
@@ -39,16 +40,7 @@ def test_index_search_json_status(cli, photos):
     code, out, _ = cli("search", "red car at night", "--json", "-k", "5")
     assert code == 0
     data = json.loads(out)  # exactly one JSON object
-    assert set(data) == {
-        "query",
-        "model",
-        "long_tail",
-        "unknown_words",
-        "match_count",
-        "match_count_capped",
-        "tiers",
-        "results",
-    }
+    assert set(data) == SEARCH_JSON_KEYS
     assert isinstance(data["long_tail"], bool)
     assert len(data["results"]) == 5
     assert all(set(r) == {"path", "score", "z", "tier", "differs", "offline"} for r in data["results"])

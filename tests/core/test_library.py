@@ -17,6 +17,7 @@ import pytest
 from core.errors import FolderError, LibraryError, QueryError
 from core.library import Library
 from core.scanner import ScannedFile
+from tests.conftest import SEARCH_JSON_KEYS
 from tests.core.imagefiles import write_empty, write_jpeg, write_png, write_text, write_truncated_jpeg
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,16 +47,7 @@ def test_index_then_search_returns_graded_json(lib, photos):
 
     result = lib.search("a red car at night", k=10)
     data = result.to_dict()
-    assert set(data) == {
-        "query",
-        "model",
-        "long_tail",
-        "unknown_words",
-        "match_count",
-        "match_count_capped",
-        "tiers",
-        "results",
-    }
+    assert set(data) == SEARCH_JSON_KEYS
     assert data["query"] == "a red car at night"
     assert len(data["results"]) == 10
     scores = [r["score"] for r in data["results"]]

@@ -12,6 +12,7 @@ from core.errors import QueryError
 from core.index import VectorIndex
 from core.query import NOT_LIKE_WEIGHT, Query, combine
 from core.search import Searcher
+from tests.conftest import SEARCH_JSON_KEYS
 
 DIM = 24
 
@@ -174,16 +175,7 @@ def test_to_dict_has_exactly_the_result_shape(world):
     result = world.searcher().search("beach -people", k=5)
     out = replace(result, model="starter").to_dict(lambda pid: f"/photos/{pid}.jpg")
     json.dumps(out)  # plain data all the way down
-    assert set(out) == {
-        "query",
-        "model",
-        "long_tail",
-        "unknown_words",
-        "match_count",
-        "match_count_capped",
-        "tiers",
-        "results",
-    }
+    assert set(out) == SEARCH_JSON_KEYS
     assert out["query"] == "beach -people" and out["model"] == "starter"
     assert isinstance(out["long_tail"], bool)
     for i, tier in enumerate(out["tiers"]):
