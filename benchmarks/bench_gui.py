@@ -666,6 +666,7 @@ def bench_latency(
     probe.start()
     marks["start"] = time.perf_counter()
     window.add_folder(str(folder))
+    _keep_starter_if_asked(window)
     typist = _Typist(window, QUERIES)
     profiler = None
     sched: dict[str, tuple[int, int]] = {}
@@ -734,7 +735,21 @@ def bench_latency(
         ]
     window.close()
     library.close()
+    if not status.indexed:
+        raise SystemExit(f"latency: the window indexed none of the {photos} photos; nothing was measured")
     return result
+
+
+def _keep_starter_if_asked(window) -> None:
+    """The window asks before the bundled starter reads a folder other than the demo library;
+    answer "Keep the starter model" as a user would for these scene-world photos (it was trained
+    on them), so the folder is added at once."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    prompt = window.model_box.prompt
+    if prompt is not None:
+        QTest.mouseClick(window.model_box.prompt_keep, Qt.MouseButton.LeftButton)
 
 
 # ---------------------------------------------------------------------- keystroke
