@@ -340,17 +340,27 @@ def format_result(result) -> str:
     elif result.hits:
         lines.append(match_count_text(result.match_count, result.match_count_capped, len(result.hits)))
     for tier in result.tiers:
+        # With words the model does not know nothing matches, whatever was found of the rest.
+        say_none = result.details_checked and tier.level > 0 and not result.unknown_words
         lines.append(
             f"\n{tier.label}: {tier.count} photo{'s' if tier.count != 1 else ''} "
             f"(scores {tier.min_score:.3f} to {tier.max_score:.3f})"
         )
         for hit in result.hits:
             if hit.tier == tier.rank:
-                verb = "differs" if len(hit.differs) == 1 else "differ"
-                differs = f"  ({', '.join(hit.differs)} {verb})" if hit.differs else ""
+                differs = _differs_note(hit.differs, say_none)
                 offline = "  [offline: its folder is not reachable now]" if hit.offline else ""
                 lines.append(f"  {hit.score:6.3f}  z={hit.z:5.2f}  {shown(hit.path)}{differs}{offline}")
     return "\n".join(lines)
+
+
+def _differs_note(differs: Sequence[str], say_none: bool) -> str:
+    """What a result gets wrong, e.g. "  (colour, place differ)". A tier is named for most of its
+    photos and follows the score order, so a photo in a lower tier may have nothing found wrong:
+    ``say_none`` says so instead of leaving the line bare."""
+    if differs:
+        return f"  ({', '.join(differs)} {'differs' if len(differs) == 1 else 'differ'})"
+    return "  (no difference found)" if say_none else ""
 
 
 def _quoted(words: Sequence[str]) -> str:

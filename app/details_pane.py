@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.results_model import format_score, format_z
+from app.results_model import differs_text, format_score, format_z
 from app.thumbnails import ThumbnailLoader
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class PhotoDetails:
     z: float = math.nan
     tier: int = 0
     tier_label: str = ""
+    differs: tuple[str, ...] | None = None  # what it gets wrong of the query; None: not checked
 
 
 def format_bytes(n: int | None) -> str:
@@ -272,9 +273,13 @@ class DetailsPane(QWidget):
         self.score_value.setText(format_score(details.score))
         self.z_value.setText(format_z(details.z))
         if details.tier:
-            self.tier_value.setText(f"{details.tier} · {details.tier_label}")
+            tier = f"{details.tier} · {details.tier_label}"
         else:  # below the graded tiers, or unknown
-            self.tier_value.setText(f"below the tiers ({details.tier_label})" if details.tier_label else "–")
+            tier = f"below the tiers ({details.tier_label})" if details.tier_label else "–"
+        # What this photo gets wrong of the query, when that was checked: a tier is named for most
+        # of its photos and keeps to the score order, so one photo's details can differ from its name.
+        differs = differs_text(details.differs)
+        self.tier_value.setText(f"{tier}\n{differs[0].upper()}{differs[1:]}" if differs else tier)
         self._load_preview()
 
     def _load_preview(self) -> None:

@@ -663,7 +663,7 @@ class MainWindow(QMainWindow):
         self.tier_plot.setVisible(self.inspector_action.isChecked())
         self.thumbnails.forget_pending()
         tiers = list(result.tiers)
-        rows = rows_from_hits(result.hits)
+        rows = rows_from_hits(result.hits, bool(getattr(result, "details_checked", False)))
         more = len(result.hits) >= request.k  # as many as asked for: there may be more
         self.results_model.set_results(tiers, rows, bool(result.long_tail), more_available=more)
         self.tier_plot.set_data(
@@ -861,6 +861,7 @@ class MainWindow(QMainWindow):
                 z=row.z if row else float("nan"),
                 tier=row.tier if row else 0,
                 tier_label=tier_label,
+                differs=row.differs if row else None,
             )
         )
         self.session.read_tags(photo_id)

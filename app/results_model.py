@@ -101,14 +101,42 @@ class PhotoRow:
     z: float
     tier: int
     note: str = ""  # shown instead of the score (browsing: the day it was taken)
+    # The query's details this photo gets wrong; () none found; None when they were not checked
+    # (a query graded on scores alone, browsing, results below the tiers).
+    differs: tuple[str, ...] | None = None
 
 
 Row = HeaderRow | PhotoRow
 
 
-def rows_from_hits(hits: Sequence[HitLike]) -> list[PhotoRow]:
-    """Photo rows for a search result's hits (``hit.tier`` is its tier's rank, 1 = best)."""
-    return [PhotoRow(int(h.photo_id), str(h.path), float(h.score), float(h.z), int(h.tier)) for h in hits]
+def rows_from_hits(hits: Sequence[HitLike], details_checked: bool = False) -> list[PhotoRow]:
+    """Photo rows for a search result's hits (``hit.tier`` is its tier's rank, 1 = best).
+
+    ``details_checked``: the query's details were checked photo by photo, so each hit's
+    ``differs`` (what it gets wrong; empty: nothing found) is kept with its row.
+    """
+    return [
+        PhotoRow(
+            int(h.photo_id),
+            str(h.path),
+            float(h.score),
+            float(h.z),
+            int(h.tier),
+            differs=tuple(getattr(h, "differs", ())) if details_checked else None,
+        )
+        for h in hits
+    ]
+
+
+def differs_text(differs: tuple[str, ...] | None) -> str:
+    """A photo's checked details in words: "colour and place differ", "no difference found";
+    "" when they were not checked."""
+    if differs is None:
+        return ""
+    if not differs:
+        return "no difference found"
+    named = differs[0] if len(differs) == 1 else ", ".join(differs[:-1]) + " and " + differs[-1]
+    return f"{named} {'differs' if len(differs) == 1 else 'differ'}"
 
 
 def paths_mime(paths: Sequence[str]) -> QMimeData:
@@ -176,7 +204,16 @@ class ResultsModel(QAbstractListModel):
         self._tier_labels = {t.rank: t.label for t in self._tiers}
         self._tier_levels = {t.rank: t.level for t in self._tiers}
         self._hits = [
-            PhotoRow(int(h.photo_id), str(h.path), float(h.score), float(h.z), int(h.tier)) for h in hits
+            PhotoRow(
+                int(h.photo_id),
+                str(h.path),
+                float(h.score),
+                float(h.z),
+                int(h.tier),
+                # a row knows whether its details were checked; a bare hit does not say
+                differs=h.differs if isinstance(h, PhotoRow) else None,
+            )
+            for h in hits
         ]
         self._hits.sort(key=lambda h: (h.tier if h.tier > 0 else 1 << 30, -h.score))
         self._more = []
@@ -449,9 +486,11 @@ class ResultsModel(QAbstractListModel):
             if row.tier == MORE_RANK
             else f"tier {row.tier}: {html.escape(self._tier_labels.get(row.tier, ''))}"
         )
+        differs = differs_text(row.differs)
         return (
             f"<b>{html.escape(os.path.basename(row.path))}</b><br>"
             f"score {format_score(row.score)} &nbsp; z {format_z(row.z)}<br>{tier}"
+            + (f"<br>{html.escape(differs)}" if differs else "")
         )
 
     def _photo_thumbnail(self, row: PhotoRow) -> Any:

@@ -100,6 +100,13 @@ class SearchResult:
     match_count: int = 0
     match_count_capped: bool = False
 
+    @property
+    def details_checked(self) -> bool:
+        """The query named details that were checked photo by photo (a count, a colour, an object,
+        a place, a time of day): each hit's ``differs`` then says which it gets wrong, and an empty
+        one means none was found. False when graded on scores alone (``differs`` is always empty)."""
+        return self.grading is not None and self.grading.graded_on == "evidence"
+
     def to_dict(self, path_of: Callable[[int], str | os.PathLike[str]] | None = None) -> dict:
         """The JSON contract of ``search --json``::
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -235,3 +236,45 @@ def test_search_filters_and_not_like_from_the_command_line(cli, photos, tmp_path
         "search", "a photo", "--image", str(other / "o0.jpg"), "--not-like", "--json", "-k", "3"
     )
     assert code == 0 and len(json.loads(out)["results"]) == 3
+
+
+def _plain_result(**fields):
+    from core.grading import Tier
+
+    tiers = [
+        Tier(1, "Best matches", 1, 0.8, 0.8, 3.0, 3.0, level=0),
+        Tier(2, "One detail differs", 2, 0.5, 0.6, 2.0, 2.5, level=1),
+    ]
+    hits = [
+        SimpleNamespace(score=0.8, z=3.0, tier=1, differs=(), path="/p/match.jpg", offline=False),
+        SimpleNamespace(score=0.6, z=2.5, tier=2, differs=("colour",), path="/p/blue.jpg", offline=False),
+        SimpleNamespace(score=0.5, z=2.0, tier=2, differs=(), path="/p/plain.jpg", offline=False),
+    ]
+    values = dict(
+        query="a red car",
+        model="m",
+        unknown_words=(),
+        long_tail=False,
+        tiers=tiers,
+        hits=hits,
+        match_count=1,
+        match_count_capped=False,
+        details_checked=True,
+    )
+    return SimpleNamespace(**(values | fields))
+
+
+def test_each_result_says_what_it_gets_wrong_and_when_nothing_was_found():
+    """A tier is named for most of its photos: a photo in it with nothing found wrong says so."""
+    lines = main.format_result(_plain_result()).splitlines()
+
+    def line(name: str) -> str:
+        (found,) = [ln for ln in lines if f"/p/{name}" in ln]
+        return found
+
+    assert line("match.jpg").endswith("/p/match.jpg")  # a best match: nothing to say
+    assert line("blue.jpg").endswith("/p/blue.jpg  (colour differs)")
+    assert line("plain.jpg").endswith("/p/plain.jpg  (no difference found)")
+    # Scores alone (no details checked), or words the model does not know: no such note.
+    for result in (_plain_result(details_checked=False), _plain_result(unknown_words=("dog",))):
+        assert "no difference found" not in main.format_result(result)

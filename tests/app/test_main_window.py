@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from PySide6.QtCore import QDate, QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
-from app.results_model import PhotoRow, Role, format_score
+from app.results_model import PhotoRow, Role, differs_text, format_score
 from app.session import DEMO_FOLDER
 from tests.app.conftest import DEMO_SIZE, gate_indexing, photo_count, small_image, wait_indexed
 
@@ -171,6 +172,17 @@ def test_add_folder_search_tiers_filter_details_and_more_like_this(
     # The hovered cell's tooltip tells score, z and tier.
     tip = window.results_view.currentIndex().data(Qt.ItemDataRole.ToolTipRole)
     assert format_score(current.score) in tip and "tier" in tip
+    # "red car" names a colour and an object, checked photo by photo: the pane and the tooltip say
+    # what this photo gets wrong ("no difference found" when nothing).
+    assert result.details_checked
+    (hit,) = [h for h in result.hits if h.photo_id == current.photo_id]
+    told = differs_text(hit.differs)
+    assert told and told in tip
+    assert details.tier_value.text().splitlines()[1].lower() == told
+    shown_details = details.details
+    details.show_details(replace(shown_details, differs=None))  # not checked: nothing said
+    assert len(details.tier_value.text().splitlines()) == 1
+    details.show_details(shown_details)
 
     qtbot.mouseClick(details.open_button, Qt.MouseButton.LeftButton)
     qtbot.mouseClick(details.folder_button, Qt.MouseButton.LeftButton)

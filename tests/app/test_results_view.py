@@ -385,3 +385,32 @@ def test_tier_colours_follow_relevance_not_rank():
     model.set_results(lt.tiers, hits, lt.long_tail)
     assert model.level_of(1) == 1 and tier_color(model.level_of(1)) != tier_color(0)
     assert [t.level for t in model.tiers] == sorted(t.level for t in model.tiers)
+
+
+def test_a_photos_checked_details_are_kept_and_told():
+    """What a photo gets wrong of the query travels with its row, into its tooltip; a bare hit (or
+    a query graded on scores alone) says nothing of details."""
+    from app.results_model import differs_text, rows_from_hits
+
+    assert differs_text(None) == ""
+    assert differs_text(()) == "no difference found"
+    assert differs_text(("colour",)) == "colour differs"
+    assert differs_text(("count", "colour", "time")) == "count, colour and time differ"
+
+    g, hits = graded()
+    for h, d in zip(hits, [(), ("colour",), ("colour", "place")] * 10, strict=False):
+        h.differs = d
+    checked = rows_from_hits(hits, details_checked=True)
+    assert [r.differs for r in checked[:3]] == [(), ("colour",), ("colour", "place")]
+    assert all(r.differs is None for r in rows_from_hits(hits))  # not checked: unknown, not "none"
+
+    model = ResultsModel()
+    model.set_results(g.tiers, checked, g.long_tail)
+    tips = {
+        model.row(i).photo_id: model.index(i).data(Qt.ItemDataRole.ToolTipRole) for i in model.photo_rows()
+    }
+    assert "colour and place differ" in tips[hits[2].photo_id]
+    assert "no difference found" in tips[hits[0].photo_id]
+    model.set_results(g.tiers, hits, g.long_tail)  # bare hits
+    assert all(model.row(i).differs is None for i in model.photo_rows())
+    assert "differ" not in model.index(model.photo_rows()[0]).data(Qt.ItemDataRole.ToolTipRole)

@@ -169,9 +169,10 @@ def test_statistical_grading_when_nothing_checkable_is_named():
     model = Model()
     index, _ = library(model, 300)
     result = searcher(model, index).search("something", k=50)
-    assert result.grading.graded_on == "scores"
+    assert result.grading.graded_on == "scores" and not result.details_checked
     assert all(not h.differs for h in result.hits)
-    assert searcher(model, index).search(QUERY, k=50).grading.graded_on == "evidence"
+    checked = searcher(model, index).search(QUERY, k=50)
+    assert checked.grading.graded_on == "evidence" and checked.details_checked
 
 
 def test_no_probes_when_turned_off_and_margin_validated():
