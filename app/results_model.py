@@ -115,17 +115,13 @@ def rows_from_hits(hits: Sequence[HitLike], details_checked: bool = False) -> li
     ``details_checked``: the query's details were checked photo by photo, so each hit's
     ``differs`` (what it gets wrong; empty: nothing found) is kept with its row.
     """
-    return [
-        PhotoRow(
-            int(h.photo_id),
-            str(h.path),
-            float(h.score),
-            float(h.z),
-            int(h.tier),
-            differs=tuple(getattr(h, "differs", ())) if details_checked else None,
-        )
-        for h in hits
-    ]
+    return [_photo_row(h, tuple(getattr(h, "differs", ())) if details_checked else None) for h in hits]
+
+
+def _photo_row(hit: HitLike, differs: tuple[str, ...] | None) -> PhotoRow:
+    return PhotoRow(
+        int(hit.photo_id), str(hit.path), float(hit.score), float(hit.z), int(hit.tier), differs=differs
+    )
 
 
 def differs_text(differs: tuple[str, ...] | None) -> str:
@@ -203,18 +199,8 @@ class ResultsModel(QAbstractListModel):
         self._tiers.sort(key=lambda t: t.rank)
         self._tier_labels = {t.rank: t.label for t in self._tiers}
         self._tier_levels = {t.rank: t.level for t in self._tiers}
-        self._hits = [
-            PhotoRow(
-                int(h.photo_id),
-                str(h.path),
-                float(h.score),
-                float(h.z),
-                int(h.tier),
-                # a row knows whether its details were checked; a bare hit does not say
-                differs=h.differs if isinstance(h, PhotoRow) else None,
-            )
-            for h in hits
-        ]
+        # a row knows whether its details were checked; a bare hit does not say
+        self._hits = [_photo_row(h, h.differs if isinstance(h, PhotoRow) else None) for h in hits]
         self._hits.sort(key=lambda h: (h.tier if h.tier > 0 else 1 << 30, -h.score))
         self._more = []
         self._more_available = bool(more_available) and bool(self._hits)

@@ -230,6 +230,15 @@ def at_matched_recall(curve: list[dict[str, float]], target: float, key: str) ->
     return None
 
 
+def _mean_std(values: np.ndarray, digits: int) -> str:
+    """A table cell: "-" for no runs, the value of one, mean ± sample std of several."""
+    if values.size == 0:
+        return "-"
+    if values.size == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
 def whole_table(records: dict[str, list[dict]], target: float, pool_size: int) -> str:
     columns = (
         ("final t2i R@1", "final", "test/t2i_R@1"),
@@ -252,13 +261,7 @@ def whole_table(records: dict[str, list[dict]], target: float, pool_size: int) -
             else:
                 values = [at_matched_recall(r["curve"], target, key) for r in runs]
             values = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float)
-            digits = 0 if key == "step" else 3
-            if values.size == 0:
-                cells.append("-")
-            elif values.size == 1:
-                cells.append(f"{values[0]:.{digits}f}")
-            else:
-                cells.append(f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}")
+            cells.append(_mean_std(values, 0 if key == "step" else 3))
             if where == "matched" and values.size < len(runs):
                 cells[-1] += f" ({len(runs) - values.size} never reached)"
         lines.append(f"| {loss} | {len(runs)} | " + " | ".join(cells) + " |")
@@ -357,12 +360,7 @@ def table(rows: dict[str, list[dict[str, float]]], pool_size: int) -> str:
         for _, key in COLUMNS:
             key = key.format(n=pool_size)
             values = np.array([r[key] for r in runs if key in r and math.isfinite(r[key])])
-            if values.size == 0:
-                cells.append("-")
-            elif values.size == 1:
-                cells.append(f"{values[0]:.3f}")
-            else:
-                cells.append(f"{values.mean():.3f} ± {values.std(ddof=1):.3f}")
+            cells.append(_mean_std(values, 3))
         lines.append(f"| {loss} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

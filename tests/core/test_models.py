@@ -225,16 +225,23 @@ def test_a_whole_config_beside_the_file_is_registered(tiny_arch, tiny_checkpoint
     assert load_model(f"file:{path}", device="cpu").identity.arch == "ladderlens-test-beside"
 
 
-def test_wrong_architecture_is_refused_with_what_to_do(tiny_arch, tmp_path):
+def _other_width_checkpoint(tmp_path, arch: str, register) -> Path:
+    """Weights of ``arch``: the tiny architecture with another embedding width, its config
+    registered with ``register``."""
     from tests.conftest import TINY_CONFIG
 
     other = json.loads(json.dumps(TINY_CONFIG))
     other["embed_dim"] = 16
-    config = tmp_path / "ladderlens-test-other.json"
+    config = tmp_path / f"{arch}.json"
     config.write_text(json.dumps(other))
-    open_clip.add_model_config(config)
-    path = tmp_path / "other.safetensors"
-    save_checkpoint(create_architecture("ladderlens-test-other"), path, "ladderlens-test-other")
+    register(config)
+    path = tmp_path / f"{arch}.safetensors"
+    save_checkpoint(create_architecture(arch), path, arch)
+    return path
+
+
+def test_wrong_architecture_is_refused_with_what_to_do(tiny_arch, tmp_path):
+    path = _other_width_checkpoint(tmp_path, "ladderlens-test-other", open_clip.add_model_config)
 
     with pytest.raises(CheckpointError) as info:
         load_model(f"file:{path}#{tiny_arch}", device="cpu")
@@ -414,15 +421,7 @@ def test_a_tiny_file_naming_a_huge_architecture_fails_before_building_it(tmp_pat
 
 
 def test_model_from_weights_checks_on_a_skeleton_and_says_what_the_caller_asks(tiny_arch, tmp_path):
-    from tests.conftest import TINY_CONFIG
-
-    other = json.loads(json.dumps(TINY_CONFIG))
-    other["embed_dim"] = 16
-    config = tmp_path / "ladderlens-test-other2.json"
-    config.write_text(json.dumps(other))
-    models.register_configs(config)
-    path = tmp_path / "other.safetensors"
-    save_checkpoint(create_architecture("ladderlens-test-other2"), path, "ladderlens-test-other2")
+    path = _other_width_checkpoint(tmp_path, "ladderlens-test-other2", models.register_configs)
 
     with pytest.raises(CheckpointError) as info:
         models.model_from_weights(tiny_arch, path, subject="this model", advice="Do something else.")
