@@ -258,6 +258,14 @@ def _is_storage_failure(exc: BaseException) -> bool:
     )
 
 
+def _is_busy(exc: sqlite3.DatabaseError) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED: another connection holds a lock, nothing is wrong with the file."""
+    code = getattr(exc, "sqlite_errorcode", None)  # extended code; its low byte is the primary one
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "database is locked" in str(exc)
+
+
 def storage_error(exc: sqlite3.DatabaseError, db_path: str | os.PathLike[str]) -> LibraryError:
     """A message a user can act on for an SQLite failure (a full disk, a damaged file, ...)."""
     text = str(exc).lower()
@@ -440,13 +448,18 @@ class Catalog:
             raise LibraryError(f"Cannot open the catalog {self.path}: {e}.") from e
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._enter_wal(conn)
             if mode.lower() != "wal":
                 logger.warning("catalog %s runs in journal mode %s, not WAL", self.path, mode)
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as e:
             conn.close()
+            if _is_busy(e):
+                raise LibraryError(
+                    f"The catalog {self.path} stayed busy for {self.busy_timeout:g} s ({e}): another "
+                    "LadderLens is opening or indexing this library. Nothing was changed; try again."
+                ) from e
             if _cannot_write(self.path):
                 raise LibraryError(
                     f"The library {self.path.parent} is read-only: LadderLens needs to write its catalog "
@@ -459,6 +472,24 @@ class Catalog:
                 "library there instead, move the whole folder away."
             ) from e
         return conn
+
+    def _enter_wal(self, conn: sqlite3.Connection) -> str:
+        """Switch the file to WAL mode (a no-op once it is) and return the journal mode it runs in.
+
+        Another process may be creating the same new catalog, so the file can still be in rollback
+        mode with that process's write lock on it. SQLite then answers SQLITE_BUSY at once, without
+        calling the busy handler, so this retries until ``busy_timeout`` runs out.
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        pause = 0.005
+        while True:
+            try:
+                return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as e:
+                if not _is_busy(e) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -14,6 +14,7 @@ import pytest
 import core.catalog as catalog_module
 from core.catalog import SCHEMA_VERSION, Catalog, FolderCounts, PhotoEntry
 from core.errors import FolderError, LibraryError
+from tests.core.together import run_together
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -411,6 +412,69 @@ def test_busy_beyond_the_timeout_is_a_library_error(tmp_path):
         folder = first.add_folder(tmp_path)
         with first.transaction(), pytest.raises(LibraryError, match="busy"):
             impatient.upsert_photos(folder.id, [entry(tmp_path / "b.jpg")])
+
+
+def _hold_write_lock_on_a_new_file(db: Path) -> sqlite3.Connection:
+    """What another process creating the same catalog looks like: a rollback-mode file, locked."""
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("CREATE TABLE scratch(x)")
+    return holder
+
+
+def test_a_new_catalog_waits_for_another_process_creating_it(tmp_path):
+    """SQLite answers the switch to WAL mode with SQLITE_BUSY at once while another connection
+    writes a rollback-mode file, without waiting: the catalog waits for it all the same."""
+    db = tmp_path / "catalog.sqlite"
+    holder = _hold_write_lock_on_a_new_file(db)
+    threading.Timer(0.3, lambda: (holder.execute("ROLLBACK"), holder.close())).start()
+    with Catalog(db) as cat:
+        assert cat.connection().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert cat.schema_version == SCHEMA_VERSION
+
+
+def test_a_catalog_locked_past_the_timeout_is_busy_not_damaged(tmp_path):
+    db = tmp_path / "catalog.sqlite"
+    holder = _hold_write_lock_on_a_new_file(db)
+    try:
+        with pytest.raises(LibraryError, match="busy") as caught:
+            Catalog(db, busy_timeout=0.2)
+        assert "damaged" not in str(caught.value) and "move the whole folder away" not in str(caught.value)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    with Catalog(db) as cat:  # nothing was harmed: it opens once the other connection is done
+        assert cat.schema_version == SCHEMA_VERSION
+
+
+_CREATE_IN_ROUNDS = textwrap.dedent(
+    """
+    import os, sys, time
+    sys.path.insert(0, sys.argv[1])
+    from core.catalog import Catalog
+    base, me, processes, rounds = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    for r in range(rounds):
+        folder = os.path.join(base, f"round-{r}")
+        os.makedirs(folder, exist_ok=True)
+        open(os.path.join(folder, f"ready-{me}"), "w").close()
+        deadline = time.monotonic() + 30
+        while sum(n.startswith("ready-") for n in os.listdir(folder)) < processes:
+            if time.monotonic() > deadline:
+                sys.exit(f"round {r}: the other processes did not come")
+            time.sleep(0.001)
+        Catalog(os.path.join(folder, "catalog.sqlite")).close()
+    """
+)
+
+
+def test_processes_creating_one_new_catalog_at_once_all_succeed(tmp_path):
+    """Two apps (or an app and the command line) opening a library that does not exist yet."""
+    processes, rounds = 3, 15
+    arguments = [[str(REPO), str(tmp_path), str(k), str(processes), str(rounds)] for k in range(processes)]
+    run_together(_CREATE_IN_ROUNDS, arguments, timeout=120)
+    for r in range(rounds):
+        with Catalog(tmp_path / f"round-{r}" / "catalog.sqlite") as cat:
+            assert cat.schema_version == SCHEMA_VERSION
 
 
 def test_snapshot_sees_one_state_and_refuses_writes(tmp_path):

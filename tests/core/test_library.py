@@ -19,6 +19,7 @@ from core.library import Library
 from core.scanner import ScannedFile
 from tests.conftest import SEARCH_JSON_KEYS
 from tests.core.imagefiles import write_empty, write_jpeg, write_png, write_text, write_truncated_jpeg
+from tests.core.together import run_together
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -405,20 +406,16 @@ def test_two_index_processes_at_once_keep_every_photo(tmp_path, model, tiny_chec
         from core.library import Library
         Library.open({str(tmp_path / "lib")!r}, model={model!r}).close()  # both ready to go
         open(os.path.join({str(tmp_path)!r}, f"ready-{{os.getpid()}}"), "w").close()
+        deadline = time.monotonic() + 60
         while len([n for n in os.listdir({str(tmp_path)!r}) if n.startswith("ready-")]) < 2:
+            if time.monotonic() > deadline:
+                sys.exit("the other process never got ready")
             time.sleep(0.01)
         sys.exit(main.main(["index", {str(root)!r}, "--library", {str(tmp_path / "lib")!r},
                             "--model", {model!r}, "--no-progress"]))
         """
     )
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for _ in range(2)
-    ]
-    results = [p.communicate(timeout=240) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], results
+    run_together(script, [[], []], timeout=240)
     with Library.open(tmp_path / "lib", model=model) as lib:
         assert lib.status().photos == 150 and lib.status().indexed == 150
         assert len(lib.search("car", k=200).hits) == 150
