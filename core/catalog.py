@@ -570,7 +570,8 @@ class Catalog:
     def _migrate(self, conn: sqlite3.Connection) -> None:
         target = len(MIGRATIONS)
         try:
-            version = self._check_header(conn, target)
+            with self.snapshot():  # one state: another process may be creating the schema right now
+                version = self._check_header(conn, target)
             if version == target:
                 return
             with self.transaction():

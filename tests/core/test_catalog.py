@@ -447,6 +447,36 @@ def test_a_catalog_locked_past_the_timeout_is_busy_not_damaged(tmp_path):
         assert cat.schema_version == SCHEMA_VERSION
 
 
+def test_a_schema_created_meanwhile_is_not_taken_for_another_programs(tmp_path, monkeypatch):
+    """Another process commits the new schema between two of this one's reads of the header: the
+    header is read as one state, not as an unmarked file that already has tables."""
+    db = tmp_path / "catalog.sqlite"
+    sqlite3.connect(db).execute("PRAGMA journal_mode = WAL").fetchone()
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    for step in catalog_module.MIGRATIONS:
+        step(other)
+    other.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    other.execute(f"PRAGMA application_id = {catalog_module.APPLICATION_ID}")
+
+    def commit_the_other(statement: str) -> None:
+        if "sqlite_master" in statement and other.in_transaction:
+            other.execute("COMMIT")
+
+    connect = Catalog._connect
+
+    def traced(self):
+        conn = connect(self)
+        conn.set_trace_callback(commit_the_other)
+        return conn
+
+    monkeypatch.setattr(Catalog, "_connect", traced)
+    with Catalog(db) as cat:
+        assert not other.in_transaction  # the interleaving happened
+        assert cat.schema_version == SCHEMA_VERSION
+    other.close()
+
+
 _CREATE_IN_ROUNDS = textwrap.dedent(
     """
     import os, sys, time
@@ -469,7 +499,7 @@ _CREATE_IN_ROUNDS = textwrap.dedent(
 
 def test_processes_creating_one_new_catalog_at_once_all_succeed(tmp_path):
     """Two apps (or an app and the command line) opening a library that does not exist yet."""
-    processes, rounds = 3, 15
+    processes, rounds = 3, 40
     arguments = [[str(REPO), str(tmp_path), str(k), str(processes), str(rounds)] for k in range(processes)]
     run_together(_CREATE_IN_ROUNDS, arguments, timeout=120)
     for r in range(rounds):
