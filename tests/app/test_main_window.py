@@ -51,6 +51,9 @@ def _search_typed(qtbot, window, text: str):
     qtbot.waitUntil(
         lambda: window.last_request is not None and window.last_request.text == text, timeout=30_000
     )
+    # The results may have come at the end of a wait slice, their layout still posted: a banner an
+    # earlier keystroke's results showed is hidden, but the grid has not grown into its place yet.
+    QApplication.processEvents()
     return window._result
 
 
