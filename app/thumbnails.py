@@ -132,17 +132,25 @@ def make_thumbnail(path: str, side: int, cache: Path | None) -> QImage:
         pil = pil.copy()
         pil.thumbnail((side, side))
     if cached is not None:
-        try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(f".{threading.get_ident()}.tmp")
-            pil.save(tmp, "JPEG", quality=JPEG_QUALITY)
-            os.replace(tmp, cached)
-        except OSError as exc:  # a read-only cache only costs speed
-            logger.debug("thumbnail cache not written: %s", exc)
+        _write_cached(pil, cached)
     rgb = pil.convert("RGB") if pil.mode != "RGB" else pil
     data = rgb.tobytes()
     image = QImage(data, rgb.width, rgb.height, 3 * rgb.width, QImage.Format.Format_RGB888)
     return image.copy()  # own the pixels: `data` goes away with this frame
+
+
+def _write_cached(pil: Image.Image, cached: Path) -> None:
+    """Store a thumbnail whole or not at all: written beside its place under a name of this process
+    and thread (two LadderLens windows may share the cache), then renamed into place."""
+    tmp = cached.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        pil.save(tmp, "JPEG", quality=JPEG_QUALITY)
+        os.replace(tmp, cached)
+    except OSError as exc:  # a read-only or full cache only costs speed
+        logger.debug("thumbnail cache not written: %s", exc)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 class _Relay(QObject):

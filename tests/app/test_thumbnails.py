@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -59,6 +60,28 @@ def test_the_disk_cache_is_keyed_by_size_and_mtime(tmp_path):
     fresh = make_thumbnail(path, 32, cache)
     assert fresh.pixelColor(5, 5).blue() > 150
     assert cache_key(path, 1, 2, 32) != cache_key(path, 1, 3, 32)
+
+
+def test_a_failed_cache_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    """A full disk mid-write: the thumbnail is still made, and the cache holds nothing half-written
+    (neither in place nor as a leftover temporary file)."""
+    path = _photo(tmp_path / "a.jpg")
+    cache = tmp_path / "c"
+    written = []
+
+    def full_disk(self, fp, *args, **kwargs):
+        Path(fp).write_bytes(b"\xff\xd8 half a JPEG")
+        written.append(Path(fp).name)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    image = make_thumbnail(path, 32, cache)
+    assert not image.isNull() and max(image.width(), image.height()) == 32
+    assert written and str(os.getpid()) in written[0]  # named for this process: windows share the cache
+    assert list(cache.iterdir()) == []
+    monkeypatch.undo()
+    make_thumbnail(path, 32, cache)
+    assert [p.suffix for p in cache.iterdir()] == [".jpg"]
 
 
 def test_unreadable_files_report_why(loader, qtbot, tmp_path):
