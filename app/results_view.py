@@ -212,18 +212,24 @@ class ResultsDelegate(QStyledItemDelegate):
         # Headers are not enabled items (so the cursor skips them); paint them in active colours anyway.
         active = QPalette.ColorGroup.Active
         painter.setPen(pal.color(active, QPalette.ColorRole.Text))
-        label, count, lo, hi = row.label, row.count, row.min_score, row.max_score
         text_rect = band.adjusted(14, 0, -10, 0)
-        title = f"{label}"
+        title = row.label
         painter.drawText(text_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, title)
         painter.setFont(option.font)
-        where = ", not graded into the tiers above" if row.rank == MORE_RANK else ""
-        photos = f"{count} photo{'s' if count != 1 else ''}{where}"
-        graded = math.isfinite(lo) and math.isfinite(hi)  # browsing: groups of photos, not tiers
-        detail = f"{photos} · scores {format_score(hi)} – {format_score(lo)}" if graded else photos
         detail_rect = text_rect.adjusted(fm.horizontalAdvance(title) + 14, 0, 0, 0)
+        detail = self.header_detail(option.font, row, detail_rect.width())
         painter.setPen(pal.color(active, QPalette.ColorRole.PlaceholderText))
         painter.drawText(detail_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, detail)
+
+    def header_detail(self, font: QFont, row: HeaderRow, width: int) -> str:
+        """A header's count and score range, elided to ``width`` pixels (a narrow grid shows
+        "2 photos · sc…" rather than a word cut off at the edge)."""
+        lo, hi = row.min_score, row.max_score
+        where = ", not graded into the tiers above" if row.rank == MORE_RANK else ""
+        photos = f"{row.count} photo{'s' if row.count != 1 else ''}{where}"
+        graded = math.isfinite(lo) and math.isfinite(hi)  # browsing: groups of photos, not tiers
+        detail = f"{photos} · scores {format_score(hi)} – {format_score(lo)}" if graded else photos
+        return self._fm(font)[1].elidedText(detail, Qt.TextElideMode.ElideRight, max(0, width))
 
     def _paint_photo(
         self, painter: QPainter, option: QStyleOptionViewItem, model: ResultsModel, row: PhotoRow

@@ -618,17 +618,18 @@ LEGEND = "grey: this query's scores over the whole library · ticks: the results
 
 
 def _nice_ticks(lo: float, hi: float, max_ticks: int) -> list[float]:
-    """Round tick values in [lo, hi], at most about ``max_ticks`` of them."""
+    """Round tick values in [lo, hi], at most about ``max_ticks`` of them, and at least two: one
+    tick alone gives no scale (a narrow plot asks for two, and the round step that fits two into
+    the span can leave only one inside it)."""
     span = hi - lo
     if not (math.isfinite(span) and span > 0):
         return []
     raw = span / max(1, max_ticks)
     magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-    first = math.ceil(lo / step) * step
-    ticks = []
-    value = first
-    while value <= hi + 1e-12:
-        ticks.append(round(value, 10))
-        value += step
+    steps = [m * magnitude for m in (10, 5, 2.5, 2, 1, 0.5, 0.25, 0.2, 0.1)]
+    fitting = [step for step in steps if step >= raw][-1]  # the smallest round step that fits
+    for step in steps[steps.index(fitting) :]:
+        ticks = [round(i * step, 10) + 0.0 for i in range(math.ceil(lo / step), math.floor(hi / step) + 1)]
+        if len(ticks) >= 2:
+            return ticks
     return ticks

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from PySide6.QtCore import QModelIndex, QObject, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QImage, QPalette, QPixmap
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPalette, QPixmap
 
 from app.results_model import HeaderRow, PhotoRow, ResultsModel, Role
 from app.results_view import ResultsView
@@ -371,6 +371,18 @@ def test_sizes_follow_the_font_and_the_width(grid, qtbot):
     qtbot.waitUntil(lambda: view.visualRect(model.index(cell)).height() > cell_height, timeout=2000)
     view.resize(520, 900)  # headers span the new width
     qtbot.waitUntil(lambda: view.visualRect(model.index(header)).width() < header_width - 200, timeout=2000)
+
+
+def test_a_header_too_wide_for_a_narrow_grid_is_elided_not_cut(grid):
+    _, view = grid
+    delegate, font = view.itemDelegate(), view.font()
+    row = HeaderRow(1, "Best matches", 2, 0.72, 0.81, 0)
+    whole = delegate.header_detail(font, row, 1000)
+    assert whole == "2 photos · scores 0.810 – 0.720"
+    fm = QFontMetrics(font)
+    narrow = fm.horizontalAdvance(whole) // 2
+    shown = delegate.header_detail(font, row, narrow)
+    assert shown.endswith("…") and whole.startswith(shown[:-1]) and fm.horizontalAdvance(shown) <= narrow
 
 
 def test_tier_colours_follow_relevance_not_rank():

@@ -106,6 +106,17 @@ def test_ticks_are_round_and_inside_the_range():
     assert _nice_ticks(1.0, 1.0, 4) == []
 
 
+@pytest.mark.parametrize(("lo", "hi"), [(-0.45, 0.85), (-0.4, 0.9), (0.05, 0.95), (0.31, 0.42), (-1.0, 1.0)])
+def test_a_narrow_plot_still_gets_a_scale(lo, hi):
+    """Two ticks asked for (a plot under 270 px): at least two inside the range, evenly spaced,
+    not the one '0.00' a step of 1 leaves inside [-0.45, 0.85]."""
+    ticks = _nice_ticks(lo, hi, 2)
+    assert 2 <= len(ticks) <= 4, ticks
+    assert all(lo - 1e-9 <= t <= hi + 1e-9 for t in ticks)
+    assert np.allclose(np.diff(ticks), ticks[1] - ticks[0])
+    assert "-0.00" not in [f"{t:.2f}" for t in ticks]
+
+
 def test_new_data_is_drawn_in_a_turn_of_the_event_loop_of_its_own(plot, qtbot, monkeypatch):
     widget, g = plot
     qtbot.wait(20)
