@@ -545,15 +545,10 @@ class TierPlot(QWidget):
         painter.setPen(QPen(pal.color(QPalette.ColorRole.Mid), 1))
         painter.drawLine(plot.left(), y, plot.right(), y)
         fm = QFontMetrics(self.font())
-        for value in _nice_ticks(self._lo, self._hi, max(2, plot.width() // 90)):
-            x = self.x_of(value)
+        for x, text, rect in self.tick_labels():
             painter.drawLine(QPointF(x, y), QPointF(x, y + 3))
-            text = f"{value:.2f}"
-            w = fm.horizontalAdvance(text)
             painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
-            painter.drawText(
-                QRectF(x - w / 2 - 2, y + 3, w + 4, fm.height()), Qt.AlignmentFlag.AlignCenter, text
-            )
+            painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
             painter.setPen(QPen(pal.color(QPalette.ColorRole.Mid), 1))
         painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
         painter.drawText(
@@ -561,6 +556,22 @@ class TierPlot(QWidget):
             Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
             "score",
         )
+
+    def tick_labels(self) -> list[tuple[float, str, QRectF]]:
+        """The axis's ticks: (x, label, the label's rectangle). A label is centred under its tick,
+        but kept between the plot's left edge (where "score" is written) and the widget's right
+        edge: a tick near an end has its label moved inwards rather than cut or overlapping."""
+        plot = self._plot_rect()
+        fm = QFontMetrics(self.font())
+        y = plot.bottom() + RUG_HEIGHT + 6
+        labels = []
+        for value in _nice_ticks(self._lo, self._hi, max(2, plot.width() // 90)):
+            x = self.x_of(value)
+            text = f"{value:.2f}"
+            w = fm.horizontalAdvance(text) + 4
+            left = min(max(x - w / 2, plot.left() - 2), self.width() - MARGIN / 2 - w)
+            labels.append((x, text, QRectF(left, y + 3, w, fm.height())))
+        return labels
 
     def _paint_legend(self, painter: QPainter, pal: QPalette) -> None:
         """What the plot shows, right-aligned on the chips' row when there is room for it."""

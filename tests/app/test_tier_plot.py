@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -115,6 +116,26 @@ def test_a_narrow_plot_still_gets_a_scale(lo, hi):
     assert all(lo - 1e-9 <= t <= hi + 1e-9 for t in ticks)
     assert np.allclose(np.diff(ticks), ticks[1] - ticks[0])
     assert "-0.00" not in [f"{t:.2f}" for t in ticks]
+
+
+@pytest.mark.parametrize("low", [-0.59, -0.41, -0.2, 0.01])
+@pytest.mark.parametrize("width", [300, 700])
+def test_tick_labels_stay_under_their_ticks_and_clear_of_the_axis_title(plot, low, width):
+    """A tick near an end of the axis keeps its label inside the plot's span: the first one does
+    not run into "score" (it read "score-0.60"), the last one is not cut at the right edge."""
+    widget, g = plot
+    widget.resize(width, 200)
+    rng = np.random.default_rng(2)
+    background = np.concatenate([[low], rng.uniform(low, 0.5, 500)])
+    widget.set_data(g.tiers, [0.55, 0.6], [g.tiers[0].rank] * 2, background, g.long_tail)
+    labels = widget.tick_labels()
+    assert len(labels) >= 2
+    plot_left = widget._plot_rect().left()
+    for x, text, rect in labels:
+        assert rect.left() >= plot_left - 2 and rect.right() <= widget.width()
+        assert rect.left() <= x <= rect.right()  # still under its tick
+        assert text == f"{float(text):.2f}"
+    assert all(a[2].right() < b[2].left() for a, b in itertools.pairwise(labels))
 
 
 def test_new_data_is_drawn_in_a_turn_of_the_event_loop_of_its_own(plot, qtbot, monkeypatch):
