@@ -27,8 +27,10 @@ ladder's first boundary is the hardest-negative triplet; on frozen features of a
 cannot yet tell some of the tagged things apart, hardest negatives are often photos that look
 alike but carry other tags, and the hinge losses alone (triplet and ladder alike) were measured
 to lose ground there (``benchmarks/bench_finetune.py quality``). InfoNCE gives every negative a
-say and anchors the training; the ladder term on top orders partial matches by their relevance
-(higher CS@K than the same fine-tune with the triplet term). Each loss alone stays selectable.
+say and anchors the training; the ladder term on top orders partial matches by their relevance.
+With the first starter model this gave a higher R@K than the same fine-tune with the triplet term;
+with starter version 2 the two are level, and InfoNCE with soft targets (``softnce``) is well
+behind both (BENCHMARKS.md). Each loss alone stays selectable.
 
 Every fine-tune is a generator of :class:`FinetuneProgress` (each yield a cancellation point;
 closing it leaves nothing behind) returning a :class:`FinetuneResult`; nothing is saved until
