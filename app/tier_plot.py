@@ -564,10 +564,13 @@ class TierPlot(QWidget):
         plot = self._plot_rect()
         fm = QFontMetrics(self.font())
         y = plot.bottom() + RUG_HEIGHT + 6
+        values = _nice_ticks(self._lo, self._hi, max(2, plot.width() // 90))
+        # Two decimals, or as many as the step needs (0.025 apart: "0.125", not "0.12").
+        decimals = next((d for d in (2, 3, 4) if all(abs(round(v, d) - v) < 1e-9 for v in values)), 4)
         labels = []
-        for value in _nice_ticks(self._lo, self._hi, max(2, plot.width() // 90)):
+        for value in values:
             x = self.x_of(value)
-            text = f"{value:.2f}"
+            text = f"{value:.{decimals}f}"
             w = fm.horizontalAdvance(text) + 4
             left = min(max(x - w / 2, plot.left() - 2), self.width() - MARGIN / 2 - w)
             labels.append((x, text, QRectF(left, y + 3, w, fm.height())))
@@ -640,7 +643,8 @@ def _nice_ticks(lo: float, hi: float, max_ticks: int) -> list[float]:
     steps = [m * magnitude for m in (10, 5, 2.5, 2, 1, 0.5, 0.25, 0.2, 0.1)]
     fitting = [step for step in steps if step >= raw][-1]  # the smallest round step that fits
     for step in steps[steps.index(fitting) :]:
-        ticks = [round(i * step, 10) + 0.0 for i in range(math.ceil(lo / step), math.floor(hi / step) + 1)]
+        first, last = math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9)  # ends included
+        ticks = [round(i * step, 10) + 0.0 for i in range(first, last + 1)]
         if len(ticks) >= 2:
             return ticks
     return ticks

@@ -260,10 +260,11 @@ def _is_storage_failure(exc: BaseException) -> bool:
 
 def _is_busy(exc: sqlite3.DatabaseError) -> bool:
     """SQLITE_BUSY or SQLITE_LOCKED: another connection holds a lock, nothing is wrong with the file."""
-    code = getattr(exc, "sqlite_errorcode", None)  # extended code; its low byte is the primary one
+    code = getattr(exc, "sqlite_errorcode", None)  # extended code (Python 3.11+); its low byte is the primary
     if code is not None:
-        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-    return "database is locked" in str(exc)
+        return (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    text = str(exc)  # SQLite's own messages for the two: "database is locked", "database table is locked"
+    return "is locked" in text or "database is busy" in text
 
 
 def storage_error(exc: sqlite3.DatabaseError, db_path: str | os.PathLike[str]) -> LibraryError:
@@ -544,7 +545,13 @@ class Catalog:
         conn.execute("BEGIN")
         try:
             yield conn
-        finally:
+        except BaseException:
+            # SQLite may have ended the transaction already (an I/O error): the error that got here
+            # is the one to report, not a failed ROLLBACK.
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        if conn.in_transaction:
             conn.execute("COMMIT")
 
     def close(self) -> None:

@@ -118,6 +118,22 @@ def test_a_narrow_plot_still_gets_a_scale(lo, hi):
     assert "-0.00" not in [f"{t:.2f}" for t in ticks]
 
 
+def test_ticks_include_both_ends_of_the_range():
+    assert _nice_ticks(0.0, 0.3, 4) == [0.0, 0.1, 0.2, 0.3]
+    assert _nice_ticks(0.1, 0.7, 8)[-1] == 0.7
+
+
+def test_tick_labels_have_the_decimals_their_step_needs(plot):
+    widget, g = plot
+    widget.resize(300, 200)
+    background = np.linspace(0.121, 0.189, 200)  # a narrow range: ticks 0.025 apart
+    widget.set_data(g.tiers, [0.18, 0.185], [g.tiers[0].rank] * 2, background, g.long_tail)
+    labels = widget.tick_labels()
+    assert len(labels) >= 2
+    for x, text, _ in labels:
+        assert float(text) == pytest.approx(widget.score_at(x), abs=1e-6)
+
+
 @pytest.mark.parametrize("low", [-0.59, -0.41, -0.2, 0.01])
 @pytest.mark.parametrize("width", [300, 700])
 def test_tick_labels_stay_under_their_ticks_and_clear_of_the_axis_title(plot, low, width):
@@ -134,7 +150,7 @@ def test_tick_labels_stay_under_their_ticks_and_clear_of_the_axis_title(plot, lo
     for x, text, rect in labels:
         assert rect.left() >= plot_left - 2 and rect.right() <= widget.width()
         assert rect.left() <= x <= rect.right()  # still under its tick
-        assert text == f"{float(text):.2f}"
+        assert float(text) == pytest.approx(widget.score_at(x), abs=1e-6)  # names its tick's value
     assert all(a[2].right() < b[2].left() for a, b in itertools.pairwise(labels))
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -451,7 +452,8 @@ def test_a_schema_created_meanwhile_is_not_taken_for_another_programs(tmp_path, 
     """Another process commits the new schema between two of this one's reads of the header: the
     header is read as one state, not as an unmarked file that already has tables."""
     db = tmp_path / "catalog.sqlite"
-    sqlite3.connect(db).execute("PRAGMA journal_mode = WAL").fetchone()
+    with closing(sqlite3.connect(db)) as setup:
+        setup.execute("PRAGMA journal_mode = WAL").fetchone()
     other = sqlite3.connect(db, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     for step in catalog_module.MIGRATIONS:
@@ -471,10 +473,32 @@ def test_a_schema_created_meanwhile_is_not_taken_for_another_programs(tmp_path, 
         return conn
 
     monkeypatch.setattr(Catalog, "_connect", traced)
-    with Catalog(db) as cat:
-        assert not other.in_transaction  # the interleaving happened
-        assert cat.schema_version == SCHEMA_VERSION
-    other.close()
+    try:
+        with Catalog(db) as cat:
+            assert not other.in_transaction  # the interleaving happened
+            assert cat.schema_version == SCHEMA_VERSION
+    finally:
+        other.close()
+
+
+@pytest.mark.parametrize(
+    ("message", "busy"),
+    [("database is locked", True), ("database table is locked", True), ("disk I/O error", False)],
+)
+def test_busy_is_told_from_damage_also_without_an_error_code(message, busy):
+    """Python 3.10's sqlite3 errors carry no error code: the message decides."""
+    error = sqlite3.OperationalError(message)
+    assert getattr(error, "sqlite_errorcode", None) is None
+    assert catalog_module._is_busy(error) is busy
+
+
+def test_an_error_inside_a_snapshot_is_the_one_reported(tmp_path):
+    with Catalog(tmp_path / "catalog.sqlite") as cat:
+        with pytest.raises(sqlite3.OperationalError, match="no such table"), cat.snapshot() as conn:
+            conn.execute("ROLLBACK")  # SQLite may end the transaction itself, as on an I/O error
+            conn.execute("SELECT * FROM missing")
+        assert not cat.connection().in_transaction
+        assert cat.schema_version == SCHEMA_VERSION  # the connection is still usable
 
 
 _CREATE_IN_ROUNDS = textwrap.dedent(
