@@ -342,10 +342,12 @@ def format_result(result) -> str:
     for tier in result.tiers:
         # With words the model does not know nothing matches, whatever was found of the rest.
         say_none = result.details_checked and tier.level > 0 and not result.unknown_words
-        lines.append(
-            f"\n{tier.label}: {tier.count} photo{'s' if tier.count != 1 else ''} "
-            f"(scores {tier.min_score:.3f} to {tier.max_score:.3f})"
+        scores = (
+            f"score {tier.max_score:.3f}"
+            if tier.count == 1
+            else f"scores {tier.min_score:.3f} to {tier.max_score:.3f}"
         )
+        lines.append(f"\n{tier.label}: {tier.count} photo{'s' if tier.count != 1 else ''} ({scores})")
         for hit in result.hits:
             if hit.tier == tier.rank:
                 differs = _differs_note(hit.differs, say_none)

@@ -228,7 +228,12 @@ class ResultsDelegate(QStyledItemDelegate):
         where = ", not graded into the tiers above" if row.rank == MORE_RANK else ""
         photos = f"{row.count} photo{'s' if row.count != 1 else ''}{where}"
         graded = math.isfinite(lo) and math.isfinite(hi)  # browsing: groups of photos, not tiers
-        detail = f"{photos} · scores {format_score(hi)} – {format_score(lo)}" if graded else photos
+        scores = (
+            f"score {format_score(hi)}"
+            if row.count == 1
+            else f"scores {format_score(hi)} – {format_score(lo)}"
+        )
+        detail = f"{photos} · {scores}" if graded else photos
         return self._fm(font)[1].elidedText(detail, Qt.TextElideMode.ElideRight, max(0, width))
 
     def _paint_photo(

@@ -275,6 +275,9 @@ def test_each_result_says_what_it_gets_wrong_and_when_nothing_was_found():
     assert line("match.jpg").endswith("/p/match.jpg")  # a best match: nothing to say
     assert line("blue.jpg").endswith("/p/blue.jpg  (colour differs)")
     assert line("plain.jpg").endswith("/p/plain.jpg  (no difference found)")
+    # A tier's score range; one photo has a score, not a range from a number to itself.
+    assert "\nBest matches: 1 photo (score 0.800)" in "\n".join(lines)
+    assert "One detail differs: 2 photos (scores 0.500 to 0.600)" in lines
     # Scores alone (no details checked), or words the model does not know: no such note.
     for result in (_plain_result(details_checked=False), _plain_result(unknown_words=("dog",))):
         assert "no difference found" not in main.format_result(result)

@@ -383,6 +383,8 @@ def test_a_header_too_wide_for_a_narrow_grid_is_elided_not_cut(grid):
     narrow = fm.horizontalAdvance(whole) // 2
     shown = delegate.header_detail(font, row, narrow)
     assert shown.endswith("…") and whole.startswith(shown[:-1]) and fm.horizontalAdvance(shown) <= narrow
+    alone = HeaderRow(1, "Best matches", 1, 0.81, 0.81, 0)
+    assert delegate.header_detail(font, alone, 1000) == "1 photo · score 0.810"
 
 
 def test_tier_colours_follow_relevance_not_rank():
