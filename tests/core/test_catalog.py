@@ -503,19 +503,14 @@ def test_an_error_inside_a_snapshot_is_the_one_reported(tmp_path):
 
 _CREATE_IN_ROUNDS = textwrap.dedent(
     """
-    import os, sys, time
+    import os, sys
     sys.path.insert(0, sys.argv[1])
     from core.catalog import Catalog
-    base, me, processes, rounds = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    from tests.core.together import start_together
+    base, processes, rounds = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     for r in range(rounds):
         folder = os.path.join(base, f"round-{r}")
-        os.makedirs(folder, exist_ok=True)
-        open(os.path.join(folder, f"ready-{me}"), "w").close()
-        deadline = time.monotonic() + 30
-        while sum(n.startswith("ready-") for n in os.listdir(folder)) < processes:
-            if time.monotonic() > deadline:
-                sys.exit(f"round {r}: the other processes did not come")
-            time.sleep(0.001)
+        start_together(folder, processes, timeout=30)
         Catalog(os.path.join(folder, "catalog.sqlite")).close()
     """
 )
@@ -524,7 +519,7 @@ _CREATE_IN_ROUNDS = textwrap.dedent(
 def test_processes_creating_one_new_catalog_at_once_all_succeed(tmp_path):
     """Two apps (or an app and the command line) opening a library that does not exist yet."""
     processes, rounds = 3, 40
-    arguments = [[str(REPO), str(tmp_path), str(k), str(processes), str(rounds)] for k in range(processes)]
+    arguments = [[str(REPO), str(tmp_path), str(processes), str(rounds)]] * processes
     run_together(_CREATE_IN_ROUNDS, arguments, timeout=120)
     for r in range(rounds):
         with Catalog(tmp_path / f"round-{r}" / "catalog.sqlite") as cat:

@@ -399,18 +399,13 @@ def test_two_index_processes_at_once_keep_every_photo(tmp_path, model, tiny_chec
         f"""
         import sys
         sys.path.insert(0, {str(REPO)!r})
-        import os, time
         import open_clip
         open_clip.add_model_config({str(config)!r})
         import main
         from core.library import Library
+        from tests.core.together import start_together
         Library.open({str(tmp_path / "lib")!r}, model={model!r}).close()  # both ready to go
-        open(os.path.join({str(tmp_path)!r}, f"ready-{{os.getpid()}}"), "w").close()
-        deadline = time.monotonic() + 60
-        while len([n for n in os.listdir({str(tmp_path)!r}) if n.startswith("ready-")]) < 2:
-            if time.monotonic() > deadline:
-                sys.exit("the other process never got ready")
-            time.sleep(0.01)
+        start_together({str(tmp_path / "ready")!r}, 2)
         sys.exit(main.main(["index", {str(root)!r}, "--library", {str(tmp_path / "lib")!r},
                             "--model", {model!r}, "--no-progress"]))
         """

@@ -50,6 +50,19 @@ def run_together(script: str, arguments: list[list[str]], timeout: float) -> lis
     return results
 
 
+def start_together(folder: str, count: int, timeout: float = 60) -> None:
+    """Inside a script given to :func:`run_together`: say this process is ready (a file in
+    ``folder``), then wait until ``count`` processes are, so that what follows starts at once in
+    all of them. Exits with a message when the others do not come within ``timeout`` seconds."""
+    os.makedirs(folder, exist_ok=True)
+    open(os.path.join(folder, f"ready-{os.getpid()}"), "w").close()
+    deadline = time.monotonic() + timeout
+    while sum(name.startswith("ready-") for name in os.listdir(folder)) < count:
+        if time.monotonic() > deadline:
+            sys.exit(f"{folder}: the other processes did not get ready")
+        time.sleep(0.001)
+
+
 def _kill(procs: list[subprocess.Popen]) -> None:
     for p in procs:
         if os.name == "posix":
